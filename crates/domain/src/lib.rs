@@ -1,0 +1,26 @@
+//! The pure core of Custodian: the event record and its hash chain, stream names, and the aggregates'
+//! `decide`/`evolve` functions.
+//!
+//! Architecture invariant: this crate does no I/O. It reads no clock, draws no randomness and knows no
+//! database; timestamps and ids are passed in by the caller.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod chain;
+pub mod event;
+pub mod stream;
+pub mod tenant;
+
+pub use chain::{ChainBreak, ChainVerifier};
+pub use event::{
+    Actor, ActorKind, DomainEvent, EventDecodeError, EventHash, EventRecord, EventType,
+    EventTypeError, NewEvent, Timestamp, TimestampError,
+};
+pub use stream::{StreamName, StreamNameError};

@@ -1,0 +1,3 @@
+//! Integration tests of the domain crate: one binary, one module per concern.
+
+mod event_schemas;

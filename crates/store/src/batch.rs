@@ -1,0 +1,314 @@
+//! Turning a batch of waiting appends into sealed records: the backend-independent half of a group
+//! commit. Pure: the backend reads the head, the known ids and the stream versions inside its
+//! transaction and hands them in.
+
+use std::collections::{HashMap, HashSet};
+
+use custodian_domain::{EventRecord, NewEvent, StreamName};
+use uuid::Uuid;
+
+use crate::{AppendOutcome, ExpectedVersion, Head, StoreError};
+
+/// One caller's append, waiting for the writer.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub stream: StreamName,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+/// Where an already-stored event id sits.
+#[derive(Debug, Clone)]
+pub(crate) struct Existing {
+    pub stream: String,
+    pub position: u64,
+    pub version: u64,
+}
+
+/// What one batch writes and answers.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// Records to insert, in position order.
+    pub records: Vec<EventRecord>,
+    /// One answer per pending append, in the batch's order.
+    pub results: Vec<Result<AppendOutcome, StoreError>>,
+    /// The head after the batch.
+    pub head: Head,
+}
+
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks an append before it is queued: not empty, each event within the size limit, no id twice.
+pub(crate) fn validate(events: &[NewEvent], max_event_bytes: usize) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Err(StoreError::EmptyAppend);
+    }
+    let mut ids = HashSet::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        let mut counter = ByteCounter(0);
+        // Writing a `Value` into a counter cannot fail.
+        let _ = serde_json::to_writer(&mut counter, &event.data);
+        if counter.0 > max_event_bytes {
+            return Err(StoreError::EventTooLarge {
+                index,
+                size: counter.0,
+                limit: max_event_bytes,
+            });
+        }
+        if !ids.insert(event.id) {
+            return Err(StoreError::DuplicateEventId { id: event.id });
+        }
+    }
+    Ok(())
+}
+
+/// Every event id in the batch, for the backend's lookup of ids already stored.
+pub(crate) fn ids(batch: &[Pending]) -> Vec<Uuid> {
+    batch
+        .iter()
+        .flat_map(|p| p.events.iter().map(|e| e.id))
+        .collect()
+}
+
+/// Every distinct stream in the batch, for the backend's lookup of current versions.
+pub(crate) fn streams(batch: &[Pending]) -> Vec<String> {
+    let set: HashSet<&str> = batch.iter().map(|p| p.stream.as_str()).collect();
+    set.into_iter().map(str::to_owned).collect()
+}
+
+/// Decides each append of the batch in order against the log as it stands plus the appends before
+/// it in the batch. A refused append writes nothing and does not disturb its neighbours.
+pub(crate) fn plan(
+    head: Head,
+    existing: &HashMap<Uuid, Existing>,
+    versions: &HashMap<String, u64>,
+    batch: &[Pending],
+) -> Plan {
+    let mut head = head;
+    let mut records = Vec::new();
+    let mut results = Vec::with_capacity(batch.len());
+    let mut batch_versions: HashMap<&str, u64> = HashMap::new();
+    let mut batch_ids: HashMap<Uuid, Existing> = HashMap::new();
+
+    for pending in batch {
+        if let Some(answer) = replayed(pending, existing, &batch_ids) {
+            results.push(answer);
+            continue;
+        }
+        let stream = pending.stream.as_str();
+        let current = batch_versions
+            .get(stream)
+            .or_else(|| versions.get(stream))
+            .copied()
+            .unwrap_or(0);
+        let matches = match pending.expected {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => current == 0,
+            ExpectedVersion::Exact(n) => current == n,
+        };
+        if !matches {
+            results.push(Err(StoreError::WrongExpectedVersion {
+                stream: stream.to_owned(),
+                expected: pending.expected,
+                actual: current,
+            }));
+            continue;
+        }
+        let mut sealed = Vec::with_capacity(pending.events.len());
+        let mut prev = head;
+        let mut failure = None;
+        for (i, event) in pending.events.iter().enumerate() {
+            let position = prev.position + 1;
+            match EventRecord::seal(
+                position,
+                pending.stream.clone(),
+                current + 1 + i as u64,
+                prev.hash,
+                event.clone(),
+            ) {
+                Ok(record) => {
+                    prev = Head {
+                        position,
+                        hash: record.hash,
+                    };
+                    sealed.push(record);
+                }
+                Err(e) => {
+                    failure = Some(StoreError::CorruptRecord {
+                        position,
+                        reason: format!("the event cannot be canonicalized: {e}"),
+                    });
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            results.push(Err(e));
+            continue;
+        }
+        let first_position = head.position + 1;
+        let stream_version = current + pending.events.len() as u64;
+        for r in &sealed {
+            batch_ids.insert(
+                r.id,
+                Existing {
+                    stream: stream.to_owned(),
+                    position: r.position,
+                    version: r.version,
+                },
+            );
+        }
+        head = prev;
+        batch_versions.insert(stream, stream_version);
+        records.extend(sealed);
+        results.push(Ok(AppendOutcome {
+            first_position,
+            last_position: head.position,
+            stream_version,
+            deduplicated: false,
+        }));
+    }
+    Plan {
+        records,
+        results,
+        head,
+    }
+}
+
+/// If the append's ids are already stored, the answer for a retry: the original outcome when it is
+/// the same append, a duplicate-id error when the ids were used for something else.
+fn replayed(
+    pending: &Pending,
+    existing: &HashMap<Uuid, Existing>,
+    batch_ids: &HashMap<Uuid, Existing>,
+) -> Option<Result<AppendOutcome, StoreError>> {
+    let found: Vec<(Uuid, Option<&Existing>)> = pending
+        .events
+        .iter()
+        .map(|e| (e.id, batch_ids.get(&e.id).or_else(|| existing.get(&e.id))))
+        .collect();
+    let first_known = found.iter().find(|(_, f)| f.is_some())?;
+    let duplicate = Err(StoreError::DuplicateEventId { id: first_known.0 });
+    let mut expected_position = None;
+    let mut outcome: Option<AppendOutcome> = None;
+    for (_, place) in &found {
+        let Some(place) = place else {
+            return Some(duplicate);
+        };
+        if place.stream != pending.stream.as_str()
+            || expected_position.is_some_and(|p| p != place.position)
+        {
+            return Some(duplicate);
+        }
+        expected_position = Some(place.position + 1);
+        outcome = Some(match outcome {
+            None => AppendOutcome {
+                first_position: place.position,
+                last_position: place.position,
+                stream_version: place.version,
+                deduplicated: true,
+            },
+            Some(o) => AppendOutcome {
+                last_position: place.position,
+                stream_version: place.version,
+                ..o
+            },
+        });
+    }
+    outcome.map(Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use custodian_domain::{Actor, EventType, Timestamp};
+
+    fn event(n: u128) -> NewEvent {
+        NewEvent {
+            id: Uuid::from_u128(n),
+            event_type: EventType::parse("thing.happened").unwrap(),
+            schema: 1,
+            actor: Actor::system(),
+            occurred_at: Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
+            correlation_id: None,
+            causation_id: None,
+            data: serde_json::json!({"n": n as u64}),
+        }
+    }
+
+    fn pending(stream: &str, expected: ExpectedVersion, ids: &[u128]) -> Pending {
+        Pending {
+            stream: StreamName::parse(stream).unwrap(),
+            expected,
+            events: ids.iter().map(|&n| event(n)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_conflicting_append_fails_alone() {
+        let batch = [
+            pending("t/a/1", ExpectedVersion::NoStream, &[1, 2]),
+            pending("t/a/1", ExpectedVersion::NoStream, &[3]),
+            pending("t/a/1", ExpectedVersion::Exact(2), &[4]),
+        ];
+        let p = plan(Head::default(), &HashMap::new(), &HashMap::new(), &batch);
+        assert_eq!(p.records.len(), 3);
+        assert!(matches!(
+            p.results[1],
+            Err(StoreError::WrongExpectedVersion { actual: 2, .. })
+        ));
+        let third = p.results[2].as_ref().unwrap();
+        assert_eq!((third.first_position, third.stream_version), (3, 3));
+        assert_eq!(p.head.position, 3);
+        assert_eq!(
+            p.records.iter().map(|r| r.position).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(p.records[1].prev_hash, p.records[0].hash);
+    }
+
+    #[test]
+    fn a_retry_in_the_same_batch_is_answered_with_the_first_positions() {
+        let batch = [
+            pending("t/a/1", ExpectedVersion::Any, &[1, 2]),
+            pending("t/a/1", ExpectedVersion::Any, &[1, 2]),
+            pending("t/a/2", ExpectedVersion::Any, &[2]),
+        ];
+        let p = plan(Head::default(), &HashMap::new(), &HashMap::new(), &batch);
+        assert_eq!(p.records.len(), 2);
+        let retry = p.results[1].as_ref().unwrap();
+        assert!(retry.deduplicated);
+        assert_eq!((retry.first_position, retry.last_position), (1, 2));
+        assert!(matches!(
+            p.results[2],
+            Err(StoreError::DuplicateEventId { .. })
+        ));
+    }
+
+    #[test]
+    fn validation_rejects_empty_oversized_and_repeated_ids() {
+        assert!(matches!(validate(&[], 10), Err(StoreError::EmptyAppend)));
+        assert!(matches!(
+            validate(&[event(1)], 3),
+            Err(StoreError::EventTooLarge {
+                index: 0,
+                size: 7,
+                limit: 3
+            })
+        ));
+        assert!(matches!(
+            validate(&[event(1), event(1)], 100),
+            Err(StoreError::DuplicateEventId { .. })
+        ));
+    }
+}

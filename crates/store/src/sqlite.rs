@@ -1,0 +1,234 @@
+//! The embedded backend: one SQLite file in WAL mode with `synchronous = FULL`, so an acknowledged
+//! append survives a crash of the process or the machine.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use custodian_domain::{EventRecord, NewEvent, StreamName};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::batch::{self, Existing, Pending};
+use crate::row::{COLUMNS, StoredRow, head_from_row, to_i64};
+use crate::writer::{Committer, Writer};
+use crate::{AppendOutcome, EventStore, ExpectedVersion, Head, StoreError, StoreOptions};
+
+/// SQLite binds at most 32,766 parameters per statement; 15 columns a row.
+const ROWS_PER_INSERT: usize = 1000;
+const IDS_PER_QUERY: usize = 900;
+
+/// The log in one SQLite file.
+pub struct SqliteStore {
+    read: SqlitePool,
+    writer: Option<Writer>,
+    head: Arc<watch::Sender<u64>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, unless read-only) the database at `path` and applies migrations.
+    pub async fn open(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        if options.read_only && !path.is_file() {
+            return Err(StoreError::Config(format!(
+                "no SQLite database at {}",
+                path.display()
+            )));
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Config(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
+        }
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(!options.read_only)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30));
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(connect.clone())
+            .await?;
+        let mut store = Self {
+            read,
+            writer: None,
+            head: Arc::new(watch::channel(0).0),
+        };
+        if !options.read_only {
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(connect)
+                .await?;
+            sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+            let committer = Arc::new(SqliteCommitter { pool: write });
+            store.writer = Some(Writer::spawn(committer, store.head.clone(), &options));
+        }
+        let head = store.head().await?;
+        crate::writer::advance(&store.head, head.position);
+        Ok(store)
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        match &self.writer {
+            Some(w) => w.append(stream, expected, events).await,
+            None => Err(StoreError::Config("the store was opened read-only".into())),
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?"
+        );
+        let rows: Vec<StoredRow> = sqlx::query_as(&sql)
+            .bind(stream.as_str())
+            .bind(to_i64(from_version))
+            .bind(to_i64(limit as u64))
+            .fetch_all(&self.read)
+            .await?;
+        rows.into_iter().map(StoredRow::into_record).collect()
+    }
+
+    async fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM events WHERE position >= ? ORDER BY position LIMIT ?");
+        let rows: Vec<StoredRow> = sqlx::query_as(&sql)
+            .bind(to_i64(from_position))
+            .bind(to_i64(limit as u64))
+            .fetch_all(&self.read)
+            .await?;
+        rows.into_iter().map(StoredRow::into_record).collect()
+    }
+
+    async fn head(&self) -> Result<Head, StoreError> {
+        read_head(&self.read).await
+    }
+
+    fn watch_head(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        if let Some(w) = &self.writer {
+            w.close().await;
+        }
+    }
+}
+
+async fn read_head<'e, E>(executor: E) -> Result<Head, StoreError>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    let row = sqlx::query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
+        .fetch_optional(executor)
+        .await?;
+    head_from_row(row)
+}
+
+struct SqliteCommitter {
+    pool: SqlitePool,
+}
+
+#[async_trait]
+impl Committer for SqliteCommitter {
+    async fn commit(
+        &self,
+        pendings: &[Pending],
+    ) -> Result<(Vec<Result<AppendOutcome, StoreError>>, Head), StoreError> {
+        // IMMEDIATE takes the write lock up front, so the head cannot move under us.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let head = read_head(&mut *tx).await?;
+
+        let mut existing = HashMap::new();
+        for chunk in batch::ids(pendings).chunks(IDS_PER_QUERY) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT id, stream, position, version FROM events WHERE id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&mut *tx).await? {
+                let id: Uuid = row.try_get(0)?;
+                existing.insert(
+                    id,
+                    Existing {
+                        stream: row.try_get(1)?,
+                        position: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
+                        version: u64::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0),
+                    },
+                );
+            }
+        }
+
+        let mut versions = HashMap::new();
+        for chunk in batch::streams(pendings).chunks(IDS_PER_QUERY) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT stream, MAX(version) FROM events WHERE stream IN (",
+            );
+            let mut list = q.separated(", ");
+            for s in chunk {
+                list.push_bind(s.as_str());
+            }
+            q.push(") GROUP BY stream");
+            for row in q.build().fetch_all(&mut *tx).await? {
+                let stream: String = row.try_get(0)?;
+                let version: i64 = row.try_get(1)?;
+                versions.insert(stream, u64::try_from(version).unwrap_or(0));
+            }
+        }
+
+        let plan = batch::plan(head, &existing, &versions, pendings);
+        for chunk in plan.records.chunks(ROWS_PER_INSERT) {
+            let data: Vec<String> = chunk.iter().map(|r| r.data.to_string()).collect();
+            let times: Vec<String> = chunk.iter().map(|r| r.occurred_at.to_string()).collect();
+            let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO events ({COLUMNS}) "));
+            q.push_values(chunk.iter().enumerate(), |mut b, (i, r)| {
+                b.push_bind(to_i64(r.position))
+                    .push_bind(r.id)
+                    .push_bind(r.stream.as_str())
+                    .push_bind(to_i64(r.version))
+                    .push_bind(r.event_type.as_str())
+                    .push_bind(i64::from(r.schema))
+                    .push_bind(r.tenant.as_str())
+                    .push_bind(r.actor.kind.as_str())
+                    .push_bind(r.actor.id.as_str())
+                    .push_bind(times[i].as_str())
+                    .push_bind(r.correlation_id.as_deref())
+                    .push_bind(r.causation_id.as_deref())
+                    .push_bind(data[i].as_str())
+                    .push_bind(&r.prev_hash.0[..])
+                    .push_bind(&r.hash.0[..]);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok((plan.results, plan.head))
+    }
+}

@@ -1,0 +1,140 @@
+//! The group-commit writer: one task per store takes every waiting append, commits them in one
+//! transaction, then answers each caller.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use custodian_domain::{NewEvent, StreamName};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::batch::{self, Pending};
+use crate::{AppendOutcome, ExpectedVersion, Head, StoreError, StoreOptions};
+
+/// How many appends may wait for the writer before callers are held back.
+const QUEUE_DEPTH: usize = 8192;
+
+/// A backend's half of a group commit: one transaction for the whole batch.
+#[async_trait]
+pub(crate) trait Committer: Send + Sync + 'static {
+    /// Commits the batch durably and answers each append in order; `Err` means nothing was written.
+    async fn commit(
+        &self,
+        batch: &[Pending],
+    ) -> Result<(Vec<Result<AppendOutcome, StoreError>>, Head), StoreError>;
+}
+
+struct Request {
+    pending: Pending,
+    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+/// Raises the shared head to `position` if it is higher.
+pub(crate) fn advance(head: &watch::Sender<u64>, position: u64) {
+    head.send_if_modified(|h| {
+        if position > *h {
+            *h = position;
+            true
+        } else {
+            false
+        }
+    });
+}
+
+/// Owns the writer task; appends go through it.
+pub(crate) struct Writer {
+    sender: Mutex<Option<mpsc::Sender<Request>>>,
+    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    max_event_bytes: usize,
+}
+
+impl Writer {
+    pub(crate) fn spawn(
+        committer: Arc<dyn Committer>,
+        head: Arc<watch::Sender<u64>>,
+        options: &StoreOptions,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let task = tokio::spawn(run(committer, rx, head, options.max_batch_events.max(1)));
+        Self {
+            sender: Mutex::new(Some(tx)),
+            task: tokio::sync::Mutex::new(Some(task)),
+            max_event_bytes: options.max_event_bytes,
+        }
+    }
+
+    pub(crate) async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        batch::validate(&events, self.max_event_bytes)?;
+        let sender = self
+            .sender
+            .lock()
+            .map_err(|_| StoreError::Closed)?
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            pending: Pending {
+                stream: stream.clone(),
+                expected,
+                events,
+            },
+            reply,
+        };
+        sender.send(request).await.map_err(|_| StoreError::Closed)?;
+        drop(sender);
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(crate) async fn close(&self) {
+        if let Ok(mut sender) = self.sender.lock() {
+            sender.take();
+        }
+        if let Some(task) = self.task.lock().await.take() {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "the event writer stopped abnormally");
+            }
+        }
+    }
+}
+
+async fn run(
+    committer: Arc<dyn Committer>,
+    mut rx: mpsc::Receiver<Request>,
+    head: Arc<watch::Sender<u64>>,
+    max_batch_events: usize,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut size = first.pending.events.len();
+        let mut requests = vec![first];
+        while size < max_batch_events {
+            match rx.try_recv() {
+                Ok(r) => {
+                    size += r.pending.events.len();
+                    requests.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let (pendings, replies): (Vec<Pending>, Vec<_>) =
+            requests.into_iter().map(|r| (r.pending, r.reply)).unzip();
+        match committer.commit(&pendings).await {
+            Ok((results, new_head)) => {
+                advance(&head, new_head.position);
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, appends = replies.len(), "a batch of appends failed; nothing of it was written");
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}

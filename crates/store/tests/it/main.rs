@@ -1,0 +1,4 @@
+//! Integration tests of the event store: one conformance suite, run against every backend.
+
+mod conformance;
+mod support;
