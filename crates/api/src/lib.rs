@@ -1,1 +1,11 @@
-//! x
+//! The HTTP face of Custodian: an axum server that turns requests into commands on the log and
+//! serves reads from it, and the `custodian` command line that starts it.
+//!
+//! Architecture invariant: handlers hold no business rules. They parse, call the domain or the store,
+//! and map every error to one RFC 9457 problem type.
+
+pub mod cli;
+pub mod config;
+pub mod problem;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,307 @@
+//! Server configuration: command-line flags, then `CUSTODIAN_*` environment variables, then an
+//! optional TOML file, then defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The default directory of the embedded store.
+pub const DEFAULT_DATA_DIR: &str = "custodian-data";
+/// The embedded store's file name inside the data directory.
+pub const SQLITE_FILE: &str = "custodian.db";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, coloured on a terminal.
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// `custodian serve` options. Each flag can also be set by its environment variable or in the
+/// configuration file; a flag wins over the variable, the variable over the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "CUSTODIAN_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Directory of the embedded SQLite store, created if missing; ignored when --database-url is
+    /// set [default: ./custodian-data]
+    #[arg(long, env = "CUSTODIAN_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// PostgreSQL URL (postgres://user:password@host/db) of a production store; the embedded SQLite
+    /// store is used when unset
+    #[arg(long, env = "CUSTODIAN_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Log format [default: pretty]
+    #[arg(long, env = "CUSTODIAN_LOG_FORMAT", value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Largest accepted event body in bytes [default: 262144]
+    #[arg(long, env = "CUSTODIAN_MAX_EVENT_BYTES", value_name = "BYTES")]
+    pub max_event_bytes: Option<usize>,
+
+    /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C [default: 30]
+    #[arg(long, env = "CUSTODIAN_SHUTDOWN_TIMEOUT", value_name = "SECS")]
+    pub shutdown_timeout: Option<u64>,
+
+    /// TOML file with any of the settings above (snake_case keys, e.g. `listen = "0.0.0.0:8080"`);
+    /// flags and environment variables take precedence over it
+    #[arg(long, env = "CUSTODIAN_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// The configuration file's contents: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    log_format: Option<LogFormat>,
+    max_event_bytes: Option<usize>,
+    shutdown_timeout: Option<u64>,
+}
+
+/// Where the log lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// The embedded SQLite file.
+    Sqlite(PathBuf),
+    /// A database URL (PostgreSQL).
+    Url(String),
+}
+
+impl StoreLocation {
+    /// The string `custodian_store::open` takes.
+    pub fn as_open_arg(&self) -> String {
+        match self {
+            Self::Sqlite(p) => p.display().to_string(),
+            Self::Url(u) => u.clone(),
+        }
+    }
+
+    /// A description safe to log: any password in a URL is replaced by `***`.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(p) => format!("sqlite {}", p.display()),
+            Self::Url(u) => redact_url(u),
+        }
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_owned()
+            };
+            format!("{scheme}://{masked}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// The resolved configuration of a server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// The log's location.
+    pub store: StoreLocation,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Largest accepted event body.
+    pub max_event_bytes: usize,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("invalid configuration file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl FileConfig {
+    /// Reads a TOML configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })
+    }
+}
+
+impl Config {
+    /// Resolves flags and environment (already merged by clap) over the file over the defaults.
+    pub fn resolve(args: ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(args, file)
+    }
+
+    /// Merges arguments over a file's settings over the defaults.
+    pub fn merge(args: ServeArgs, file: FileConfig) -> Result<Self, ConfigError> {
+        let listen = match args.listen.or(file.listen) {
+            Some(a) => a,
+            None => DEFAULT_LISTEN
+                .parse()
+                .map_err(|_| ConfigError::Invalid("bad default listen address".into()))?,
+        };
+        let store = match args.database_url.or(file.database_url) {
+            Some(url) if !url.trim().is_empty() => StoreLocation::Url(url),
+            _ => StoreLocation::Sqlite(
+                args.data_dir
+                    .or(file.data_dir)
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+                    .join(SQLITE_FILE),
+            ),
+        };
+        let max_event_bytes = args
+            .max_event_bytes
+            .or(file.max_event_bytes)
+            .unwrap_or(custodian_store::DEFAULT_MAX_EVENT_BYTES);
+        if max_event_bytes < 1024 {
+            return Err(ConfigError::Invalid(format!(
+                "max_event_bytes is {max_event_bytes}; it must be at least 1024"
+            )));
+        }
+        Ok(Self {
+            listen,
+            store,
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Pretty),
+            max_event_bytes,
+            shutdown_timeout: Duration::from_secs(
+                args.shutdown_timeout
+                    .or(file.shutdown_timeout)
+                    .unwrap_or(30),
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(toml: &str) -> FileConfig {
+        toml::from_str(toml).unwrap()
+    }
+
+    #[test]
+    fn defaults_give_the_embedded_store_on_localhost() {
+        let c = Config::merge(ServeArgs::default(), FileConfig::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            c.store,
+            StoreLocation::Sqlite(PathBuf::from("custodian-data/custodian.db"))
+        );
+        assert_eq!(c.max_event_bytes, 256 * 1024);
+        assert_eq!(c.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let f = file(
+            r#"
+            listen = "0.0.0.0:9000"
+            data_dir = "/var/lib/custodian"
+            log_format = "json"
+            max_event_bytes = 4096
+            "#,
+        );
+        let args = ServeArgs {
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        let c = Config::merge(args, f).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(
+            c.store,
+            StoreLocation::Sqlite(PathBuf::from("/var/lib/custodian/custodian.db"))
+        );
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.max_event_bytes, 4096);
+    }
+
+    #[test]
+    fn a_database_url_selects_postgres() {
+        let args = ServeArgs {
+            database_url: Some("postgres://app:s3cret@db:5432/custodian".into()),
+            data_dir: Some("ignored".into()),
+            ..ServeArgs::default()
+        };
+        let c = Config::merge(args, FileConfig::default()).unwrap();
+        assert_eq!(
+            c.store,
+            StoreLocation::Url("postgres://app:s3cret@db:5432/custodian".into())
+        );
+        assert_eq!(c.store.redacted(), "postgres://app:***@db:5432/custodian");
+        assert!(!c.store.redacted().contains("s3cret"));
+    }
+
+    #[test]
+    fn bad_files_and_values_are_clear_errors() {
+        let err = toml::from_str::<FileConfig>("listne = \"x\"").unwrap_err();
+        assert!(err.message().contains("unknown field"), "{err}");
+        let args = ServeArgs {
+            max_event_bytes: Some(10),
+            ..ServeArgs::default()
+        };
+        let err = Config::merge(args, FileConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("at least 1024"), "{err}");
+        let err = Config::resolve(ServeArgs {
+            config: Some("/nonexistent/custodian.toml".into()),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/custodian.toml"),
+            "{err}"
+        );
+    }
+}

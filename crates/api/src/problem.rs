@@ -1,0 +1,258 @@
+//! RFC 9457 problem details: the one error shape every endpoint answers with.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use custodian_store::StoreError;
+use serde::Serialize;
+
+/// The media type of a problem document.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error as the client sees it: an HTTP status, a stable machine-readable `code`, and a
+/// `detail` a person can act on. Internal causes are logged, never sent.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    detail: String,
+    retry_after: Option<u64>,
+    internal: Option<String>,
+}
+
+/// The cause of a 5xx, handed from the response to the logging middleware.
+#[derive(Debug, Clone)]
+pub struct InternalCause(pub String);
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    problem_type: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    code: &'a str,
+}
+
+impl Problem {
+    /// A problem with an explicit status, code, title and detail.
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            title,
+            detail: detail.into(),
+            retry_after: None,
+            internal: None,
+        }
+    }
+
+    /// 400: the request cannot be parsed.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Bad request",
+            detail,
+        )
+    }
+
+    /// 422: the request parses but its content is invalid.
+    pub fn validation(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "Validation failed",
+            detail,
+        )
+    }
+
+    /// 404.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "Not found", detail)
+    }
+
+    /// 409: the request lost a race or repeats something already done differently.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
+    }
+
+    /// 503 with `Retry-After`: try again shortly.
+    pub fn unavailable(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+                detail,
+            )
+        }
+    }
+
+    /// 500: a bug. The cause is logged; the client gets a generic message.
+    pub fn internal(cause: impl Into<String>) -> Self {
+        Self {
+            internal: Some(cause.into()),
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                "the server failed to handle the request; the failure was logged",
+            )
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The human-readable detail.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = Body {
+            problem_type: format!("urn:custodian:problem:{}", self.code),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: self.code,
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (self.status, json).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(cause) = self.internal {
+            response.extensions_mut().insert(InternalCause(cause));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::EmptyAppend => Problem::validation(e.to_string()),
+            StoreError::EventTooLarge { .. } => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Payload too large",
+                e.to_string(),
+            ),
+            StoreError::WrongExpectedVersion { .. } | StoreError::DuplicateEventId { .. } => {
+                Problem::conflict(e.to_string())
+            }
+            StoreError::Closed => Problem::unavailable(e.to_string(), 5),
+            StoreError::Database(_) => Self {
+                internal: Some(e.to_string()),
+                ..Problem::unavailable("the event store is unreachable", 2)
+            },
+            StoreError::CorruptRecord { .. } | StoreError::Config(_) | StoreError::Migration(_) => {
+                Problem::internal(e.to_string())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn render(p: Problem) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let r = p.into_response();
+        let (parts, body) = r.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&bytes).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn problems_are_rfc9457_documents() {
+        let (status, headers, body) = render(Problem::conflict("stream moved on")).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "type": "urn:custodian:problem:conflict",
+                "title": "Conflict",
+                "status": 409,
+                "detail": "stream moved on",
+                "code": "conflict",
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn store_errors_map_to_the_right_status() {
+        let cases = [
+            (StoreError::EmptyAppend, 422, "validation_failed"),
+            (
+                StoreError::EventTooLarge {
+                    index: 0,
+                    size: 9,
+                    limit: 1,
+                },
+                413,
+                "payload_too_large",
+            ),
+            (
+                StoreError::WrongExpectedVersion {
+                    stream: "a/b/c".into(),
+                    expected: custodian_store::ExpectedVersion::NoStream,
+                    actual: 1,
+                },
+                409,
+                "conflict",
+            ),
+            (StoreError::Closed, 503, "unavailable"),
+            (
+                StoreError::CorruptRecord {
+                    position: 3,
+                    reason: "x".into(),
+                },
+                500,
+                "internal",
+            ),
+        ];
+        for (error, status, code) in cases {
+            let (s, _, body) = render(Problem::from(error)).await;
+            assert_eq!((s.as_u16(), body["code"].as_str().unwrap()), (status, code));
+        }
+    }
+
+    #[tokio::test]
+    async fn internal_causes_stay_out_of_the_body() {
+        let (_, _, body) = render(Problem::internal("secret table name xyz")).await;
+        assert!(!body.to_string().contains("xyz"));
+        let r = Problem::internal("cause").into_response();
+        assert_eq!(r.extensions().get::<InternalCause>().unwrap().0, "cause");
+    }
+
+    #[tokio::test]
+    async fn unavailable_says_when_to_retry() {
+        let (_, headers, _) = render(Problem::unavailable("busy", 2)).await;
+        assert_eq!(headers[header::RETRY_AFTER], "2");
+    }
+}

@@ -1,0 +1,3 @@
+//! HTTP tests of the server frame, against the real router on a random port.
+
+mod frame;
