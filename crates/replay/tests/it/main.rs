@@ -1,0 +1,5 @@
+//! Integration tests of custodian-replay: the library call and the binary, against every backend.
+
+mod binary;
+mod support;
+mod verify;

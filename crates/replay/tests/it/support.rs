@@ -1,0 +1,321 @@
+//! Backends under test, a log to verify on each, and the tampering an attacker with database access
+//! could do.
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::Arc;
+
+use custodian_domain::{Actor, EventHash, EventType, NewEvent, StreamName, Timestamp};
+use custodian_store::{EventStore, ExpectedVersion, StoreOptions};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, PgConnection, SqliteConnection};
+
+/// Instantiates each listed test once per backend: `sqlite::name` and `postgres::name`, the latter
+/// skipped (with a note) only when PostgreSQL is unreachable outside CI.
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(crate::support::Fixture::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if let Some(fixture) = crate::support::Fixture::postgres().await {
+                        super::$test(fixture).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_every_backend;
+
+/// Which database a fixture is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where a test's log lives.
+pub struct Fixture {
+    pub backend: Backend,
+    pub location: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Fixture {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self {
+            backend: Backend::Sqlite,
+            location: dir.path().join("custodian.db").display().to_string(),
+            _dir: Some(dir),
+        }
+    }
+
+    pub async fn postgres() -> Option<Self> {
+        Some(Self {
+            backend: Backend::Postgres,
+            location: custodian_store::testing::fresh_postgres_database().await?,
+            _dir: None,
+        })
+    }
+
+    /// Creates the schema and appends `n` events, then closes the writer.
+    pub async fn populate(&self, n: usize) {
+        let store = custodian_store::open(&self.location, StoreOptions::default())
+            .await
+            .unwrap();
+        let streams = ["acme/user/u1", "acme/group/g1", "globex/user/u2"];
+        let mut i = 0;
+        while i < n {
+            // Appends of varying size across several streams and tenants.
+            let size = (i % 7 + 1).min(n - i);
+            let batch = (i..i + size).map(event).collect();
+            let stream = StreamName::parse(streams[i % streams.len()]).unwrap();
+            store
+                .append(&stream, ExpectedVersion::Any, batch)
+                .await
+                .unwrap();
+            i += size;
+        }
+        store.close().await;
+    }
+
+    /// Opens the log read-only, the way `verify` does.
+    pub async fn open_read_only(&self) -> Arc<dyn EventStore> {
+        custodian_store::open(
+            &self.location,
+            StoreOptions {
+                read_only: true,
+                ..StoreOptions::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// A direct connection to the database, bypassing the store.
+    pub async fn connect(&self) -> Db {
+        match self.backend {
+            Backend::Sqlite => Db::Sqlite(
+                SqliteConnection::connect_with(
+                    &SqliteConnectOptions::new().filename(&self.location),
+                )
+                .await
+                .unwrap(),
+            ),
+            Backend::Postgres => Db::Postgres(PgConnection::connect(&self.location).await.unwrap()),
+        }
+    }
+
+    /// Runs `custodian-replay verify` on this log.
+    pub async fn run_verify(&self) -> Run {
+        run_binary(&["verify", &self.location]).await
+    }
+}
+
+/// The event appended as the `i`-th (0-based): position `i + 1`.
+pub fn event(i: usize) -> NewEvent {
+    NewEvent {
+        id: uuid::Uuid::now_v7(),
+        event_type: EventType::parse("user.renamed").unwrap(),
+        schema: 1,
+        actor: Actor::system(),
+        occurred_at: Timestamp::parse("2026-11-25T12:00:00Z").unwrap(),
+        correlation_id: Some(format!("req_{i}")),
+        causation_id: None,
+        data: serde_json::json!({ "i": i, "name": format!("user number {i}") }),
+    }
+}
+
+/// A raw connection to the log's database.
+pub enum Db {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+}
+
+impl Db {
+    async fn execute(&mut self, sql: &str) -> Result<u64, sqlx::Error> {
+        match self {
+            Db::Sqlite(c) => sqlx::query(sql).execute(c).await.map(|r| r.rows_affected()),
+            Db::Postgres(c) => sqlx::query(sql).execute(c).await.map(|r| r.rows_affected()),
+        }
+    }
+
+    /// Drops the append-only triggers, as an attacker with database access could, after checking
+    /// that they did refuse the rewrite.
+    pub async fn drop_append_only_triggers(&mut self) {
+        let refused = self
+            .execute("UPDATE events SET data = data WHERE position = 1")
+            .await;
+        assert!(
+            refused.is_err_and(|e| e.to_string().contains("append-only")),
+            "the append-only trigger should refuse an update"
+        );
+        match self {
+            Db::Sqlite(_) => {
+                self.execute("DROP TRIGGER events_are_append_only_update")
+                    .await
+                    .unwrap();
+                self.execute("DROP TRIGGER events_are_append_only_delete")
+                    .await
+                    .unwrap();
+            }
+            Db::Postgres(_) => {
+                self.execute("DROP TRIGGER events_are_append_only ON events")
+                    .await
+                    .unwrap();
+            }
+        };
+    }
+
+    /// The stored `data` text of `position`.
+    pub async fn data(&mut self, position: i64) -> String {
+        match self {
+            Db::Sqlite(c) => sqlx::query_scalar("SELECT data FROM events WHERE position = ?")
+                .bind(position)
+                .fetch_one(c)
+                .await
+                .unwrap(),
+            Db::Postgres(c) => sqlx::query_scalar("SELECT data FROM events WHERE position = $1")
+                .bind(position)
+                .fetch_one(c)
+                .await
+                .unwrap(),
+        }
+    }
+
+    /// Overwrites the stored `data` text of `position`.
+    pub async fn set_data(&mut self, position: i64, data: &str) {
+        let n = match self {
+            Db::Sqlite(c) => sqlx::query("UPDATE events SET data = ? WHERE position = ?")
+                .bind(data)
+                .bind(position)
+                .execute(c)
+                .await
+                .unwrap()
+                .rows_affected(),
+            Db::Postgres(c) => sqlx::query("UPDATE events SET data = $1 WHERE position = $2")
+                .bind(data)
+                .bind(position)
+                .execute(c)
+                .await
+                .unwrap()
+                .rows_affected(),
+        };
+        assert_eq!(n, 1, "no row at position {position}");
+    }
+
+    /// Overwrites the stored `hash` of `position`.
+    pub async fn set_hash(&mut self, position: i64, hash: &[u8]) {
+        let n = match self {
+            Db::Sqlite(c) => sqlx::query("UPDATE events SET hash = ? WHERE position = ?")
+                .bind(hash)
+                .bind(position)
+                .execute(c)
+                .await
+                .unwrap()
+                .rows_affected(),
+            Db::Postgres(c) => sqlx::query("UPDATE events SET hash = $1 WHERE position = $2")
+                .bind(hash)
+                .bind(position)
+                .execute(c)
+                .await
+                .unwrap()
+                .rows_affected(),
+        };
+        assert_eq!(n, 1, "no row at position {position}");
+    }
+
+    /// Deletes the row at `position`.
+    pub async fn delete(&mut self, position: i64) {
+        let n = self
+            .execute(&format!("DELETE FROM events WHERE position = {position}"))
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "no row at position {position}");
+    }
+
+    /// Changes exactly one byte of `position`'s `data`, inside a string value, so that it is still
+    /// valid JSON and only the hash can tell.
+    pub async fn flip_one_data_byte(&mut self, position: i64) {
+        let before = self.data(position).await;
+        let after = flip_byte_in_string_value(&before);
+        self.set_data(position, &after).await;
+    }
+
+    /// Forges `position`'s `hash` to match its (tampered) contents, as read back through the store.
+    pub async fn rehash(&mut self, fixture: &Fixture, position: u64) -> EventHash {
+        let store = fixture.open_read_only().await;
+        let record = store.read_all(position, 1).await.unwrap().remove(0);
+        store.close().await;
+        assert_eq!(record.position, position);
+        let forged = record.compute_hash().unwrap();
+        assert_ne!(forged, record.hash, "the record was not tampered with");
+        self.set_hash(i64::try_from(position).unwrap(), &forged.0)
+            .await;
+        forged
+    }
+
+    pub async fn close(self) {
+        match self {
+            Db::Sqlite(c) => c.close().await.unwrap(),
+            Db::Postgres(c) => c.close().await.unwrap(),
+        }
+    }
+}
+
+/// Turns the first `u` of the `name` string value into `v`; checks that exactly one byte changed
+/// and that the result is still JSON.
+pub fn flip_byte_in_string_value(data: &str) -> String {
+    let start = data.find(r#""name":""#).expect("a name string value") + r#""name":""#.len();
+    let offset = start + data[start..].find('u').expect("a u in the name");
+    let mut bytes = data.as_bytes().to_vec();
+    bytes[offset] = b'v';
+    let after = String::from_utf8(bytes).unwrap();
+    let differing = data.bytes().zip(after.bytes()).filter(|(a, b)| a != b);
+    assert_eq!(differing.count(), 1);
+    assert_eq!(data.len(), after.len());
+    let parsed: serde_json::Value = serde_json::from_str(&after).expect("still valid JSON");
+    assert!(parsed["name"].as_str().unwrap().starts_with("vser number"));
+    after
+}
+
+/// What a run of the binary did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the built `custodian-replay` with `args`, stdout and stderr captured (not terminals).
+pub async fn run_binary(args: &[&str]) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = tokio::process::Command::new(env!("CARGO_BIN_EXE_custodian-replay"))
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    }
+}
+
+/// A path in a fresh temporary directory that does not exist, nor does its parent.
+pub fn missing_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("not-there").join("custodian.db")
+}
