@@ -1,0 +1,562 @@
+//! Append throughput and latency of the event log, against a plain-INSERT floor.
+//!
+//! For each backend (SQLite in a temporary directory; PostgreSQL in a fresh database, skipped with a
+//! note when the server is unreachable) this appends `BENCH_EVENTS` events (default 100,000) of
+//! about 1 KiB of JSON data each, with 1, 8 and 64 concurrent writers. Each writer is a tokio task
+//! that makes single-event appends with [`ExpectedVersion::Any`] to its own stream
+//! `bench/writer/w{n}`, one after the other, and records the latency of every append (from the
+//! call to the durable acknowledgement). Every run gets a fresh database so that runs do not
+//! influence each other. A single writer makes one durable transaction per event, so its run is
+//! capped at 10,000 events; the table says so.
+//!
+//! The floor is what the database itself sustains for the same rows without the store: the same
+//! columns as the `events` table, the same ~1 KiB data and random bytes in place of the hashes,
+//! inserted by one connection with multi-row `INSERT`s of 500 rows per transaction, with the
+//! store's connection settings (SQLite: WAL, `synchronous = FULL`). It does no hashing, no version
+//! or duplicate checks and no group-commit hand-off, and it amortizes each durable commit over 500
+//! rows, so the store cannot be expected to beat it: the store's throughput divided by the floor's
+//! is the share of the database's capacity that the store delivers. The floor's latency columns
+//! are per 500-row transaction.
+//!
+//! Run with `cargo bench -p custodian-store --bench append`. Any append error ends the run with a
+//! non-zero exit status.
+
+use std::error::Error;
+use std::time::{Duration, Instant};
+
+use custodian_domain::{Actor, EventType, NewEvent, StreamName, Timestamp};
+use custodian_store::{EventStore, ExpectedVersion, StoreOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, QueryBuilder};
+
+type BoxError = Box<dyn Error + Send + Sync>;
+type Result<T> = std::result::Result<T, BoxError>;
+
+/// Concurrent writers per run.
+const WRITERS: [usize; 3] = [1, 8, 64];
+/// Most events a single writer appends: each is its own durable transaction.
+const SINGLE_WRITER_CAP: usize = 10_000;
+/// Rows per transaction of the floor.
+const FLOOR_BATCH: usize = 500;
+/// Target serialized size of one event's data.
+const DATA_BYTES: usize = 1024;
+/// The columns of `events`, as in the migrations.
+const COLUMNS: &str = "position, id, stream, version, type, schema, tenant, actor_kind, actor_id, occurred_at, correlation_id, causation_id, data, prev_hash, hash";
+const EVENT_TYPE: &str = "bench.appended";
+const OCCURRED_AT: &str = "2026-11-25T12:00:00Z";
+const CORRELATION_ID: &str = "req_bench";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "SQLite",
+            Self::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// A fresh, empty database for one run; removed when dropped (SQLite) or by [`Database::remove`].
+struct Database {
+    location: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Database {
+    /// `None` when the backend is unavailable (PostgreSQL unreachable).
+    async fn fresh(backend: Backend) -> Result<Option<Self>> {
+        Ok(match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir()?;
+                Some(Self {
+                    location: dir.path().join("bench.db").display().to_string(),
+                    _dir: Some(dir),
+                })
+            }
+            Backend::Postgres => custodian_store::testing::fresh_postgres_database()
+                .await
+                .map(|location| Self {
+                    location,
+                    _dir: None,
+                }),
+        })
+    }
+
+    /// Drops a PostgreSQL database so a run leaves nothing behind; the SQLite directory goes with
+    /// the value.
+    async fn remove(self, backend: Backend) -> Result<()> {
+        if backend == Backend::Postgres {
+            let name = self
+                .location
+                .rsplit_once('/')
+                .map_or("", |(_, name)| name)
+                .to_owned();
+            let admin = custodian_store::testing::postgres_admin_url();
+            let mut conn = sqlx::PgConnection::connect(&admin).await?;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await?;
+            conn.close().await?;
+        }
+        Ok(())
+    }
+}
+
+/// One row of the results table.
+struct Measurement {
+    backend: Backend,
+    /// `None` for the floor.
+    writers: Option<usize>,
+    events: usize,
+    capped: bool,
+    elapsed: Duration,
+    /// Per append; per transaction for the floor.
+    latencies: Vec<Duration>,
+}
+
+impl Measurement {
+    fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Nearest-rank percentile of the latencies, in milliseconds.
+    fn percentile_ms(&self, p: f64) -> f64 {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+        sorted
+            .get(rank.saturating_sub(1))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    }
+}
+
+/// The ~1 KiB JSON data of one event; only `writer` and `seq` vary.
+#[derive(Clone)]
+struct Payload(serde_json::Value);
+
+impl Payload {
+    fn new() -> Self {
+        let mut value = serde_json::json!({
+            "writer": 0,
+            "seq": 0,
+            "secret_id": "sec_0192d7c4e5f67a8b9c0d1e2f3a4b5c6d",
+            "path": "prod/payments/stripe/api-key",
+            "labels": { "team": "payments", "env": "prod", "rotation": "90d" },
+            "actor_ip": "203.0.113.42",
+            "user_agent": "custodian-cli/0.1.0 (linux; x86_64)",
+            "note": "",
+        });
+        let base = value.to_string().len();
+        value["note"] = serde_json::Value::String("x".repeat(DATA_BYTES.saturating_sub(base)));
+        Self(value)
+    }
+
+    fn for_event(&self, writer: usize, seq: usize) -> serde_json::Value {
+        let mut value = self.0.clone();
+        value["writer"] = writer.into();
+        value["seq"] = seq.into();
+        value
+    }
+}
+
+/// A small deterministic generator (SplitMix64) for the floor's stand-in hash bytes.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn hash(&mut self) -> Vec<u8> {
+        (0..4).flat_map(|_| self.next().to_le_bytes()).collect()
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let requested = match std::env::var("BENCH_EVENTS") {
+        Ok(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("BENCH_EVENTS must be a positive integer, not {v:?}"))?,
+        Err(_) => 100_000,
+    };
+    let payload = Payload::new();
+    eprintln!(
+        "append benchmark: {requested} events of {} bytes of JSON data per run; writers {WRITERS:?}",
+        payload.0.to_string().len()
+    );
+
+    let mut rows = Vec::new();
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(db) = Database::fresh(backend).await? else {
+            eprintln!("note: {} is unreachable; skipping it", backend.name());
+            continue;
+        };
+        let floor = run_floor(backend, db, requested, &payload).await?;
+        report(&floor);
+        rows.push(floor);
+        for writers in WRITERS {
+            let db = Database::fresh(backend)
+                .await?
+                .ok_or_else(|| format!("{} became unreachable", backend.name()))?;
+            let run = run_store(backend, db, writers, requested, &payload).await?;
+            report(&run);
+            rows.push(run);
+        }
+    }
+
+    println!();
+    print_table(&rows);
+    Ok(())
+}
+
+fn report(m: &Measurement) {
+    let who = m
+        .writers
+        .map_or_else(|| "floor".to_owned(), |w| format!("{w} writer(s)"));
+    eprintln!(
+        "{} {who}: ran {} events in {:.2} s",
+        m.backend.name(),
+        m.events,
+        m.elapsed.as_secs_f64()
+    );
+}
+
+/// Appends through the store with `writers` concurrent tasks.
+async fn run_store(
+    backend: Backend,
+    db: Database,
+    writers: usize,
+    requested: usize,
+    payload: &Payload,
+) -> Result<Measurement> {
+    let (events, capped) = if writers == 1 && requested > SINGLE_WRITER_CAP {
+        (SINGLE_WRITER_CAP, true)
+    } else {
+        (requested, false)
+    };
+    let store = custodian_store::open(&db.location, StoreOptions::default()).await?;
+    let event_type = EventType::parse(EVENT_TYPE)?;
+    let occurred_at = Timestamp::parse(OCCURRED_AT)?;
+
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(writers);
+    for w in 0..writers {
+        let count = events / writers + usize::from(w < events % writers);
+        let store = store.clone();
+        let stream = StreamName::parse(&format!("bench/writer/w{w}"))?;
+        let event_type = event_type.clone();
+        let payload = payload.clone();
+        tasks.push(tokio::spawn(async move {
+            write(
+                &*store,
+                &stream,
+                count,
+                w,
+                &event_type,
+                occurred_at,
+                &payload,
+            )
+            .await
+        }));
+    }
+    let mut latencies = Vec::with_capacity(events);
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = start.elapsed();
+
+    let head = store.head().await?;
+    if head.position != events as u64 {
+        return Err(format!(
+            "{} with {writers} writers: the log ends at position {}, expected {events}",
+            backend.name(),
+            head.position
+        )
+        .into());
+    }
+    store.close().await;
+    drop(store);
+    db.remove(backend).await?;
+    Ok(Measurement {
+        backend,
+        writers: Some(writers),
+        events,
+        capped,
+        elapsed,
+        latencies,
+    })
+}
+
+/// One writer: `count` single-event appends, one after the other, each timed.
+async fn write(
+    store: &dyn EventStore,
+    stream: &StreamName,
+    count: usize,
+    writer: usize,
+    event_type: &EventType,
+    occurred_at: Timestamp,
+    payload: &Payload,
+) -> Result<Vec<Duration>> {
+    let mut latencies = Vec::with_capacity(count);
+    for seq in 0..count {
+        let event = NewEvent {
+            id: uuid::Uuid::now_v7(),
+            event_type: event_type.clone(),
+            schema: 1,
+            actor: Actor::system(),
+            occurred_at,
+            correlation_id: Some(CORRELATION_ID.to_owned()),
+            causation_id: None,
+            data: payload.for_event(writer, seq),
+        };
+        let t = Instant::now();
+        store
+            .append(stream, ExpectedVersion::Any, vec![event])
+            .await
+            .map_err(|e| format!("append {seq} of writer {writer} to {stream} failed: {e}"))?;
+        latencies.push(t.elapsed());
+    }
+    Ok(latencies)
+}
+
+/// One floor row, ready to bind.
+struct FloorRow {
+    position: i64,
+    id: uuid::Uuid,
+    version: i64,
+    data: String,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+/// Builds one multi-row `INSERT` of `rows` for any backend, with the same values the store writes.
+fn floor_insert<'a, DB>(rows: &'a [FloorRow], fixed: &'a FloorFixed) -> QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    uuid::Uuid: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    Option<&'a str>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    &'a [u8]: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new(format!("INSERT INTO events ({COLUMNS}) "));
+    q.push_values(rows, |mut b, r| {
+        b.push_bind(r.position)
+            .push_bind(r.id)
+            .push_bind(fixed.stream.as_str())
+            .push_bind(r.version)
+            .push_bind(EVENT_TYPE)
+            .push_bind(1_i64)
+            .push_bind(fixed.tenant.as_str())
+            .push_bind("system")
+            .push_bind("custodian")
+            .push_bind(fixed.occurred_at.as_str())
+            .push_bind(Some(CORRELATION_ID))
+            .push_bind(None::<&str>)
+            .push_bind(r.data.as_str())
+            .push_bind(&r.prev_hash[..])
+            .push_bind(&r.hash[..]);
+    });
+    q
+}
+
+/// The columns that are the same in every floor row, written as the store writes them.
+struct FloorFixed {
+    stream: String,
+    tenant: String,
+    occurred_at: String,
+}
+
+/// The floor: the same rows through plain batched `INSERT`s on one connection.
+async fn run_floor(
+    backend: Backend,
+    db: Database,
+    events: usize,
+    payload: &Payload,
+) -> Result<Measurement> {
+    // The store creates the schema; then it is out of the way.
+    let store = custodian_store::open(&db.location, StoreOptions::default()).await?;
+    store.close().await;
+    drop(store);
+
+    let stream = StreamName::parse("bench/writer/w0")?;
+    let fixed = FloorFixed {
+        tenant: stream.tenant().to_owned(),
+        stream: stream.as_str().to_owned(),
+        occurred_at: Timestamp::parse(OCCURRED_AT)?.to_string(),
+    };
+    let mut random = SplitMix(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+    );
+    let mut rows = Vec::with_capacity(FLOOR_BATCH);
+    let mut latencies = Vec::with_capacity(events.div_ceil(FLOOR_BATCH));
+    let mut next = 1_usize;
+
+    let pool = FloorPool::connect(backend, &db.location).await?;
+    let start = Instant::now();
+    while next <= events {
+        rows.clear();
+        for position in next..=(next + FLOOR_BATCH - 1).min(events) {
+            rows.push(FloorRow {
+                position: position as i64,
+                id: uuid::Uuid::now_v7(),
+                version: position as i64,
+                data: payload.for_event(0, position - 1).to_string(),
+                prev_hash: random.hash(),
+                hash: random.hash(),
+            });
+        }
+        next += rows.len();
+        let t = Instant::now();
+        pool.insert(&rows, &fixed).await?;
+        latencies.push(t.elapsed());
+    }
+    let elapsed = start.elapsed();
+    let stored = pool.count().await?;
+    pool.close().await;
+    if stored != events as i64 {
+        return Err(format!(
+            "{} floor: {stored} rows stored, expected {events}",
+            backend.name()
+        )
+        .into());
+    }
+    db.remove(backend).await?;
+    Ok(Measurement {
+        backend,
+        writers: None,
+        events,
+        capped: false,
+        elapsed,
+        latencies,
+    })
+}
+
+/// The floor's single connection, with the store's settings.
+enum FloorPool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl FloorPool {
+    async fn connect(backend: Backend, location: &str) -> Result<Self> {
+        Ok(match backend {
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::new()
+                    .filename(location)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(30));
+                Self::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(options)
+                        .await?,
+                )
+            }
+            Backend::Postgres => Self::Postgres(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(location)
+                    .await?,
+            ),
+        })
+    }
+
+    /// One transaction, one multi-row `INSERT`.
+    async fn insert(&self, rows: &[FloorRow], fixed: &FloorFixed) -> Result<()> {
+        match self {
+            Self::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                floor_insert::<sqlx::Sqlite>(rows, fixed)
+                    .build()
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
+            Self::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                floor_insert::<sqlx::Postgres>(rows, fixed)
+                    .build()
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn count(&self) -> Result<i64> {
+        const SQL: &str = "SELECT COUNT(*) FROM events";
+        Ok(match self {
+            Self::Sqlite(pool) => sqlx::query_scalar(SQL).fetch_one(pool).await?,
+            Self::Postgres(pool) => sqlx::query_scalar(SQL).fetch_one(pool).await?,
+        })
+    }
+
+    async fn close(self) {
+        match self {
+            Self::Sqlite(pool) => pool.close().await,
+            Self::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+fn print_table(rows: &[Measurement]) {
+    println!("| backend | writers | events | events/s | p50 ms | p99 ms | ratio to floor |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for m in rows {
+        let floor = rows
+            .iter()
+            .find(|f| f.backend == m.backend && f.writers.is_none())
+            .map_or(f64::NAN, Measurement::events_per_second);
+        let writers = m
+            .writers
+            .map_or_else(|| "floor".to_owned(), |w| w.to_string());
+        let events = if m.capped {
+            format!("{} (capped for 1 writer)", thousands(m.events as u64))
+        } else {
+            thousands(m.events as u64)
+        };
+        println!(
+            "| {} | {writers} | {events} | {} | {:.2} | {:.2} | {:.2} |",
+            m.backend.name(),
+            thousands(m.events_per_second().round() as u64),
+            m.percentile_ms(50.0),
+            m.percentile_ms(99.0),
+            m.events_per_second() / floor,
+        );
+    }
+    println!();
+    println!(
+        "Floor rows: one connection, multi-row INSERTs of {FLOOR_BATCH} rows per transaction; their p50/p99 are per transaction."
+    );
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
