@@ -150,7 +150,9 @@ impl IntoResponse for Problem {
 impl From<StoreError> for Problem {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::EmptyAppend => Problem::validation(e.to_string()),
+            StoreError::EmptyAppend | StoreError::Unserializable { .. } => {
+                Problem::validation(e.to_string())
+            }
             StoreError::EventTooLarge { .. } => Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",

@@ -290,7 +290,8 @@ pub struct EventRecord {
     pub hash: EventHash,
 }
 
-/// The record as hashed: every field but `hash`.
+/// The record as hashed, through the generic canonicalizer: the reference the fast path is tested against.
+#[cfg(test)]
 #[derive(Serialize)]
 struct Unsealed<'a> {
     position: u64,
@@ -318,6 +319,20 @@ impl EventRecord {
         prev_hash: EventHash,
         event: NewEvent,
     ) -> Result<Self, serde_json::Error> {
+        let data = canonical_data(&event.data)?;
+        Self::seal_canonical(position, stream, version, prev_hash, event, &data)
+    }
+
+    /// [`seal`](Self::seal) for a caller that already holds `canonical_data(&event.data)`, so the
+    /// costly part of canonicalization can run before, and outside of, the log's write lock.
+    pub fn seal_canonical(
+        position: u64,
+        stream: StreamName,
+        version: u64,
+        prev_hash: EventHash,
+        event: NewEvent,
+        data: &[u8],
+    ) -> Result<Self, serde_json::Error> {
         let mut record = Self {
             position,
             tenant: stream.tenant().to_owned(),
@@ -334,27 +349,46 @@ impl EventRecord {
             prev_hash,
             hash: EventHash::ZERO,
         };
-        record.hash = record.compute_hash()?;
+        record.hash = EventHash(Sha256::digest(record.canonical_bytes_with(data)?).into());
         Ok(record)
     }
 
     /// The RFC 8785 canonical JSON of every field but `hash`: the bytes that are hashed.
     pub fn canonical_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json_canonicalizer::to_vec(&Unsealed {
-            position: self.position,
-            stream: &self.stream,
-            version: self.version,
-            id: &self.id,
-            event_type: &self.event_type,
-            schema: self.schema,
-            tenant: &self.tenant,
-            actor: &self.actor,
-            occurred_at: &self.occurred_at,
-            correlation_id: &self.correlation_id,
-            causation_id: &self.causation_id,
-            data: &self.data,
-            prev_hash: &self.prev_hash,
-        })
+        self.canonical_bytes_with(&canonical_data(&self.data)?)
+    }
+
+    /// The canonical form around already-canonical `data`. RFC 8785 orders an object's members by
+    /// their names' UTF-16 code units; the names below are ASCII and listed in that order.
+    fn canonical_bytes_with(&self, data: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+        fn member<T: Serialize>(
+            out: &mut Vec<u8>,
+            name: &str,
+            value: &T,
+        ) -> Result<(), serde_json::Error> {
+            out.push(if out.is_empty() { b'{' } else { b',' });
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            serde_json_canonicalizer::to_writer(value, out)
+        }
+        let mut out = Vec::with_capacity(data.len() + 512);
+        member(&mut out, "actor", &self.actor)?;
+        member(&mut out, "causation_id", &self.causation_id)?;
+        member(&mut out, "correlation_id", &self.correlation_id)?;
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data);
+        member(&mut out, "id", &self.id)?;
+        member(&mut out, "occurred_at", &self.occurred_at)?;
+        member(&mut out, "position", &self.position)?;
+        member(&mut out, "prev_hash", &self.prev_hash)?;
+        member(&mut out, "schema", &self.schema)?;
+        member(&mut out, "stream", &self.stream)?;
+        member(&mut out, "tenant", &self.tenant)?;
+        member(&mut out, "type", &self.event_type)?;
+        member(&mut out, "version", &self.version)?;
+        out.push(b'}');
+        Ok(out)
     }
 
     /// Recomputes the hash from the other fields (it does not read `self.hash`).
@@ -362,6 +396,11 @@ impl EventRecord {
         let bytes = self.canonical_bytes()?;
         Ok(EventHash(Sha256::digest(&bytes).into()))
     }
+}
+
+/// The RFC 8785 canonical JSON of an event's `data`.
+pub fn canonical_data(data: &Value) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json_canonicalizer::to_vec(data)
 }
 
 /// Why a stored event could not be turned back into a domain event.
@@ -446,6 +485,54 @@ mod tests {
                 r#""schema":1,"stream":"acme/user/user_1","tenant":"acme","type":"user.registered","version":1}"#
             )
         );
+    }
+
+    fn reference_canonical(r: &EventRecord) -> Vec<u8> {
+        serde_json_canonicalizer::to_vec(&Unsealed {
+            position: r.position,
+            stream: &r.stream,
+            version: r.version,
+            id: &r.id,
+            event_type: &r.event_type,
+            schema: r.schema,
+            tenant: &r.tenant,
+            actor: &r.actor,
+            occurred_at: &r.occurred_at,
+            correlation_id: &r.correlation_id,
+            causation_id: &r.causation_id,
+            data: &r.data,
+            prev_hash: &r.prev_hash,
+        })
+        .unwrap()
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-1e300f64..1e300).prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                proptest::collection::btree_map(".{0,8}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_canonical_form_equals_rfc8785(data in json_value(), actor_id in ".{0,10}", corr in proptest::option::of(".{0,10}")) {
+            let mut r = sample(7, EventHash([3; 32]));
+            r.data = data;
+            r.actor.id = actor_id;
+            r.correlation_id = corr;
+            proptest::prop_assert_eq!(r.canonical_bytes().unwrap(), reference_canonical(&r));
+        }
     }
 
     #[test]

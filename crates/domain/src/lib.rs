@@ -21,6 +21,6 @@ pub mod tenant;
 pub use chain::{ChainBreak, ChainVerifier};
 pub use event::{
     Actor, ActorKind, DomainEvent, EventDecodeError, EventHash, EventRecord, EventType,
-    EventTypeError, NewEvent, Timestamp, TimestampError,
+    EventTypeError, NewEvent, Timestamp, TimestampError, canonical_data,
 };
 pub use stream::{StreamName, StreamNameError};

@@ -15,6 +15,9 @@ pub(crate) struct Pending {
     pub stream: StreamName,
     pub expected: ExpectedVersion,
     pub events: Vec<NewEvent>,
+    /// RFC 8785 canonical JSON of each event's data, computed by the caller's task so the writer
+    /// only has to hash.
+    pub data: Vec<String>,
 }
 
 /// Where an already-stored event id sits.
@@ -27,49 +30,46 @@ pub(crate) struct Existing {
 
 /// What one batch writes and answers.
 #[derive(Debug)]
-pub(crate) struct Plan {
+pub(crate) struct Plan<'a> {
     /// Records to insert, in position order.
     pub records: Vec<EventRecord>,
+    /// The canonical JSON of each record's data, as stored.
+    pub data: Vec<&'a str>,
     /// One answer per pending append, in the batch's order.
     pub results: Vec<Result<AppendOutcome, StoreError>>,
     /// The head after the batch.
     pub head: Head,
 }
 
-struct ByteCounter(usize);
-
-impl std::io::Write for ByteCounter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Checks an append before it is queued: not empty, each event within the size limit, no id twice.
-pub(crate) fn validate(events: &[NewEvent], max_event_bytes: usize) -> Result<(), StoreError> {
+/// Checks an append before it is queued (not empty, each event within the size limit, no id twice)
+/// and returns the canonical JSON of each event's data.
+pub(crate) fn prepare(
+    events: &[NewEvent],
+    max_event_bytes: usize,
+) -> Result<Vec<String>, StoreError> {
     if events.is_empty() {
         return Err(StoreError::EmptyAppend);
     }
     let mut ids = HashSet::with_capacity(events.len());
+    let mut out = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
-        let mut counter = ByteCounter(0);
-        // Writing a `Value` into a counter cannot fail.
-        let _ = serde_json::to_writer(&mut counter, &event.data);
-        if counter.0 > max_event_bytes {
-            return Err(StoreError::EventTooLarge {
-                index,
-                size: counter.0,
-                limit: max_event_bytes,
-            });
-        }
         if !ids.insert(event.id) {
             return Err(StoreError::DuplicateEventId { id: event.id });
         }
+        let data = custodian_domain::canonical_data(&event.data)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or(StoreError::Unserializable { index })?;
+        if data.len() > max_event_bytes {
+            return Err(StoreError::EventTooLarge {
+                index,
+                size: data.len(),
+                limit: max_event_bytes,
+            });
+        }
+        out.push(data);
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Every event id in the batch, for the backend's lookup of ids already stored.
@@ -86,16 +86,77 @@ pub(crate) fn streams(batch: &[Pending]) -> Vec<String> {
     set.into_iter().map(str::to_owned).collect()
 }
 
+/// The writer's memory of stream versions, valid only while the log's head is the one it last
+/// committed: if any other process appended in between, the head differs and it starts over.
+#[derive(Debug, Default)]
+pub(crate) struct VersionCache {
+    head: Option<Head>,
+    versions: HashMap<String, u64>,
+}
+
+/// Streams remembered before the cache starts over, bounding its memory.
+const CACHED_STREAMS: usize = 100_000;
+
+impl VersionCache {
+    /// Forgets everything unless `head` is the head this cache last saw.
+    pub(crate) fn sync(&mut self, head: Head) {
+        if self.head != Some(head) {
+            self.versions.clear();
+            self.head = Some(head);
+        }
+    }
+
+    /// The batch's streams whose versions must be read from the database.
+    pub(crate) fn missing(&self, batch: &[Pending]) -> Vec<String> {
+        streams(batch)
+            .into_iter()
+            .filter(|s| !self.versions.contains_key(s))
+            .collect()
+    }
+
+    /// Records versions read from the database; streams not found are at version 0.
+    pub(crate) fn fill(&mut self, missing: Vec<String>, found: &HashMap<String, u64>) {
+        for s in missing {
+            let v = found.get(&s).copied().unwrap_or(0);
+            self.versions.insert(s, v);
+        }
+    }
+
+    /// Current versions, for [`plan`].
+    pub(crate) fn versions(&self) -> &HashMap<String, u64> {
+        &self.versions
+    }
+
+    /// Takes in a committed batch.
+    pub(crate) fn committed(&mut self, plan: &Plan<'_>) {
+        if self.versions.len() > CACHED_STREAMS {
+            self.versions.clear();
+        }
+        for r in &plan.records {
+            self.versions
+                .insert(r.stream.as_str().to_owned(), r.version);
+        }
+        self.head = Some(plan.head);
+    }
+
+    /// Forgets everything (after a failed transaction).
+    pub(crate) fn reset(&mut self) {
+        self.head = None;
+        self.versions.clear();
+    }
+}
+
 /// Decides each append of the batch in order against the log as it stands plus the appends before
 /// it in the batch. A refused append writes nothing and does not disturb its neighbours.
-pub(crate) fn plan(
+pub(crate) fn plan<'a>(
     head: Head,
     existing: &HashMap<Uuid, Existing>,
     versions: &HashMap<String, u64>,
-    batch: &[Pending],
-) -> Plan {
+    batch: &'a [Pending],
+) -> Plan<'a> {
     let mut head = head;
     let mut records = Vec::new();
+    let mut data = Vec::new();
     let mut results = Vec::with_capacity(batch.len());
     let mut batch_versions: HashMap<&str, u64> = HashMap::new();
     let mut batch_ids: HashMap<Uuid, Existing> = HashMap::new();
@@ -129,12 +190,14 @@ pub(crate) fn plan(
         let mut failure = None;
         for (i, event) in pending.events.iter().enumerate() {
             let position = prev.position + 1;
-            match EventRecord::seal(
+            let canonical = pending.data.get(i).map_or("", String::as_str);
+            match EventRecord::seal_canonical(
                 position,
                 pending.stream.clone(),
                 current + 1 + i as u64,
                 prev.hash,
                 event.clone(),
+                canonical.as_bytes(),
             ) {
                 Ok(record) => {
                     prev = Head {
@@ -171,6 +234,7 @@ pub(crate) fn plan(
         head = prev;
         batch_versions.insert(stream, stream_version);
         records.extend(sealed);
+        data.extend(pending.data.iter().map(String::as_str));
         results.push(Ok(AppendOutcome {
             first_position,
             last_position: head.position,
@@ -180,6 +244,7 @@ pub(crate) fn plan(
     }
     Plan {
         records,
+        data,
         results,
         head,
     }
@@ -247,10 +312,12 @@ mod tests {
     }
 
     fn pending(stream: &str, expected: ExpectedVersion, ids: &[u128]) -> Pending {
+        let events: Vec<NewEvent> = ids.iter().map(|&n| event(n)).collect();
         Pending {
             stream: StreamName::parse(stream).unwrap(),
             expected,
-            events: ids.iter().map(|&n| event(n)).collect(),
+            data: prepare(&events, 1 << 20).unwrap(),
+            events,
         }
     }
 
@@ -296,10 +363,10 @@ mod tests {
     }
 
     #[test]
-    fn validation_rejects_empty_oversized_and_repeated_ids() {
-        assert!(matches!(validate(&[], 10), Err(StoreError::EmptyAppend)));
+    fn preparation_rejects_empty_oversized_and_repeated_ids() {
+        assert!(matches!(prepare(&[], 10), Err(StoreError::EmptyAppend)));
         assert!(matches!(
-            validate(&[event(1)], 3),
+            prepare(&[event(1)], 3),
             Err(StoreError::EventTooLarge {
                 index: 0,
                 size: 7,
@@ -307,8 +374,9 @@ mod tests {
             })
         ));
         assert!(matches!(
-            validate(&[event(1), event(1)], 100),
+            prepare(&[event(1), event(1)], 100),
             Err(StoreError::DuplicateEventId { .. })
         ));
+        assert_eq!(prepare(&[event(1)], 7).unwrap(), [r#"{"n":1}"#]);
     }
 }

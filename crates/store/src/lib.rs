@@ -86,6 +86,12 @@ pub enum StoreError {
         /// The configured limit.
         limit: usize,
     },
+    /// One event's data cannot be put in canonical form.
+    #[error("event {index} of the append has data that cannot be serialized as canonical JSON")]
+    Unserializable {
+        /// 0-based index within the append.
+        index: usize,
+    },
     /// The stream's version is not what the caller expected: someone else wrote first.
     #[error("stream {stream} is at version {actual}, but the append expected {expected}")]
     WrongExpectedVersion {

@@ -14,9 +14,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::batch::{self, Existing, Pending};
+use crate::batch::{self, Existing, Pending, VersionCache};
 use crate::row::{COLUMNS, StoredRow, head_from_row, to_i64};
-use crate::writer::{Committer, Writer, advance};
+use crate::writer::{Committer, Decided, Writer, advance};
 use crate::{AppendOutcome, EventStore, ExpectedVersion, Head, StoreError, StoreOptions};
 
 /// The advisory lock that serializes appends across processes ("custodn" in ASCII).
@@ -49,7 +49,10 @@ impl PostgresStore {
         };
         if !options.read_only {
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-            let committer = Arc::new(PostgresCommitter { pool: pool.clone() });
+            let committer = Box::new(PostgresCommitter {
+                pool: pool.clone(),
+                cache: VersionCache::default(),
+            });
             store.writer = Some(Writer::spawn(committer, head.clone(), &options));
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen(CHANNEL).await?;
@@ -161,14 +164,45 @@ impl EventStore for PostgresStore {
 
 struct PostgresCommitter {
     pool: PgPool,
+    cache: VersionCache,
 }
 
 #[async_trait]
 impl Committer for PostgresCommitter {
     async fn commit(
-        &self,
+        &mut self,
         pendings: &[Pending],
     ) -> Result<(Vec<Result<AppendOutcome, StoreError>>, Head), StoreError> {
+        // As on SQLite: commit without an id lookup first; a retried append trips the unique index.
+        match self.try_commit(pendings, false).await {
+            Ok(Some(done)) => return Ok(done),
+            Ok(None) => {}
+            Err(StoreError::Database(e)) if crate::sqlite::is_unique_violation(&e) => {}
+            Err(e) => {
+                self.cache.reset();
+                return Err(e);
+            }
+        }
+        self.cache.reset();
+        match self.try_commit(pendings, true).await {
+            Ok(Some(done)) => Ok(done),
+            Ok(None) => Err(StoreError::Config(
+                "an append batch could not be decided even with its ids looked up".into(),
+            )),
+            Err(e) => {
+                self.cache.reset();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl PostgresCommitter {
+    async fn try_commit(
+        &mut self,
+        pendings: &[Pending],
+        look_up_ids: bool,
+    ) -> Result<Option<Decided>, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(APPEND_LOCK)
@@ -178,46 +212,61 @@ impl Committer for PostgresCommitter {
             .fetch_optional(&mut *tx)
             .await?;
         let head = head_from_row(row)?;
+        self.cache.sync(head);
+
+        let missing = self.cache.missing(pendings);
+        let mut found = HashMap::new();
+        if !missing.is_empty() {
+            // One index probe per stream; a GROUP BY over the streams would read them whole.
+            let rows = sqlx::query(
+                "SELECT s.stream, (SELECT e.version FROM events e WHERE e.stream = s.stream \
+                 ORDER BY e.version DESC LIMIT 1) FROM UNNEST($1::text[]) AS s(stream)",
+            )
+            .bind(&missing)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                let stream: String = row.try_get(0)?;
+                if let Some(v) = row.try_get::<Option<i64>, _>(1)? {
+                    found.insert(stream, u64::try_from(v).unwrap_or(0));
+                }
+            }
+        }
+        self.cache.fill(missing, &found);
 
         let mut existing = HashMap::new();
-        let rows =
-            sqlx::query("SELECT id, stream, position, version FROM events WHERE id = ANY($1)")
-                .bind(batch::ids(pendings))
-                .fetch_all(&mut *tx)
-                .await?;
-        for row in rows {
-            let id: Uuid = row.try_get(0)?;
-            existing.insert(
-                id,
-                Existing {
-                    stream: row.try_get(1)?,
-                    position: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
-                    version: u64::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0),
-                },
-            );
+        if look_up_ids {
+            let rows =
+                sqlx::query("SELECT id, stream, position, version FROM events WHERE id = ANY($1)")
+                    .bind(batch::ids(pendings))
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for row in rows {
+                let id: Uuid = row.try_get(0)?;
+                existing.insert(
+                    id,
+                    Existing {
+                        stream: row.try_get(1)?,
+                        position: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
+                        version: u64::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0),
+                    },
+                );
+            }
         }
 
-        let mut versions = HashMap::new();
-        let rows = sqlx::query(
-            "SELECT stream, MAX(version) FROM events WHERE stream = ANY($1) GROUP BY stream",
-        )
-        .bind(batch::streams(pendings))
-        .fetch_all(&mut *tx)
-        .await?;
-        for row in rows {
-            let stream: String = row.try_get(0)?;
-            let version: i64 = row.try_get(1)?;
-            versions.insert(stream, u64::try_from(version).unwrap_or(0));
+        let plan = batch::plan(head, &existing, self.cache.versions(), pendings);
+        if !look_up_ids && plan.results.iter().any(Result::is_err) {
+            // A refused append may be a retry of one already stored: decide again with the lookup.
+            return Ok(None);
         }
-
-        let plan = batch::plan(head, &existing, &versions, pendings);
         if !plan.records.is_empty() {
             let r = &plan.records;
             sqlx::query(&format!(
-                "INSERT INTO events ({COLUMNS}) SELECT * FROM UNNEST(\
+                "WITH inserted AS (INSERT INTO events ({COLUMNS}) SELECT * FROM UNNEST(\
                  $1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], \
                  $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-                 $13::text[], $14::bytea[], $15::bytea[])"
+                 $13::text[], $14::bytea[], $15::bytea[]) RETURNING 1) \
+                 SELECT pg_notify($16, $17)"
             ))
             .bind(r.iter().map(|r| to_i64(r.position)).collect::<Vec<_>>())
             .bind(r.iter().map(|r| r.id).collect::<Vec<_>>())
@@ -243,18 +292,16 @@ impl Committer for PostgresCommitter {
                     .map(|r| r.causation_id.as_deref())
                     .collect::<Vec<_>>(),
             )
-            .bind(r.iter().map(|r| r.data.to_string()).collect::<Vec<_>>())
+            .bind(&plan.data)
             .bind(r.iter().map(|r| r.prev_hash.0.to_vec()).collect::<Vec<_>>())
             .bind(r.iter().map(|r| r.hash.0.to_vec()).collect::<Vec<_>>())
+            .bind(CHANNEL)
+            .bind(plan.head.position.to_string())
             .execute(&mut *tx)
             .await?;
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CHANNEL)
-                .bind(plan.head.position.to_string())
-                .execute(&mut *tx)
-                .await?;
         }
         tx.commit().await?;
-        Ok((plan.results, plan.head))
+        self.cache.committed(&plan);
+        Ok(Some((plan.results, plan.head)))
     }
 }

@@ -13,13 +13,11 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::batch::{self, Existing, Pending};
+use crate::batch::{self, Existing, Pending, VersionCache};
 use crate::row::{COLUMNS, StoredRow, head_from_row, to_i64};
-use crate::writer::{Committer, Writer};
+use crate::writer::{Committer, Decided, Writer};
 use crate::{AppendOutcome, EventStore, ExpectedVersion, Head, StoreError, StoreOptions};
 
-/// SQLite binds at most 32,766 parameters per statement; 15 columns a row.
-const ROWS_PER_INSERT: usize = 1000;
 const IDS_PER_QUERY: usize = 900;
 
 /// The log in one SQLite file.
@@ -64,7 +62,10 @@ impl SqliteStore {
                 .connect_with(connect)
                 .await?;
             sqlx::migrate!("./migrations/sqlite").run(&write).await?;
-            let committer = Arc::new(SqliteCommitter { pool: write });
+            let committer = Box::new(SqliteCommitter {
+                pool: write,
+                cache: VersionCache::default(),
+            });
             store.writer = Some(Writer::spawn(committer, store.head.clone(), &options));
         }
         let head = store.head().await?;
@@ -152,64 +153,112 @@ where
 
 struct SqliteCommitter {
     pool: SqlitePool,
+    cache: VersionCache,
 }
+
+/// Rows per insert statement. Every statement of 1 to 64 rows stays prepared in the connection's
+/// statement cache (100 entries), so a batch is typically one cached statement.
+const ROWS_PER_INSERT: usize = 64;
 
 #[async_trait]
 impl Committer for SqliteCommitter {
     async fn commit(
-        &self,
+        &mut self,
         pendings: &[Pending],
     ) -> Result<(Vec<Result<AppendOutcome, StoreError>>, Head), StoreError> {
+        // Fresh ids are the rule and a retried append the exception: first commit without looking
+        // ids up, and let the unique index catch a retry, then decide again with the lookup.
+        match self.try_commit(pendings, false).await {
+            Ok(Some(done)) => return Ok(done),
+            Ok(None) => {}
+            Err(StoreError::Database(e)) if is_unique_violation(&e) => {}
+            Err(e) => {
+                self.cache.reset();
+                return Err(e);
+            }
+        }
+        self.cache.reset();
+        match self.try_commit(pendings, true).await {
+            Ok(Some(done)) => Ok(done),
+            Ok(None) => Err(StoreError::Config(
+                "an append batch could not be decided even with its ids looked up".into(),
+            )),
+            Err(e) => {
+                self.cache.reset();
+                Err(e)
+            }
+        }
+    }
+}
+
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+impl SqliteCommitter {
+    async fn try_commit(
+        &mut self,
+        pendings: &[Pending],
+        look_up_ids: bool,
+    ) -> Result<Option<Decided>, StoreError> {
         // IMMEDIATE takes the write lock up front, so the head cannot move under us.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let head = read_head(&mut *tx).await?;
+        self.cache.sync(head);
+
+        let missing = self.cache.missing(pendings);
+        let mut found = HashMap::new();
+        for stream in &missing {
+            let version: Option<i64> = sqlx::query_scalar(
+                "SELECT version FROM events WHERE stream = ? ORDER BY version DESC LIMIT 1",
+            )
+            .bind(stream.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(v) = version {
+                found.insert(stream.clone(), u64::try_from(v).unwrap_or(0));
+            }
+        }
+        self.cache.fill(missing, &found);
 
         let mut existing = HashMap::new();
-        for chunk in batch::ids(pendings).chunks(IDS_PER_QUERY) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT id, stream, position, version FROM events WHERE id IN (",
-            );
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            q.push(")");
-            for row in q.build().fetch_all(&mut *tx).await? {
-                let id: Uuid = row.try_get(0)?;
-                existing.insert(
-                    id,
-                    Existing {
-                        stream: row.try_get(1)?,
-                        position: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
-                        version: u64::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0),
-                    },
+        if look_up_ids {
+            for chunk in batch::ids(pendings).chunks(IDS_PER_QUERY) {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "SELECT id, stream, position, version FROM events WHERE id IN (",
                 );
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                q.push(")");
+                for row in q.build().fetch_all(&mut *tx).await? {
+                    let id: Uuid = row.try_get(0)?;
+                    existing.insert(
+                        id,
+                        Existing {
+                            stream: row.try_get(1)?,
+                            position: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
+                            version: u64::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0),
+                        },
+                    );
+                }
             }
         }
 
-        let mut versions = HashMap::new();
-        for chunk in batch::streams(pendings).chunks(IDS_PER_QUERY) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT stream, MAX(version) FROM events WHERE stream IN (",
-            );
-            let mut list = q.separated(", ");
-            for s in chunk {
-                list.push_bind(s.as_str());
-            }
-            q.push(") GROUP BY stream");
-            for row in q.build().fetch_all(&mut *tx).await? {
-                let stream: String = row.try_get(0)?;
-                let version: i64 = row.try_get(1)?;
-                versions.insert(stream, u64::try_from(version).unwrap_or(0));
-            }
+        let plan = batch::plan(head, &existing, self.cache.versions(), pendings);
+        if !look_up_ids && plan.results.iter().any(Result::is_err) {
+            // A refused append may be a retry of one already stored: decide again with the lookup.
+            return Ok(None);
         }
-
-        let plan = batch::plan(head, &existing, &versions, pendings);
-        for chunk in plan.records.chunks(ROWS_PER_INSERT) {
-            let data: Vec<String> = chunk.iter().map(|r| r.data.to_string()).collect();
-            let times: Vec<String> = chunk.iter().map(|r| r.occurred_at.to_string()).collect();
+        let mut offset = 0;
+        while offset < plan.records.len() {
+            let size = (plan.records.len() - offset).min(ROWS_PER_INSERT);
+            let rows = &plan.records[offset..offset + size];
+            let data = &plan.data[offset..offset + size];
+            let times: Vec<String> = rows.iter().map(|r| r.occurred_at.to_string()).collect();
             let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO events ({COLUMNS}) "));
-            q.push_values(chunk.iter().enumerate(), |mut b, (i, r)| {
+            q.push_values(rows.iter().enumerate(), |mut b, (i, r)| {
                 b.push_bind(to_i64(r.position))
                     .push_bind(r.id)
                     .push_bind(r.stream.as_str())
@@ -222,13 +271,15 @@ impl Committer for SqliteCommitter {
                     .push_bind(times[i].as_str())
                     .push_bind(r.correlation_id.as_deref())
                     .push_bind(r.causation_id.as_deref())
-                    .push_bind(data[i].as_str())
+                    .push_bind(data[i])
                     .push_bind(&r.prev_hash.0[..])
                     .push_bind(&r.hash.0[..]);
             });
-            q.build().execute(&mut *tx).await?;
+            q.build().persistent(true).execute(&mut *tx).await?;
+            offset += size;
         }
         tx.commit().await?;
-        Ok((plan.results, plan.head))
+        self.cache.committed(&plan);
+        Ok(Some((plan.results, plan.head)))
     }
 }

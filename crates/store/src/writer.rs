@@ -14,12 +14,15 @@ use crate::{AppendOutcome, ExpectedVersion, Head, StoreError, StoreOptions};
 /// How many appends may wait for the writer before callers are held back.
 const QUEUE_DEPTH: usize = 8192;
 
+/// A batch's answers, one per append in order, and the head after it.
+pub(crate) type Decided = (Vec<Result<AppendOutcome, StoreError>>, Head);
+
 /// A backend's half of a group commit: one transaction for the whole batch.
 #[async_trait]
 pub(crate) trait Committer: Send + Sync + 'static {
     /// Commits the batch durably and answers each append in order; `Err` means nothing was written.
     async fn commit(
-        &self,
+        &mut self,
         batch: &[Pending],
     ) -> Result<(Vec<Result<AppendOutcome, StoreError>>, Head), StoreError>;
 }
@@ -50,7 +53,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn spawn(
-        committer: Arc<dyn Committer>,
+        committer: Box<dyn Committer>,
         head: Arc<watch::Sender<u64>>,
         options: &StoreOptions,
     ) -> Self {
@@ -69,7 +72,7 @@ impl Writer {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
-        batch::validate(&events, self.max_event_bytes)?;
+        let data = batch::prepare(&events, self.max_event_bytes)?;
         let sender = self
             .sender
             .lock()
@@ -82,6 +85,7 @@ impl Writer {
                 stream: stream.clone(),
                 expected,
                 events,
+                data,
             },
             reply,
         };
@@ -102,24 +106,41 @@ impl Writer {
     }
 }
 
+/// How many times the writer yields to let callers it just answered queue their next append.
+const GATHER_YIELDS: usize = 4;
+
 async fn run(
-    committer: Arc<dyn Committer>,
+    mut committer: Box<dyn Committer>,
     mut rx: mpsc::Receiver<Request>,
     head: Arc<watch::Sender<u64>>,
     max_batch_events: usize,
 ) {
+    let mut last_batch_appends = 1;
     while let Some(first) = rx.recv().await {
         let mut size = first.pending.events.len();
         let mut requests = vec![first];
-        while size < max_batch_events {
-            match rx.try_recv() {
-                Ok(r) => {
-                    size += r.pending.events.len();
-                    requests.push(r);
+        // The callers answered after the last commit are waking up now. If that batch was larger
+        // than what is queued, give them a moment (a few scheduler turns, microseconds) to come
+        // back, so the next durable commit carries them all instead of one.
+        for attempt in 0..=GATHER_YIELDS {
+            while size < max_batch_events {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        size += r.pending.events.len();
+                        requests.push(r);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
+            if attempt == GATHER_YIELDS
+                || size >= max_batch_events
+                || requests.len() >= last_batch_appends
+            {
+                break;
+            }
+            tokio::task::yield_now().await;
         }
+        last_batch_appends = requests.len();
         let (pendings, replies): (Vec<Pending>, Vec<_>) =
             requests.into_iter().map(|r| (r.pending, r.reply)).unzip();
         match committer.commit(&pendings).await {

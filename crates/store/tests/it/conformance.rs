@@ -371,7 +371,7 @@ async fn follow_delivers_every_event_once_across_catch_up_and_live(f: Fixture) {
             }
         })
     };
-    let total = before + 8 * (8 * 1 + 7 * 2);
+    let total = before + 8 * (8 + 7 * 2);
     let mut seen = Vec::new();
     while (seen.len() as u64) < total {
         let next = tokio::time::timeout(Duration::from_secs(20), live.next())
