@@ -198,8 +198,19 @@ async fn main() -> Result<()> {
         payload.0.to_string().len()
     );
 
+    // BENCH_BACKEND=sqlite|postgres and BENCH_WRITERS=64 narrow a run, e.g. for profiling.
+    let only_backend = std::env::var("BENCH_BACKEND").ok();
+    let only_writers: Option<usize> = std::env::var("BENCH_WRITERS")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let mut rows = Vec::new();
     for backend in [Backend::Sqlite, Backend::Postgres] {
+        if only_backend
+            .as_deref()
+            .is_some_and(|b| !backend.name().eq_ignore_ascii_case(b))
+        {
+            continue;
+        }
         let Some(db) = Database::fresh(backend).await? else {
             eprintln!("note: {} is unreachable; skipping it", backend.name());
             continue;
@@ -208,6 +219,9 @@ async fn main() -> Result<()> {
         report(&floor);
         rows.push(floor);
         for writers in WRITERS {
+            if only_writers.is_some_and(|w| w != writers) {
+                continue;
+            }
             let db = Database::fresh(backend)
                 .await?
                 .ok_or_else(|| format!("{} became unreachable", backend.name()))?;
