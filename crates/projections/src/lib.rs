@@ -1,7 +1,20 @@
 //! Read models folded from the log: each projection is a named, versioned fold of events, in
-//! position order, into SQL views.
+//! position order, into SQL tables in the log's own database.
 //!
-//! Architecture invariant: a projection reads only the log. Its checkpoint is written in the same
-//! transaction as the rows it changed, so a crash never applies an event twice or skips one.
+//! A worker per projection follows the log from its checkpoint and applies events in batches; the
+//! checkpoint is written in the same transaction as the rows the batch changed, so a crash never
+//! applies an event twice or skips one. Each build of a projection is a *generation* with its own
+//! tables: when the code's version changes, or a rebuild is asked for, a new generation is built
+//! from position 0 while the active one keeps serving, and is swapped in once it has caught up.
 //!
-//! Nothing is projected yet: the runtime arrives with the first views.
+//! Architecture invariant: a projection reads only the log. Nothing but a worker writes its tables.
+
+mod db;
+mod runtime;
+pub mod tenants;
+
+pub use db::{ViewDb, ViewDbError};
+pub use runtime::{
+    ApplyError, FailedEvent, GenerationState, Projection, ProjectionStatus, Projections,
+    RuntimeOptions, Tables, WaitError, request_rebuild, statuses,
+};

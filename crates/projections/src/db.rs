@@ -1,0 +1,67 @@
+//! The views' connection to the log's database, through sqlx's `Any` driver so one set of SQL
+//! (`$1` placeholders, `ON CONFLICT` upserts) serves SQLite and PostgreSQL alike.
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+
+/// Why the views' database cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewDbError {
+    /// The database failed.
+    #[error("view database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A pool on the database that holds the log and the views.
+#[derive(Clone, Debug)]
+pub struct ViewDb {
+    pool: AnyPool,
+    postgres: bool,
+}
+
+impl ViewDb {
+    /// Opens the database at `location`: a `postgres://` URL, or the path (or `sqlite:` URL) of
+    /// the SQLite file the log lives in.
+    pub async fn open(location: &str) -> Result<Self, ViewDbError> {
+        sqlx::any::install_default_drivers();
+        let postgres = location.starts_with("postgres://") || location.starts_with("postgresql://");
+        let url = if postgres {
+            location.to_owned()
+        } else {
+            let path = location
+                .strip_prefix("sqlite://")
+                .or_else(|| location.strip_prefix("sqlite:"))
+                .unwrap_or(location);
+            format!("sqlite://{path}?mode=rwc")
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if postgres { 8 } else { 4 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if !postgres {
+                        // Share the file with the log's writer without failing on its lock.
+                        sqlx::query("PRAGMA busy_timeout = 30000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = FULL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        Ok(Self { pool, postgres })
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// True on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
+    }
+}

@@ -1,0 +1,149 @@
+//! A failing or interrupted batch is never half-applied: no event twice, none skipped.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use custodian_projections::Projection;
+use custodian_store::ExpectedVersion;
+
+use crate::support::{Counter, Ledger, counts, event, stream};
+
+macro_rules! both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(crate::support::Ledger::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if let Some(ledger) = crate::support::Ledger::postgres().await {
+                        super::$test(ledger).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    a_failure_in_mid_batch_is_retried_and_reported_without_double_apply,
+    a_worker_stopped_mid_batch_resumes_exactly_where_it_committed,
+);
+
+async fn append_spread(store: &Arc<dyn custodian_store::EventStore>, n: u64) {
+    for i in 0..n {
+        store
+            .append(
+                &stream(&format!("acme/thing/t{}", i % 5)),
+                ExpectedVersion::Any,
+                vec![event(i)],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+fn expected(n: u64) -> Vec<(String, i64)> {
+    (0..5)
+        .map(|s| {
+            let count = (0..n).filter(|i| i % 5 == s).count() as i64;
+            (format!("acme/thing/t{s}"), count)
+        })
+        .collect()
+}
+
+async fn a_failure_in_mid_batch_is_retried_and_reported_without_double_apply(ledger: Ledger) {
+    let store = ledger.store().await;
+    append_spread(&store, 40).await;
+    let counter = Arc::new(Counter::default());
+    // Batches are 16 events: position 8 is half-way through the first one.
+    counter.fail_once_at.store(8, Ordering::SeqCst);
+    counter.delay_ms.store(2, Ordering::SeqCst);
+    let projections = ledger
+        .start(&store, vec![counter.clone() as Arc<dyn Projection>])
+        .await;
+
+    // While it retries, the failure is visible with the event's position.
+    let mut saw_failure = false;
+    for _ in 0..200 {
+        let s = projections.statuses();
+        if s.iter().any(|s| {
+            s.last_error
+                .as_ref()
+                .is_some_and(|e| e.position == 8 && e.error.contains("injected"))
+        }) {
+            saw_failure = true;
+            break;
+        }
+        if s.iter().any(|s| s.failures > 0) {
+            saw_failure = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        saw_failure,
+        "the failure is reported: {:?}",
+        projections.statuses()
+    );
+
+    projections
+        .wait_for(40, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let tables = projections.active_tables("counter").unwrap();
+    assert_eq!(counts(&ledger.views().await, &tables).await, expected(40));
+    let status = &projections.statuses()[0];
+    assert_eq!(status.position, 40);
+    assert!(
+        status.last_error.is_none(),
+        "cleared once applied: {status:?}"
+    );
+    assert!(status.failures >= 1);
+    projections.stop().await;
+}
+
+async fn a_worker_stopped_mid_batch_resumes_exactly_where_it_committed(ledger: Ledger) {
+    let store = ledger.store().await;
+    append_spread(&store, 60).await;
+    let counter = Arc::new(Counter::default());
+    counter.delay_ms.store(3, Ordering::SeqCst);
+    let projections = ledger
+        .start(&store, vec![counter.clone() as Arc<dyn Projection>])
+        .await;
+    // Let it commit some batches, then stop it in the middle of one.
+    for _ in 0..400 {
+        if projections
+            .statuses()
+            .first()
+            .is_some_and(|s| s.position >= 16)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    projections.stop().await;
+    let stopped_at = projections.statuses()[0].position;
+    assert!(stopped_at < 60, "stopped before the end ({stopped_at})");
+
+    counter.delay_ms.store(0, Ordering::SeqCst);
+    append_spread(&store, 0).await;
+    let restarted = ledger
+        .start(&store, vec![counter.clone() as Arc<dyn Projection>])
+        .await;
+    restarted
+        .wait_for(60, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let tables = restarted.active_tables("counter").unwrap();
+    assert_eq!(counts(&ledger.views().await, &tables).await, expected(60));
+    restarted.stop().await;
+}
