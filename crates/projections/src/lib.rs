@@ -15,6 +15,6 @@ pub mod tenants;
 
 pub use db::{ViewDb, ViewDbError};
 pub use runtime::{
-    ApplyError, FailedEvent, GenerationState, Projection, ProjectionStatus, Projections,
-    RuntimeOptions, Tables, WaitError, request_rebuild, statuses,
+    ApplyError, FailedEvent, GenerationState, LagReport, Projection, ProjectionLag,
+    ProjectionStatus, Projections, RuntimeOptions, Tables, WaitError, request_rebuild, statuses,
 };

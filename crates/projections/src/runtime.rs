@@ -118,6 +118,27 @@ pub struct ProjectionStatus {
     pub failures: u64,
 }
 
+/// The log's head and how far behind it each projection generation is.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LagReport {
+    /// The log's last position.
+    pub head: u64,
+    /// One entry per generation.
+    pub projections: Vec<ProjectionLag>,
+}
+
+/// One generation's status and lag.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProjectionLag {
+    /// Its status.
+    #[serde(flatten)]
+    pub status: ProjectionStatus,
+    /// Events between its position and the head.
+    pub lag_events: u64,
+    /// Seconds since the oldest unapplied event occurred (0 when caught up).
+    pub lag_seconds: f64,
+}
+
 /// An event a worker could not apply.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FailedEvent {
@@ -231,6 +252,39 @@ impl Projections {
             .unwrap_or_default();
         all.sort_by(|a, b| (&a.name, a.generation).cmp(&(&b.name, b.generation)));
         all
+    }
+
+    /// Every generation's status with its lag behind the log's head: in events, and in seconds
+    /// since the oldest event it has not applied occurred.
+    pub async fn lag_report(&self) -> Result<LagReport, custodian_store::StoreError> {
+        let head = self.shared.store.head().await?.position;
+        let now = time::OffsetDateTime::now_utc();
+        let mut projections = Vec::new();
+        for status in self.statuses() {
+            let lag_events = head.saturating_sub(status.position);
+            let lag_seconds = if lag_events == 0 {
+                0.0
+            } else {
+                match self
+                    .shared
+                    .store
+                    .read_all(status.position + 1, 1)
+                    .await?
+                    .first()
+                {
+                    Some(oldest) => {
+                        ((now - oldest.occurred_at.as_datetime()).as_seconds_f64()).max(0.0)
+                    }
+                    None => 0.0,
+                }
+            };
+            projections.push(ProjectionLag {
+                status,
+                lag_events,
+                lag_seconds,
+            });
+        }
+        Ok(LagReport { head, projections })
     }
 
     /// The serving tables of a projection, `None` until its first generation is built.

@@ -133,6 +133,10 @@ async fn a_worker_stopped_mid_batch_resumes_exactly_where_it_committed(ledger: L
     projections.stop().await;
     let stopped_at = projections.statuses()[0].position;
     assert!(stopped_at < 60, "stopped before the end ({stopped_at})");
+    let lag = projections.lag_report().await.unwrap();
+    assert_eq!(lag.head, 60);
+    assert_eq!(lag.projections[0].lag_events, 60 - stopped_at);
+    assert!(lag.projections[0].lag_seconds > 0.0, "{lag:?}");
 
     counter.delay_ms.store(0, Ordering::SeqCst);
     append_spread(&store, 0).await;
