@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod openapi;
 pub mod problem;
 pub mod server;
 pub mod telemetry;

@@ -4,6 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use custodian_store::StoreError;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// The media type of a problem document.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -24,14 +25,29 @@ pub struct Problem {
 #[derive(Debug, Clone)]
 pub struct InternalCause(pub String);
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The body of every error response, served as `application/problem+json`: an RFC 9457 problem
+/// document plus the stable `code` a client branches on.
+// This struct is what `Problem::into_response` serializes, so the schema derived from it is the
+// wire format; a test checks the two have the same keys.
+#[derive(Serialize, ToSchema)]
+pub struct ProblemDocument<'a> {
+    /// A URI naming the kind of problem: `urn:custodian:problem:` followed by `code`.
     #[serde(rename = "type")]
-    problem_type: String,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
-    code: &'a str,
+    #[schema(example = "urn:custodian:problem:not_found")]
+    pub problem_type: String,
+    /// A short summary of the kind of problem; the same for every occurrence of one `code`.
+    #[schema(example = "Not found")]
+    pub title: &'a str,
+    /// The HTTP status code of the response, repeated for clients that lose it.
+    #[schema(minimum = 400, maximum = 599, example = 404)]
+    pub status: u16,
+    /// What went wrong this time, in words a person can act on. Never contains internal causes.
+    #[schema(example = "no route for /v1/nothing")]
+    pub detail: &'a str,
+    /// The stable, machine-readable kind of problem (`validation_failed`, `conflict`,
+    /// `not_found`, `method_not_allowed`, `unavailable`, `internal`, ...).
+    #[schema(example = "not_found")]
+    pub code: &'a str,
 }
 
 impl Problem {
@@ -126,7 +142,7 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = Body {
+        let body = ProblemDocument {
             problem_type: format!("urn:custodian:problem:{}", self.code),
             title: self.title,
             status: self.status.as_u16(),
@@ -176,6 +192,10 @@ impl From<StoreError> for Problem {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use utoipa::PartialSchema;
+
     use super::*;
 
     async fn render(p: Problem) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
@@ -204,6 +224,41 @@ mod tests {
                 "code": "conflict",
             })
         );
+    }
+
+    #[tokio::test]
+    async fn the_documented_schema_has_exactly_the_keys_a_problem_sends() {
+        let schema = serde_json::to_value(ProblemDocument::schema()).unwrap();
+        let documented: BTreeSet<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let required: BTreeSet<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        for problem in [
+            Problem::conflict("stream moved on"),
+            Problem::unavailable("busy", 2),
+            Problem::internal("cause"),
+        ] {
+            let (_, _, body) = render(problem).await;
+            let sent: BTreeSet<&str> = body
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(documented, sent);
+            assert_eq!(
+                required, sent,
+                "every key is always sent, so every key is required"
+            );
+        }
     }
 
     #[tokio::test]

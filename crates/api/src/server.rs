@@ -1,4 +1,21 @@
 //! The axum application: routes, shared state, and a run loop with graceful shutdown.
+//!
+//! # Adding an endpoint
+//!
+//! Every route is registered in `documented_routes` through utoipa-axum's `routes!`, which takes
+//! the path from the handler's annotation, so a route registered there is in `/openapi.json` by
+//! construction (see [`crate::openapi`]). Never add one with a plain `Router::route`. To add one:
+//!
+//! 1. Annotate the handler with `#[utoipa::path(...)]`. Its `path` is the route (there is no second
+//!    place to write it), and `responses(...)` lists every status the handler can answer, errors
+//!    included: `(status = 409, description = "...", body = ProblemDocument, content_type =
+//!    PROBLEM_JSON)`. A `///` comment on the handler becomes the operation's summary and text.
+//! 2. Derive `utoipa::ToSchema` next to `Serialize`/`Deserialize` on its bodies; the schemas a path
+//!    refers to are collected into the document by themselves.
+//! 3. Add `.routes(routes!(handler))` to `documented_routes`, and the path to `SERVED` in
+//!    `tests/it/openapi.rs`, which checks that the document lists every served route.
+//!
+//! The 404 and 405 fallbacks are not operations; the document's description explains them.
 
 use std::sync::Arc;
 
@@ -6,15 +23,18 @@ use anyhow::Context;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use custodian_store::{EventStore, StoreOptions};
-use serde_json::json;
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::Config;
-use crate::problem::{InternalCause, Problem};
+use crate::openapi::{self, ApiDoc};
+use crate::problem::{InternalCause, PROBLEM_JSON, Problem, ProblemDocument};
 
 /// How long readiness waits for the store before answering 503.
 const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -26,11 +46,12 @@ pub struct AppState {
     pub store: Arc<dyn EventStore>,
 }
 
-/// The application's routes.
+/// The application's routes, with `/openapi.json` describing exactly these routes and `/docs`
+/// rendering it.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    let (routes, document) = documented_routes().split_for_parts();
+    routes
+        .layer(Extension(Arc::new(document)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(log_internal_errors))
@@ -38,13 +59,103 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Every route, each with its operation in the OpenAPI document.
+fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(openapi::docs))
+}
+
+/// The liveness answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`: any answer at all means the process is serving HTTP.
+    pub status: Liveness,
+}
+
+/// The only liveness status there is.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Liveness {
+    /// The process serves HTTP.
+    Ok,
+}
+
+/// The readiness answer: the store answers, and this is the head of the log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// Always `ready`; an unready server answers 503 with a problem document instead.
+    pub status: ReadyStatus,
+    /// The last committed event.
+    pub head: LogHead,
+}
+
+/// The only status of a 200 readiness answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadyStatus {
+    /// The store answered in time.
+    Ready,
+}
+
+/// The head of the log: its last committed position and that event's hash.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogHead {
+    /// The last committed position; `0` for an empty log.
+    #[schema(example = 0)]
+    pub position: u64,
+    /// The SHA-256 hash of the event at `position`, as 64 lowercase hex digits (all zeros for an
+    /// empty log).
+    #[schema(
+        pattern = "^[0-9a-f]{64}$",
+        example = "0000000000000000000000000000000000000000000000000000000000000000"
+    )]
+    pub hash: String,
+}
+
 /// Liveness: the process is up and serving HTTP.
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+///
+/// Answers without touching the store, so an orchestrator restarts the process only when the
+/// process itself is stuck.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process is serving HTTP", body = Health)),
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: Liveness::Ok,
+    })
 }
 
 /// Readiness: the store answers. Reports the log's head.
-async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Problem> {
+///
+/// A load balancer should send traffic only while this answers 200.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The store answered; the body carries the log's head", body = Readiness),
+        (
+            status = 503,
+            description = "The store is unreachable, closed, or did not answer in time (code `unavailable`)",
+            body = ProblemDocument,
+            content_type = PROBLEM_JSON,
+            headers(("Retry-After" = u64, description = "Seconds to wait before asking again")),
+        ),
+        (
+            status = 500,
+            description = "The store answered with something it cannot make sense of, such as a damaged record (code `internal`); the cause is logged on the server",
+            body = ProblemDocument,
+            content_type = PROBLEM_JSON,
+        ),
+    ),
+)]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Problem> {
     let check = async {
         state.store.ping().await?;
         state.store.head().await
@@ -52,10 +163,13 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
     let head = tokio::time::timeout(READINESS_TIMEOUT, check)
         .await
         .map_err(|_| Problem::unavailable("the event store did not answer in time", 2))??;
-    Ok(Json(json!({
-        "status": "ready",
-        "head": { "position": head.position, "hash": head.hash.to_hex() },
-    })))
+    Ok(Json(Readiness {
+        status: ReadyStatus::Ready,
+        head: LogHead {
+            position: head.position,
+            hash: head.hash.to_hex(),
+        },
+    }))
 }
 
 async fn not_found(request: Request) -> Problem {

@@ -1,0 +1,92 @@
+//! The OpenAPI document of the HTTP API, generated from the handlers' `#[utoipa::path]`
+//! annotations, and the reference page at `/docs` that renders it.
+//!
+//! [`ApiDoc`] holds what no handler knows: the title, the description, the tags. The paths and
+//! their schemas are added by `server::documented_routes` as it registers each route, so the
+//! document describes exactly what the router serves.
+
+use std::sync::Arc;
+
+use axum::response::{Html, IntoResponse, Response};
+use axum::{Extension, Json};
+use utoipa::OpenApi;
+use utoipa::openapi::OpenApi as Document;
+
+use crate::problem::ProblemDocument;
+
+/// The document's fixed part; see the module doc for where the paths come from.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Custodian",
+        version = env!("CARGO_PKG_VERSION"),
+        description = DESCRIPTION,
+    ),
+    components(schemas(ProblemDocument)),
+    tags(
+        (name = "operations", description = "Liveness and readiness, for orchestrators and load balancers."),
+        (name = "reference", description = "This document, and the page that renders it."),
+    ),
+)]
+pub struct ApiDoc;
+
+/// The API's description: what Custodian is, then the error rules that hold on every path,
+/// including the fallbacks, which are not operations and so appear nowhere else.
+const DESCRIPTION: &str = "\
+Custodian is an event-sourced security ledger: every change to identities and access is recorded \
+as an immutable event in one append-only, hash-chained log, and every read is served from that \
+log. This document is generated from the server's code, so it lists exactly the endpoints this \
+build serves, with the errors each can answer.
+
+**Errors.** Every error, on every path, is an RFC 9457 problem document served as \
+`application/problem+json` (schema `ProblemDocument`), with a stable machine-readable `code` to \
+branch on and a `detail` meant for a person. A path that no endpoint serves answers `404` with \
+code `not_found`; a method that a served path does not support answers `405` with code \
+`method_not_allowed`. A `503` (code `unavailable`) carries a `Retry-After` header in seconds. \
+A `500` (code `internal`) is a bug: its cause is logged on the server and never sent.";
+
+/// The page at `/docs`: Scalar's API reference, loading the document from the relative URL
+/// `openapi.json` (so it also works behind a path prefix).
+///
+/// Scalar is pinned to one version with a Subresource Integrity hash: people paste bearer tokens
+/// into this page to try requests, so it must run only the script that was reviewed, whatever the
+/// CDN serves later. Its configuration turns off what would send the document or the reader's
+/// requests to Scalar's hosted services (the AI agent, MCP generation, the developer toolbar,
+/// telemetry, web fonts). To upgrade, `npm pack @scalar/api-reference@VERSION`, take
+/// `openssl dgst -sha384 -binary package/dist/browser/standalone.js | openssl base64 -A` as the
+/// new hash, and look at the page in a browser.
+const DOCS_PAGE: &str = include_str!("docs.html");
+
+/// The OpenAPI document of every endpoint this server serves.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "reference",
+    responses((
+        status = 200,
+        description = "The OpenAPI 3.1 document, generated from the code",
+        body = Object,
+        content_type = "application/json",
+    )),
+)]
+pub(crate) async fn openapi_json(Extension(document): Extension<Arc<Document>>) -> Response {
+    Json(document.as_ref()).into_response()
+}
+
+/// An interactive reference page that renders `/openapi.json`.
+///
+/// The page loads its renderer from a CDN in the browser; the server needs no network for it.
+#[utoipa::path(
+    get,
+    path = "/docs",
+    tag = "reference",
+    responses((
+        status = 200,
+        description = "An HTML page",
+        body = String,
+        content_type = "text/html",
+    )),
+)]
+pub(crate) async fn docs() -> Html<&'static str> {
+    Html(DOCS_PAGE)
+}

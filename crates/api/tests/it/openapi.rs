@@ -1,0 +1,143 @@
+//! The OpenAPI document at `/openapi.json` and the reference page at `/docs`.
+
+use custodian_api::server::{AppState, router};
+use custodian_store::StoreOptions;
+use serde_json::Value;
+
+/// Every route the router serves, with its methods. A new endpoint goes here too, so this test
+/// fails until it is in the document.
+const SERVED: &[(&str, &str)] = &[
+    ("/healthz", "get"),
+    ("/readyz", "get"),
+    ("/openapi.json", "get"),
+    ("/docs", "get"),
+];
+
+struct App {
+    base: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn spawn_app() -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("custodian.db");
+    let store = custodian_store::open(path.to_str().unwrap(), StoreOptions::default())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router(AppState { store }))
+            .await
+            .unwrap();
+    });
+    App {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+impl App {
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn document(&self) -> Value {
+        let r = self.get("/openapi.json").await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        r.json().await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn the_document_is_openapi_3_with_info_from_the_crate() {
+    let doc = spawn_app().await.document().await;
+    let version = doc["openapi"].as_str().unwrap();
+    assert!(version.starts_with("3."), "openapi is {version}");
+    assert_eq!(doc["info"]["title"], "Custodian");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    let description = doc["info"]["description"].as_str().unwrap();
+    for fallback in ["404", "not_found", "405", "method_not_allowed"] {
+        assert!(
+            description.contains(fallback),
+            "no {fallback} in {description}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_served_route_is_in_the_document() {
+    let doc = spawn_app().await.document().await;
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in SERVED {
+        assert!(
+            paths.get(*path).and_then(|p| p.get(*method)).is_some(),
+            "{} {path} is served but not documented",
+            method.to_uppercase()
+        );
+    }
+    let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(
+        documented,
+        SERVED.len(),
+        "the document lists an operation that SERVED lacks: {paths:#?}"
+    );
+}
+
+#[tokio::test]
+async fn documented_routes_answer_as_documented() {
+    let app = spawn_app().await;
+    for (path, method) in SERVED {
+        assert_eq!(*method, "get", "this test only sends GETs");
+        let r = app.get(path).await;
+        assert_eq!(r.status(), 200, "GET {path}");
+    }
+}
+
+#[tokio::test]
+async fn readyz_documents_its_503_as_a_problem_document() {
+    let doc = spawn_app().await.document().await;
+    let unavailable = &doc["paths"]["/readyz"]["get"]["responses"]["503"];
+    assert_eq!(
+        unavailable["content"]["application/problem+json"]["schema"]["$ref"],
+        "#/components/schemas/ProblemDocument"
+    );
+    assert!(unavailable["headers"].get("Retry-After").is_some());
+    let ok = &doc["paths"]["/readyz"]["get"]["responses"]["200"];
+    assert_eq!(
+        ok["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Readiness"
+    );
+
+    let problem = &doc["components"]["schemas"]["ProblemDocument"];
+    let mut properties: Vec<&str> = problem["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    properties.sort_unstable();
+    assert_eq!(properties, ["code", "detail", "status", "title", "type"]);
+}
+
+#[tokio::test]
+async fn docs_is_an_html_page_that_loads_the_document() {
+    let app = spawn_app().await;
+    let r = app.get("/docs").await;
+    assert_eq!(r.status(), 200);
+    let content_type = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let page = r.text().await.unwrap();
+    assert!(page.contains(r#"data-url="openapi.json""#), "{page}");
+    assert!(
+        page.contains("integrity=\"sha384-"),
+        "the renderer is pinned: {page}"
+    );
+}
