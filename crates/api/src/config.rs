@@ -54,6 +54,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CUSTODIAN_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
 
+    /// Milliseconds a read with `Custodian-Min-Position` may wait for the views before answering
+    /// 503 [default: 2000]
+    #[arg(long, env = "CUSTODIAN_READ_WAIT_MS", value_name = "MS")]
+    pub read_wait_ms: Option<u64>,
+
     /// TOML file with any of the settings above (snake_case keys, e.g. `listen = "0.0.0.0:8080"`);
     /// flags and environment variables take precedence over it
     #[arg(long, env = "CUSTODIAN_CONFIG", value_name = "FILE")]
@@ -70,6 +75,7 @@ pub struct FileConfig {
     log_format: Option<LogFormat>,
     max_event_bytes: Option<usize>,
     shutdown_timeout: Option<u64>,
+    read_wait_ms: Option<u64>,
 }
 
 /// Where the log lives.
@@ -131,6 +137,8 @@ pub struct Config {
     pub max_event_bytes: usize,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_timeout: Duration,
+    /// Longest wait of a read for `Custodian-Min-Position`.
+    pub read_wait: Duration,
 }
 
 /// Why the configuration cannot be used.
@@ -219,6 +227,9 @@ impl Config {
                 args.shutdown_timeout
                     .or(file.shutdown_timeout)
                     .unwrap_or(30),
+            ),
+            read_wait: Duration::from_millis(
+                args.read_wait_ms.or(file.read_wait_ms).unwrap_or(2000),
             ),
         })
     }

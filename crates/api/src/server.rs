@@ -18,12 +18,14 @@
 //! The 404 and 405 fallbacks are not operations; the document's description explains them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::{Extension, Json, Router};
+use custodian_projections::{Projection, Projections, RuntimeOptions, ViewDb};
 use custodian_store::{EventStore, StoreOptions};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +37,7 @@ use utoipa_axum::routes;
 use crate::config::Config;
 use crate::openapi::{self, ApiDoc};
 use crate::problem::{InternalCause, PROBLEM_JSON, Problem, ProblemDocument};
+use crate::{admin, consistency};
 
 /// How long readiness waits for the store before answering 503.
 const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -44,6 +47,57 @@ const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2)
 pub struct AppState {
     /// The log.
     pub store: Arc<dyn EventStore>,
+    /// The views and their workers.
+    pub projections: Arc<Projections>,
+    /// How long a read with `Custodian-Min-Position` may wait for the views.
+    pub read_wait: Duration,
+}
+
+impl AppState {
+    /// Starts the projection workers on the log's database (`location`, as the store was opened)
+    /// and gathers what the handlers need. The workers stop when `shutdown` is cancelled.
+    pub async fn start(
+        store: Arc<dyn EventStore>,
+        location: &str,
+        read_wait: Duration,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(
+            store,
+            location,
+            custodian_projections::all(),
+            read_wait,
+            shutdown,
+        )
+        .await
+    }
+
+    /// [`start`](Self::start) with a chosen set of projections.
+    pub async fn start_with(
+        store: Arc<dyn EventStore>,
+        location: &str,
+        projections: Vec<Arc<dyn Projection>>,
+        read_wait: Duration,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let db = ViewDb::open(location)
+            .await
+            .context("cannot open the views' database")?;
+        let projections = Projections::start(
+            db,
+            store.clone(),
+            projections,
+            RuntimeOptions::default(),
+            shutdown,
+        )
+        .await
+        .context("cannot start the projections")?;
+        Ok(Self {
+            store,
+            projections: Arc::new(projections),
+            read_wait,
+        })
+    }
 }
 
 /// The application's routes, with `/openapi.json` describing exactly these routes and `/docs`
@@ -54,6 +108,10 @@ pub fn router(state: AppState) -> Router {
         .layer(Extension(Arc::new(document)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            consistency::read_your_writes,
+        ))
         .layer(middleware::from_fn(log_internal_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -66,6 +124,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(readyz))
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(openapi::docs))
+        .routes(routes!(admin::projections))
+        .routes(routes!(admin::metrics))
 }
 
 /// The liveness answer.
@@ -226,9 +286,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
-    let app = router(AppState {
-        store: store.clone(),
-    });
+    let workers = CancellationToken::new();
+    let state = AppState::start(
+        store.clone(),
+        &config.store.as_open_arg(),
+        config.read_wait,
+        workers.clone(),
+    )
+    .await?;
+    let projections = state.projections.clone();
+    let app = router(state);
     let server =
         axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let grace = config.shutdown_timeout;
@@ -239,6 +306,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Ok(())
         }
     };
+    workers.cancel();
+    projections.stop().await;
     store.close().await;
     tracing::info!("stopped");
     outcome

@@ -18,3 +18,8 @@ pub use runtime::{
     ApplyError, FailedEvent, GenerationState, LagReport, Projection, ProjectionLag,
     ProjectionStatus, Projections, RuntimeOptions, Tables, WaitError, request_rebuild, statuses,
 };
+
+/// Every projection the service runs.
+pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
+    vec![std::sync::Arc::new(tenants::TenantsView)]
+}

@@ -1,48 +1,8 @@
 //! Health, readiness and the problem+json error shape.
 
-use std::sync::Arc;
+use std::time::Duration;
 
-use custodian_api::server::{AppState, router};
-use custodian_store::{EventStore, StoreOptions};
-
-struct App {
-    base: String,
-    client: reqwest::Client,
-    _dir: Option<tempfile::TempDir>,
-}
-
-async fn spawn_app_on(store: Arc<dyn EventStore>, dir: Option<tempfile::TempDir>) -> App {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, router(AppState { store }))
-            .await
-            .unwrap();
-    });
-    App {
-        base: format!("http://{addr}"),
-        client: reqwest::Client::new(),
-        _dir: dir,
-    }
-}
-
-async fn spawn_app() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("custodian.db");
-    let store = custodian_store::open(path.to_str().unwrap(), StoreOptions::default())
-        .await
-        .unwrap();
-    spawn_app_on(store, Some(dir)).await
-}
-
-async fn problem(response: reqwest::Response) -> (u16, serde_json::Value) {
-    let status = response.status().as_u16();
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    (status, response.json().await.unwrap())
-}
+use crate::support::{problem, spawn_app, spawn_app_on};
 
 #[tokio::test]
 async fn healthz_and_readyz_answer_when_the_store_is_up() {
@@ -98,10 +58,7 @@ async fn readyz_is_503_with_retry_after_when_the_database_is_gone() {
     let Some(url) = custodian_store::testing::fresh_postgres_database().await else {
         return;
     };
-    let store = custodian_store::open(&url, StoreOptions::default())
-        .await
-        .unwrap();
-    let app = spawn_app_on(store, None).await;
+    let app = spawn_app_on(url.clone(), None, None, Duration::from_secs(2)).await;
     let r = app
         .client
         .get(format!("{}/readyz", app.base))

@@ -1,4 +1,6 @@
 //! HTTP tests of the server frame, against the real router on a random port.
 
+mod consistency;
 mod frame;
 mod openapi;
+mod support;

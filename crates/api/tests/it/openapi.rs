@@ -1,7 +1,6 @@
 //! The OpenAPI document at `/openapi.json` and the reference page at `/docs`.
 
-use custodian_api::server::{AppState, router};
-use custodian_store::StoreOptions;
+use crate::support::{App, spawn_app};
 use serde_json::Value;
 
 /// Every route the router serves, with its methods. A new endpoint goes here too, so this test
@@ -11,33 +10,9 @@ const SERVED: &[(&str, &str)] = &[
     ("/readyz", "get"),
     ("/openapi.json", "get"),
     ("/docs", "get"),
+    ("/v1/admin/projections", "get"),
+    ("/metrics", "get"),
 ];
-
-struct App {
-    base: String,
-    client: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-async fn spawn_app() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("custodian.db");
-    let store = custodian_store::open(path.to_str().unwrap(), StoreOptions::default())
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, router(AppState { store }))
-            .await
-            .unwrap();
-    });
-    App {
-        base: format!("http://{addr}"),
-        client: reqwest::Client::new(),
-        _dir: dir,
-    }
-}
 
 impl App {
     async fn get(&self, path: &str) -> reqwest::Response {

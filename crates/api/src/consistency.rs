@@ -1,0 +1,54 @@
+//! Read-your-writes (DESIGN section 3): a read may ask, with `Custodian-Min-Position: N`, to be
+//! answered only from views that have applied position `N`. The server waits for that (bounded),
+//! woken by the projection workers rather than polling, and otherwise answers 503 with
+//! `Retry-After`. Every answer to a read under `/v1` carries `Custodian-Position`: the position its
+//! views had applied.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::problem::Problem;
+use crate::server::AppState;
+
+/// Response header: the position a command's last event was written at, or the position a read's
+/// views had applied.
+pub const CUSTODIAN_POSITION: &str = "custodian-position";
+/// Request header: answer this read only from views that have applied this position.
+pub const CUSTODIAN_MIN_POSITION: &str = "custodian-min-position";
+
+/// Waits for `Custodian-Min-Position` on reads, and stamps `Custodian-Position` on their answers.
+pub async fn read_your_writes(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let is_read = matches!(*request.method(), Method::GET | Method::HEAD)
+        && request.uri().path().starts_with("/v1/");
+    if is_read {
+        if let Some(raw) = request.headers().get(CUSTODIAN_MIN_POSITION) {
+            let Some(wanted) = raw.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) else {
+                return Problem::bad_request(format!(
+                    "{CUSTODIAN_MIN_POSITION} must be a non-negative integer (a position from a Custodian-Position header)"
+                ))
+                .into_response();
+            };
+            if let Err(e) = state.projections.wait_for(wanted, state.read_wait).await {
+                return Problem::unavailable(
+                    format!("{e}; retry, or read without {CUSTODIAN_MIN_POSITION}"),
+                    1,
+                )
+                .into_response();
+            }
+        }
+    }
+    let mut response = next.run(request).await;
+    if is_read && !response.headers().contains_key(CUSTODIAN_POSITION) {
+        let applied = state.projections.applied_position();
+        response
+            .headers_mut()
+            .insert(CUSTODIAN_POSITION, HeaderValue::from(applied));
+    }
+    response
+}

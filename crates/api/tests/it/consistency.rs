@@ -1,0 +1,208 @@
+//! Read-your-writes, projection status and metrics over HTTP.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use custodian_domain::{Actor, EventRecord, EventType, NewEvent, StreamName, Timestamp};
+use custodian_projections::{ApplyError, Projection, Tables};
+use custodian_store::ExpectedVersion;
+use sqlx::AnyConnection;
+
+use crate::support::{problem, spawn_app, spawn_app_on};
+
+fn tenant_created(n: u64) -> NewEvent {
+    NewEvent {
+        id: uuid::Uuid::now_v7(),
+        event_type: EventType::parse("tenant.created").unwrap(),
+        schema: 1,
+        actor: Actor::system(),
+        occurred_at: Timestamp::parse("2026-11-25T12:00:00Z").unwrap(),
+        correlation_id: None,
+        causation_id: None,
+        data: serde_json::json!({"name": format!("Tenant {n}"), "slug": format!("t-{n}"), "plan": "free"}),
+    }
+}
+
+/// A deliberately slow projection: it remembers the last position it applied, in its table.
+#[derive(Default)]
+struct Slow {
+    delay_us: AtomicU64,
+}
+
+#[async_trait]
+impl Projection for Slow {
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["seen"]
+    }
+    fn create(&self, t: &Tables) -> Vec<String> {
+        vec![format!(
+            "CREATE TABLE IF NOT EXISTS {} (id BIGINT PRIMARY KEY, position BIGINT NOT NULL)",
+            t.name("seen")
+        )]
+    }
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        t: &Tables,
+        event: &EventRecord,
+    ) -> Result<(), ApplyError> {
+        tokio::time::sleep(Duration::from_micros(self.delay_us.load(Ordering::SeqCst))).await;
+        let table = t.name("seen");
+        sqlx::query(&format!(
+            "INSERT INTO {table} (id, position) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET position = $1"
+        ))
+        .bind(event.position as i64)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_with_min_position_sees_the_write_just_made_1000_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("custodian.db").display().to_string();
+    let slow = Arc::new(Slow::default());
+    slow.delay_us.store(300, Ordering::SeqCst);
+    let app = spawn_app_on(
+        location,
+        Some(dir),
+        Some(vec![slow.clone() as Arc<dyn Projection>]),
+        Duration::from_secs(5),
+    )
+    .await;
+    let stream = StreamName::parse("acme/thing/t1").unwrap();
+    for i in 0..1000u64 {
+        let written = app
+            .store
+            .append(&stream, ExpectedVersion::Any, vec![tenant_created(i)])
+            .await
+            .unwrap()
+            .last_position;
+        let r = app
+            .client
+            .get(app.url("/v1/admin/projections"))
+            .header("Custodian-Min-Position", written.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "read {i}");
+        let served_at: u64 = r.headers()["custodian-position"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            served_at >= written,
+            "read {i} served at {served_at} < {written}"
+        );
+        let body: serde_json::Value = r.json().await.unwrap();
+        let slow_view = body["projections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "slow" && p["state"] == "active")
+            .unwrap();
+        assert!(
+            slow_view["position"].as_u64().unwrap() >= written,
+            "read {i}: {body}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_cannot_be_served_in_time_is_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("custodian.db").display().to_string();
+    let app = spawn_app_on(location, Some(dir), None, Duration::from_millis(100)).await;
+    let r = app
+        .client
+        .get(app.url("/v1/admin/projections"))
+        .header("Custodian-Min-Position", "999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["retry-after"], "1");
+    let (status, body) = problem(r).await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("unavailable")));
+    assert!(body["detail"].as_str().unwrap().contains("999"), "{body}");
+
+    for bad in ["-1", "ten", "1.5", ""] {
+        let r = app
+            .client
+            .get(app.url("/v1/admin/projections"))
+            .header("Custodian-Min-Position", bad)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = problem(r).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("bad_request")),
+            "{bad:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projection_status_and_metrics_report_position_and_lag() {
+    let app = spawn_app().await;
+    for i in 0..3 {
+        app.store
+            .append(
+                &StreamName::parse(&format!("_system/tenant/tnt_{i}")).unwrap(),
+                ExpectedVersion::NoStream,
+                vec![tenant_created(i)],
+            )
+            .await
+            .unwrap();
+    }
+    app.state
+        .projections
+        .wait_for(3, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let body: serde_json::Value = app
+        .client
+        .get(app.url("/v1/admin/projections"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["head"], 3);
+    assert_eq!(body["applied"], 3);
+    let tenants = &body["projections"][0];
+    assert_eq!(tenants["name"], "tenants");
+    assert_eq!(tenants["state"], "active");
+    assert_eq!(tenants["position"], 3);
+    assert_eq!(tenants["lag_events"], 0);
+    assert!(tenants["last_error"].is_null());
+
+    let r = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.unwrap();
+    for needle in [
+        "custodian_log_head_position 3",
+        "custodian_views_applied_position 3",
+        "custodian_projection_position{projection=\"tenants\",generation=\"1\",state=\"active\"} 3",
+        "custodian_projection_lag_events{projection=\"tenants\",generation=\"1\",state=\"active\"} 0",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
+}

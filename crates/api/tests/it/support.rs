@@ -1,0 +1,72 @@
+//! The real router on a random port, on a fresh SQLite or PostgreSQL ledger.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use custodian_api::server::{AppState, router};
+use custodian_projections::Projection;
+use custodian_store::{EventStore, StoreOptions};
+use tokio_util::sync::CancellationToken;
+
+pub struct App {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn EventStore>,
+    pub state: AppState,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl App {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+pub async fn spawn_app_on(
+    location: String,
+    dir: Option<tempfile::TempDir>,
+    projections: Option<Vec<Arc<dyn Projection>>>,
+    read_wait: Duration,
+) -> App {
+    let store = custodian_store::open(&location, StoreOptions::default())
+        .await
+        .unwrap();
+    let projections = projections.unwrap_or_else(custodian_projections::all);
+    let state = AppState::start_with(
+        store.clone(),
+        &location,
+        projections,
+        read_wait,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = router(state.clone());
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    App {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        store,
+        state,
+        _dir: dir,
+    }
+}
+
+pub async fn spawn_app() -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("custodian.db").display().to_string();
+    spawn_app_on(location, Some(dir), None, Duration::from_secs(2)).await
+}
+
+pub async fn problem(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    (status, response.json().await.unwrap())
+}
