@@ -111,3 +111,72 @@ fn serve_help_documents_every_setting_and_its_variable() {
         );
     }
 }
+
+#[tokio::test]
+async fn projections_can_be_inspected_and_rebuilt_from_the_command_line() {
+    let backend = Backend::sqlite();
+    let cwd = tempfile::tempdir().unwrap();
+    let server = Server::start(&backend.serve_args(), cwd.path(), &[]).await;
+    let status_of = |body: &serde_json::Value, generation: u64| {
+        body["projections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "tenants" && p["generation"] == generation)
+            .map(|p| p["state"].as_str().unwrap().to_owned())
+    };
+    let admin = format!("{}/v1/admin/projections", server.base);
+    let mut first = None;
+    for _ in 0..200 {
+        let body: serde_json::Value = reqwest::get(&admin).await.unwrap().json().await.unwrap();
+        first = status_of(&body, 1);
+        if first.as_deref() == Some("active") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(first.as_deref(), Some("active"));
+
+    let cli = |args: &[&str]| {
+        let mut all = vec!["projections"];
+        all.extend_from_slice(args);
+        let mut c = Command::new(workspace_binary("custodian"));
+        c.args(all)
+            .args(backend.serve_args())
+            .current_dir(cwd.path());
+        c.output().unwrap()
+    };
+    let out = cli(&["status"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("log head: 0") && text.contains("tenants") && text.contains("active"),
+        "{text}"
+    );
+
+    let out = cli(&["rebuild", "tenants"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("generation 2"));
+    // The running server notices the request and swaps the new generation in.
+    let mut second = None;
+    for _ in 0..400 {
+        let body: serde_json::Value = reqwest::get(&admin).await.unwrap().json().await.unwrap();
+        second = status_of(&body, 2);
+        if second.as_deref() == Some("active") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(second.as_deref(), Some("active"));
+
+    let out = cli(&["rebuild", "nosuch"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("known: tenants"));
+    let (code, _) = server.terminate().await;
+    assert_eq!(code, Some(0));
+}
