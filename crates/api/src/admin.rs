@@ -23,6 +23,23 @@ pub struct ProjectionsReport {
     pub applied: u64,
     /// One entry per projection generation being served or built.
     pub projections: Vec<ProjectionReport>,
+    /// The NATS JetStream relay, when the server publishes the event feed (`--nats-url`).
+    pub relay: Option<RelayReport>,
+}
+
+/// How far the event feed on NATS JetStream has got.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RelayReport {
+    /// Connected to a NATS server right now.
+    pub connected: bool,
+    /// Every event up to this position is acknowledged by JetStream.
+    pub acknowledged_position: u64,
+    /// Events between `acknowledged_position` and the head.
+    pub lag_events: u64,
+    /// Failed attempts since the server started.
+    pub failures: u64,
+    /// The current failure, while there is one.
+    pub last_error: Option<String>,
 }
 
 /// One generation of one projection.
@@ -60,7 +77,18 @@ pub struct ProjectionError {
 
 async fn report(state: &AppState) -> Result<ProjectionsReport, Problem> {
     let lag = state.projections.lag_report().await?;
+    let relay = state.relay.as_ref().map(|r| {
+        let s = r.borrow().clone();
+        RelayReport {
+            connected: s.connected,
+            acknowledged_position: s.acknowledged_position,
+            lag_events: lag.head.saturating_sub(s.acknowledged_position),
+            failures: s.failures,
+            last_error: s.last_error,
+        }
+    });
     Ok(ProjectionsReport {
+        relay,
         head: lag.head,
         applied: state.projections.applied_position(),
         projections: lag
@@ -118,7 +146,7 @@ struct ProjectionLabels {
     path = "/metrics",
     tag = "operations",
     responses(
-        (status = 200, description = "Metrics: `custodian_log_head_position`, `custodian_views_applied_position`, and per projection generation `custodian_projection_position`, `custodian_projection_lag_events`, `custodian_projection_lag_seconds`, `custodian_projection_failures`", content_type = "text/plain; version=0.0.4"),
+        (status = 200, description = "Metrics: `custodian_log_head_position`, `custodian_views_applied_position`, per projection generation `custodian_projection_position`, `custodian_projection_lag_events`, `custodian_projection_lag_seconds`, `custodian_projection_failures`, and with `--nats-url` `custodian_relay_acknowledged_position`, `custodian_relay_connected`, `custodian_relay_failures`", content_type = "text/plain; version=0.0.4"),
         (status = 503, description = "The store is unreachable (code `unavailable`)", body = ProblemDocument, content_type = PROBLEM_JSON),
     ),
 )]
@@ -181,6 +209,25 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         "Failed projection batches since start",
         failures,
     );
+    if let Some(relay) = &r.relay {
+        let acknowledged = Gauge::<i64>::default();
+        acknowledged.set(i64::try_from(relay.acknowledged_position).unwrap_or(i64::MAX));
+        registry.register(
+            "relay_acknowledged_position",
+            "Every event up to this position is acknowledged by JetStream",
+            acknowledged,
+        );
+        let connected = Gauge::<i64>::default();
+        connected.set(i64::from(relay.connected));
+        registry.register("relay_connected", "1 while connected to NATS", connected);
+        let failures = Gauge::<i64>::default();
+        failures.set(i64::try_from(relay.failures).unwrap_or(i64::MAX));
+        registry.register(
+            "relay_failures",
+            "Failed relay attempts since start",
+            failures,
+        );
+    }
     let mut body = String::new();
     prometheus_client::encoding::text::encode(&mut body, &registry)
         .map_err(|e| Problem::internal(format!("encoding metrics: {e}")))?;

@@ -54,6 +54,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CUSTODIAN_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
 
+    /// NATS server (nats://host:4222, or several separated by commas) to publish every event to,
+    /// on the JetStream stream CUSTODIAN; unset: no publishing
+    #[arg(long, env = "CUSTODIAN_NATS_URL", value_name = "URL")]
+    pub nats_url: Option<String>,
+
     /// Milliseconds a read with `Custodian-Min-Position` may wait for the views before answering
     /// 503 [default: 2000]
     #[arg(long, env = "CUSTODIAN_READ_WAIT_MS", value_name = "MS")]
@@ -76,6 +81,7 @@ pub struct FileConfig {
     max_event_bytes: Option<usize>,
     shutdown_timeout: Option<u64>,
     read_wait_ms: Option<u64>,
+    nats_url: Option<String>,
 }
 
 /// Where the log lives.
@@ -139,6 +145,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Longest wait of a read for `Custodian-Min-Position`.
     pub read_wait: Duration,
+    /// Where to publish the event feed, if anywhere.
+    pub nats_url: Option<String>,
 }
 
 /// Why the configuration cannot be used.
@@ -231,6 +239,10 @@ impl Config {
             read_wait: Duration::from_millis(
                 args.read_wait_ms.or(file.read_wait_ms).unwrap_or(2000),
             ),
+            nats_url: args
+                .nats_url
+                .or(file.nats_url)
+                .filter(|u| !u.trim().is_empty()),
         })
     }
 }

@@ -26,8 +26,10 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::{Extension, Json, Router};
 use custodian_projections::{Projection, Projections, RuntimeOptions, ViewDb};
+use custodian_relay::{Relay, RelayOptions, RelayStatus};
 use custodian_store::{EventStore, StoreOptions};
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 use utoipa::{OpenApi, ToSchema};
@@ -51,6 +53,8 @@ pub struct AppState {
     pub projections: Arc<Projections>,
     /// How long a read with `Custodian-Min-Position` may wait for the views.
     pub read_wait: Duration,
+    /// The NATS relay's status, when the server publishes the event feed.
+    pub relay: Option<watch::Receiver<RelayStatus>>,
 }
 
 impl AppState {
@@ -96,6 +100,7 @@ impl AppState {
             store,
             projections: Arc::new(projections),
             read_wait,
+            relay: None,
         })
     }
 }
@@ -295,6 +300,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await?;
     let projections = state.projections.clone();
+    let mut state = state;
+    let relay_task = match &config.nats_url {
+        Some(url) => {
+            let relay = Relay::new(store.clone(), url, RelayOptions::default())
+                .context("cannot start the NATS relay")?;
+            state.relay = Some(relay.status());
+            tracing::info!(nats = %redact_nats(url), "publishing every event to JetStream stream CUSTODIAN");
+            Some(tokio::spawn(relay.run(workers.clone())))
+        }
+        None => None,
+    };
     let app = router(state);
     let server =
         axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
@@ -308,9 +324,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     workers.cancel();
     projections.stop().await;
+    if let Some(task) = relay_task {
+        let _ = task.await;
+    }
     store.close().await;
     tracing::info!("stopped");
     outcome
+}
+
+/// A NATS address list safe to log: passwords replaced by `***`.
+fn redact_nats(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| crate::config::StoreLocation::Url(u.trim().to_owned()).redacted())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 async fn signal_shutdown(token: CancellationToken) {

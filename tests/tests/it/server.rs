@@ -104,6 +104,8 @@ fn serve_help_documents_every_setting_and_its_variable() {
         ("--max-event-bytes", "CUSTODIAN_MAX_EVENT_BYTES"),
         ("--shutdown-timeout", "CUSTODIAN_SHUTDOWN_TIMEOUT"),
         ("--config", "CUSTODIAN_CONFIG"),
+        ("--read-wait-ms", "CUSTODIAN_READ_WAIT_MS"),
+        ("--nats-url", "CUSTODIAN_NATS_URL"),
     ] {
         assert!(
             help.contains(flag) && help.contains(env),
