@@ -26,21 +26,19 @@ pub async fn read_your_writes(
 ) -> Response {
     let is_read = matches!(*request.method(), Method::GET | Method::HEAD)
         && request.uri().path().starts_with("/v1/");
-    if is_read {
-        if let Some(raw) = request.headers().get(CUSTODIAN_MIN_POSITION) {
-            let Some(wanted) = raw.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) else {
-                return Problem::bad_request(format!(
+    if is_read && let Some(raw) = request.headers().get(CUSTODIAN_MIN_POSITION) {
+        let Some(wanted) = raw.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) else {
+            return Problem::bad_request(format!(
                     "{CUSTODIAN_MIN_POSITION} must be a non-negative integer (a position from a Custodian-Position header)"
                 ))
                 .into_response();
-            };
-            if let Err(e) = state.projections.wait_for(wanted, state.read_wait).await {
-                return Problem::unavailable(
-                    format!("{e}; retry, or read without {CUSTODIAN_MIN_POSITION}"),
-                    1,
-                )
-                .into_response();
-            }
+        };
+        if let Err(e) = state.projections.wait_for(wanted, state.read_wait).await {
+            return Problem::unavailable(
+                format!("{e}; retry, or read without {CUSTODIAN_MIN_POSITION}"),
+                1,
+            )
+            .into_response();
         }
     }
     let mut response = next.run(request).await;

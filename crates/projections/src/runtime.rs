@@ -336,10 +336,10 @@ impl Shared {
     }
 
     fn update(&self, name: &str, generation: i64, f: impl FnOnce(&mut ProjectionStatus)) {
-        if let Ok(mut s) = self.statuses.lock() {
-            if let Some(st) = s.get_mut(&(name.to_owned(), generation)) {
-                f(st);
-            }
+        if let Ok(mut s) = self.statuses.lock()
+            && let Some(st) = s.get_mut(&(name.to_owned(), generation))
+        {
+            f(st);
         }
         self.recompute_applied();
     }

@@ -98,10 +98,10 @@ impl Writer {
         if let Ok(mut sender) = self.sender.lock() {
             sender.take();
         }
-        if let Some(task) = self.task.lock().await.take() {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "the event writer stopped abnormally");
-            }
+        if let Some(task) = self.task.lock().await.take()
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "the event writer stopped abnormally");
         }
     }
 }

@@ -41,10 +41,10 @@ impl Seen {
             return false;
         }
         self.order.push_back(id.to_owned());
-        if self.order.len() > Self::CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.ids.remove(&old);
-            }
+        if self.order.len() > Self::CAPACITY
+            && let Some(old) = self.order.pop_front()
+        {
+            self.ids.remove(&old);
         }
         true
     }
