@@ -29,7 +29,7 @@ pub async fn read_your_writes(
     if is_read && let Some(raw) = request.headers().get(CUSTODIAN_MIN_POSITION) {
         let Some(wanted) = raw.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) else {
             return Problem::bad_request(format!(
-                    "{CUSTODIAN_MIN_POSITION} must be a non-negative integer (a position from a Custodian-Position header)"
+                    "Custodian-Min-Position must be a non-negative integer (a position from a Custodian-Position header)"
                 ))
                 .into_response();
         };
