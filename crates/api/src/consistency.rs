@@ -28,9 +28,9 @@ pub async fn read_your_writes(
         && request.uri().path().starts_with("/v1/");
     if is_read && let Some(raw) = request.headers().get(CUSTODIAN_MIN_POSITION) {
         let Some(wanted) = raw.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) else {
-            return Problem::bad_request(format!(
-                    "Custodian-Min-Position must be a non-negative integer (a position from a Custodian-Position header)"
-                ))
+            return Problem::bad_request(
+                    "Custodian-Min-Position must be a non-negative integer (a position from a Custodian-Position header)",
+                )
                 .into_response();
         };
         if let Err(e) = state.projections.wait_for(wanted, state.read_wait).await {

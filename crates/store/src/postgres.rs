@@ -12,10 +12,9 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use uuid::Uuid;
 
-use crate::batch::{self, Existing, Pending, VersionCache};
-use crate::row::{COLUMNS, StoredRow, head_from_row, to_i64};
+use crate::batch::{self, Pending, VersionCache};
+use crate::row::{COLUMNS, StoredRow, existing_from_row, head_from_row, to_i64};
 use crate::writer::{Committer, Decided, Writer, advance};
 use crate::{AppendOutcome, EventStore, ExpectedVersion, Head, StoreError, StoreOptions};
 
@@ -169,35 +168,10 @@ struct PostgresCommitter {
 
 #[async_trait]
 impl Committer for PostgresCommitter {
-    async fn commit(
-        &mut self,
-        pendings: &[Pending],
-    ) -> Result<(Vec<Result<AppendOutcome, StoreError>>, Head), StoreError> {
-        // As on SQLite: commit without an id lookup first; a retried append trips the unique index.
-        match self.try_commit(pendings, false).await {
-            Ok(Some(done)) => return Ok(done),
-            Ok(None) => {}
-            Err(StoreError::Database(e)) if crate::sqlite::is_unique_violation(&e) => {}
-            Err(e) => {
-                self.cache.reset();
-                return Err(e);
-            }
-        }
+    fn forget(&mut self) {
         self.cache.reset();
-        match self.try_commit(pendings, true).await {
-            Ok(Some(done)) => Ok(done),
-            Ok(None) => Err(StoreError::Config(
-                "an append batch could not be decided even with its ids looked up".into(),
-            )),
-            Err(e) => {
-                self.cache.reset();
-                Err(e)
-            }
-        }
     }
-}
 
-impl PostgresCommitter {
     async fn try_commit(
         &mut self,
         pendings: &[Pending],
@@ -242,15 +216,8 @@ impl PostgresCommitter {
                     .fetch_all(&mut *tx)
                     .await?;
             for row in rows {
-                let id: Uuid = row.try_get(0)?;
-                existing.insert(
-                    id,
-                    Existing {
-                        stream: row.try_get(1)?,
-                        position: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
-                        version: u64::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0),
-                    },
-                );
+                let (id, place) = existing_from_row(&row)?;
+                existing.insert(id, place);
             }
         }
 

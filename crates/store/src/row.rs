@@ -6,6 +6,7 @@ use custodian_domain::{
 use sqlx::Row;
 use uuid::Uuid;
 
+use crate::batch::Existing;
 use crate::{Head, StoreError};
 
 /// The columns of `events`, in the order [`StoredRow`] expects.
@@ -90,4 +91,23 @@ where
             reason: "hash is not 32 bytes".into(),
         })?,
     })
+}
+
+/// Reads `(id, stream, position, version)` of a stored event, for idempotent retries.
+pub(crate) fn existing_from_row<R: Row>(row: &R) -> Result<(Uuid, Existing), StoreError>
+where
+    for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    let id: Uuid = row.try_get(0)?;
+    Ok((
+        id,
+        Existing {
+            stream: row.try_get(1)?,
+            position: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
+            version: u64::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0),
+        },
+    ))
 }

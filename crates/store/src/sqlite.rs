@@ -9,12 +9,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use custodian_domain::{EventRecord, NewEvent, StreamName};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use tokio::sync::watch;
-use uuid::Uuid;
 
-use crate::batch::{self, Existing, Pending, VersionCache};
-use crate::row::{COLUMNS, StoredRow, head_from_row, to_i64};
+use crate::batch::{self, Pending, VersionCache};
+use crate::row::{COLUMNS, StoredRow, existing_from_row, head_from_row, to_i64};
 use crate::writer::{Committer, Decided, Writer};
 use crate::{AppendOutcome, EventStore, ExpectedVersion, Head, StoreError, StoreOptions};
 
@@ -162,40 +161,10 @@ const ROWS_PER_INSERT: usize = 64;
 
 #[async_trait]
 impl Committer for SqliteCommitter {
-    async fn commit(
-        &mut self,
-        pendings: &[Pending],
-    ) -> Result<(Vec<Result<AppendOutcome, StoreError>>, Head), StoreError> {
-        // Fresh ids are the rule and a retried append the exception: first commit without looking
-        // ids up, and let the unique index catch a retry, then decide again with the lookup.
-        match self.try_commit(pendings, false).await {
-            Ok(Some(done)) => return Ok(done),
-            Ok(None) => {}
-            Err(StoreError::Database(e)) if is_unique_violation(&e) => {}
-            Err(e) => {
-                self.cache.reset();
-                return Err(e);
-            }
-        }
+    fn forget(&mut self) {
         self.cache.reset();
-        match self.try_commit(pendings, true).await {
-            Ok(Some(done)) => Ok(done),
-            Ok(None) => Err(StoreError::Config(
-                "an append batch could not be decided even with its ids looked up".into(),
-            )),
-            Err(e) => {
-                self.cache.reset();
-                Err(e)
-            }
-        }
     }
-}
 
-pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
-impl SqliteCommitter {
     async fn try_commit(
         &mut self,
         pendings: &[Pending],
@@ -233,15 +202,8 @@ impl SqliteCommitter {
                 }
                 q.push(")");
                 for row in q.build().fetch_all(&mut *tx).await? {
-                    let id: Uuid = row.try_get(0)?;
-                    existing.insert(
-                        id,
-                        Existing {
-                            stream: row.try_get(1)?,
-                            position: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
-                            version: u64::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0),
-                        },
-                    );
+                    let (id, place) = existing_from_row(&row)?;
+                    existing.insert(id, place);
                 }
             }
         }

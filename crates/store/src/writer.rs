@@ -20,11 +20,49 @@ pub(crate) type Decided = (Vec<Result<AppendOutcome, StoreError>>, Head);
 /// A backend's half of a group commit: one transaction for the whole batch.
 #[async_trait]
 pub(crate) trait Committer: Send + Sync + 'static {
-    /// Commits the batch durably and answers each append in order; `Err` means nothing was written.
-    async fn commit(
+    /// Decides and commits the batch in one transaction. Without `look_up_ids`, the batch is
+    /// decided as if every id were new, and `Ok(None)` (nothing written) means it must be decided
+    /// again with the lookup. `Err` means nothing was written.
+    async fn try_commit(
         &mut self,
         batch: &[Pending],
-    ) -> Result<(Vec<Result<AppendOutcome, StoreError>>, Head), StoreError>;
+        look_up_ids: bool,
+    ) -> Result<Option<Decided>, StoreError>;
+
+    /// Forgets what the committer remembers of the log (after a failed or abandoned transaction).
+    fn forget(&mut self);
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Commits the batch durably and answers each append in order; `Err` means nothing was written.
+///
+/// Fresh ids are the rule and a retried append the exception, so the batch is first committed
+/// without looking its ids up; a retry then trips the unique index on ids (or shows up as a refused
+/// append), and the batch is decided again with the lookup.
+async fn commit(committer: &mut dyn Committer, batch: &[Pending]) -> Result<Decided, StoreError> {
+    match committer.try_commit(batch, false).await {
+        Ok(Some(done)) => return Ok(done),
+        Ok(None) => {}
+        Err(StoreError::Database(e)) if is_unique_violation(&e) => {}
+        Err(e) => {
+            committer.forget();
+            return Err(e);
+        }
+    }
+    committer.forget();
+    match committer.try_commit(batch, true).await {
+        Ok(Some(done)) => Ok(done),
+        Ok(None) => Err(StoreError::Config(
+            "an append batch could not be decided even with its ids looked up".into(),
+        )),
+        Err(e) => {
+            committer.forget();
+            Err(e)
+        }
+    }
 }
 
 struct Request {
@@ -143,7 +181,7 @@ async fn run(
         last_batch_appends = requests.len();
         let (pendings, replies): (Vec<Pending>, Vec<_>) =
             requests.into_iter().map(|r| (r.pending, r.reply)).unzip();
-        match committer.commit(&pendings).await {
+        match commit(committer.as_mut(), &pendings).await {
             Ok((results, new_head)) => {
                 advance(&head, new_head.position);
                 for (reply, result) in replies.into_iter().zip(results) {
