@@ -86,11 +86,12 @@ pub fn stream(s: &str) -> StreamName {
     StreamName::parse(s).unwrap()
 }
 
-/// Counts events per stream; can be told to fail once on one position, after it has already
-/// applied the events before it in the same batch.
+/// Counts events per stream; can be told to fail `fail_times` times on position `fail_at`, after
+/// it has already applied the events before it in the same batch.
 #[derive(Default)]
 pub struct Counter {
-    pub fail_once_at: AtomicU64,
+    pub fail_at: AtomicU64,
+    pub fail_times: AtomicU64,
     pub delay_ms: AtomicU64,
 }
 
@@ -129,10 +130,11 @@ impl Projection for Counter {
         .bind(event.stream.as_str())
         .execute(&mut *conn)
         .await?;
-        if self
-            .fail_once_at
-            .compare_exchange(event.position, 0, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
+        if event.position == self.fail_at.load(Ordering::SeqCst)
+            && self
+                .fail_times
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
         {
             return Err(ApplyError(format!(
                 "injected failure at {}",
