@@ -15,6 +15,7 @@
 
 pub mod chain;
 pub mod event;
+pub mod secret;
 pub mod stream;
 pub mod tenant;
 
