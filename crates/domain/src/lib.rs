@@ -14,10 +14,14 @@
 )]
 
 pub mod chain;
+pub mod email;
 pub mod event;
+pub mod id;
 pub mod secret;
+pub mod session;
 pub mod stream;
 pub mod tenant;
+pub mod user;
 
 pub use chain::{ChainBreak, ChainVerifier};
 pub use event::{
