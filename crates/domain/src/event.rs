@@ -447,6 +447,97 @@ pub trait DomainEvent: Sized {
     fn decode(event_type: &str, schema: u32, data: &Value) -> Result<Self, EventDecodeError>;
 }
 
+impl Timestamp {
+    /// This instant moved by `d` (saturating at the representable range).
+    pub fn plus(&self, d: time::Duration) -> Self {
+        Self::from_datetime(self.0.checked_add(d).unwrap_or(self.0))
+    }
+
+    /// How far `later` is after this instant (negative when it is before).
+    pub fn until(&self, later: &Self) -> time::Duration {
+        later.0 - self.0
+    }
+}
+
+/// Implements [`DomainEvent`] for an enum of struct variants written with serde's external tagging
+/// (`{"variant": {...fields}}`): the type is `{aggregate}.{variant}` and `data` is the variant's
+/// fields, every type at schema version 1. Unknown fields are refused when reading
+/// (`#[serde(deny_unknown_fields)]` belongs on the enum).
+#[macro_export]
+macro_rules! tagged_event {
+    ($ty:ty, $aggregate:literal, [$($name:literal),+ $(,)?]) => {
+        impl $crate::DomainEvent for $ty {
+            const TYPES: &'static [(&'static str, u32)] = &[$((concat!($aggregate, ".", $name), 1)),+];
+
+            fn event_type(&self) -> &'static str {
+                let tag = $crate::event::variant_tag(self);
+                Self::TYPES
+                    .iter()
+                    .map(|(t, _)| *t)
+                    .find(|t| t.strip_prefix(concat!($aggregate, ".")) == Some(tag.as_str()))
+                    .unwrap_or("unknown.unknown")
+            }
+
+            fn schema_version(&self) -> u32 {
+                1
+            }
+
+            fn data(&self) -> serde_json::Value {
+                $crate::event::variant_body(self)
+            }
+
+            fn decode(
+                event_type: &str,
+                schema: u32,
+                data: &serde_json::Value,
+            ) -> Result<Self, $crate::EventDecodeError> {
+                let known = Self::TYPES.iter().any(|(t, v)| *t == event_type && *v == schema);
+                let tag = event_type.strip_prefix(concat!($aggregate, "."));
+                match tag {
+                    Some(tag) if known => {
+                        let mut wrapped = serde_json::Map::new();
+                        wrapped.insert(tag.to_owned(), data.clone());
+                        serde_json::from_value(serde_json::Value::Object(wrapped)).map_err(|source| {
+                            $crate::EventDecodeError::Malformed {
+                                event_type: event_type.to_owned(),
+                                schema,
+                                source,
+                            }
+                        })
+                    }
+                    _ => Err($crate::EventDecodeError::Unknown {
+                        event_type: event_type.to_owned(),
+                        schema,
+                    }),
+                }
+            }
+        }
+    };
+}
+
+/// The variant name of an externally tagged enum value.
+#[doc(hidden)]
+pub fn variant_tag<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(map)) => map.keys().next().cloned().unwrap_or_default(),
+        Ok(Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// The fields of an externally tagged enum value's variant.
+#[doc(hidden)]
+pub fn variant_body<T: Serialize>(value: &T) -> Value {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(map)) => map
+            .into_iter()
+            .next()
+            .map(|(_, v)| v)
+            .unwrap_or(Value::Object(Default::default())),
+        _ => Value::Object(Default::default()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,96 +688,5 @@ mod tests {
         ] {
             assert!(EventType::parse(bad).is_err(), "{bad}");
         }
-    }
-}
-
-impl Timestamp {
-    /// This instant moved by `d` (saturating at the representable range).
-    pub fn plus(&self, d: time::Duration) -> Self {
-        Self::from_datetime(self.0.checked_add(d).unwrap_or(self.0))
-    }
-
-    /// How far `later` is after this instant (negative when it is before).
-    pub fn until(&self, later: &Self) -> time::Duration {
-        later.0 - self.0
-    }
-}
-
-/// Implements [`DomainEvent`] for an enum of struct variants written with serde's external tagging
-/// (`{"variant": {...fields}}`): the type is `{aggregate}.{variant}` and `data` is the variant's
-/// fields, every type at schema version 1. Unknown fields are refused when reading
-/// (`#[serde(deny_unknown_fields)]` belongs on the enum).
-#[macro_export]
-macro_rules! tagged_event {
-    ($ty:ty, $aggregate:literal, [$($name:literal),+ $(,)?]) => {
-        impl $crate::DomainEvent for $ty {
-            const TYPES: &'static [(&'static str, u32)] = &[$((concat!($aggregate, ".", $name), 1)),+];
-
-            fn event_type(&self) -> &'static str {
-                let tag = $crate::event::variant_tag(self);
-                Self::TYPES
-                    .iter()
-                    .map(|(t, _)| *t)
-                    .find(|t| t.strip_prefix(concat!($aggregate, ".")) == Some(tag.as_str()))
-                    .unwrap_or("unknown.unknown")
-            }
-
-            fn schema_version(&self) -> u32 {
-                1
-            }
-
-            fn data(&self) -> serde_json::Value {
-                $crate::event::variant_body(self)
-            }
-
-            fn decode(
-                event_type: &str,
-                schema: u32,
-                data: &serde_json::Value,
-            ) -> Result<Self, $crate::EventDecodeError> {
-                let known = Self::TYPES.iter().any(|(t, v)| *t == event_type && *v == schema);
-                let tag = event_type.strip_prefix(concat!($aggregate, "."));
-                match tag {
-                    Some(tag) if known => {
-                        let mut wrapped = serde_json::Map::new();
-                        wrapped.insert(tag.to_owned(), data.clone());
-                        serde_json::from_value(serde_json::Value::Object(wrapped)).map_err(|source| {
-                            $crate::EventDecodeError::Malformed {
-                                event_type: event_type.to_owned(),
-                                schema,
-                                source,
-                            }
-                        })
-                    }
-                    _ => Err($crate::EventDecodeError::Unknown {
-                        event_type: event_type.to_owned(),
-                        schema,
-                    }),
-                }
-            }
-        }
-    };
-}
-
-/// The variant name of an externally tagged enum value.
-#[doc(hidden)]
-pub fn variant_tag<T: Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(Value::Object(map)) => map.keys().next().cloned().unwrap_or_default(),
-        Ok(Value::String(s)) => s,
-        _ => String::new(),
-    }
-}
-
-/// The fields of an externally tagged enum value's variant.
-#[doc(hidden)]
-pub fn variant_body<T: Serialize>(value: &T) -> Value {
-    match serde_json::to_value(value) {
-        Ok(Value::Object(map)) => map
-            .into_iter()
-            .next()
-            .map(|(_, v)| v)
-            .unwrap_or(Value::Object(Default::default())),
-        _ => Value::Object(Default::default()),
     }
 }
