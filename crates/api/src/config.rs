@@ -13,6 +13,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "custodian-data";
 /// The embedded store's file name inside the data directory.
 pub const SQLITE_FILE: &str = "custodian.db";
+/// The master key's file name inside the data directory.
+pub const SECRET_KEY_FILE: &str = "secret.key";
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -64,6 +66,32 @@ pub struct ServeArgs {
     #[arg(long, env = "CUSTODIAN_READ_WAIT_MS", value_name = "MS")]
     pub read_wait_ms: Option<u64>,
 
+    /// File holding the server's 32-byte master key (base64), created with mode 0600 if missing;
+    /// every instance on one database needs the same key [default: DATA_DIR/secret.key]
+    #[arg(long, env = "CUSTODIAN_SECRET_KEY_FILE", value_name = "FILE")]
+    pub secret_key_file: Option<PathBuf>,
+
+    /// The `iss` and `aud` of access tokens, usually the server's public URL [default: custodian]
+    #[arg(long, env = "CUSTODIAN_ISSUER", value_name = "NAME")]
+    pub issuer: Option<String>,
+
+    /// Shortest accepted password, in characters (15 recommended; at least 8) [default: 8]
+    #[arg(long, env = "CUSTODIAN_PASSWORD_MIN_LENGTH", value_name = "CHARS")]
+    pub password_min_length: Option<usize>,
+
+    /// argon2id memory cost in KiB (at least 19456, OWASP's minimum) [default: 19456]
+    #[arg(long, env = "CUSTODIAN_ARGON2_MEMORY_KIB", value_name = "KIB")]
+    pub argon2_memory_kib: Option<u32>,
+
+    /// argon2id iterations (at least 2) [default: 2]
+    #[arg(long, env = "CUSTODIAN_ARGON2_ITERATIONS", value_name = "N")]
+    pub argon2_iterations: Option<u32>,
+
+    /// Failed logins from one IP address within 15 minutes before its attempts are delayed, the
+    /// delay doubling with each further failure [default: 50]
+    #[arg(long, env = "CUSTODIAN_LOGIN_IP_FAILURES", value_name = "N")]
+    pub login_ip_failures: Option<u32>,
+
     /// TOML file with any of the settings above (snake_case keys, e.g. `listen = "0.0.0.0:8080"`);
     /// flags and environment variables take precedence over it
     #[arg(long, env = "CUSTODIAN_CONFIG", value_name = "FILE")]
@@ -82,6 +110,12 @@ pub struct FileConfig {
     shutdown_timeout: Option<u64>,
     read_wait_ms: Option<u64>,
     nats_url: Option<String>,
+    secret_key_file: Option<PathBuf>,
+    issuer: Option<String>,
+    password_min_length: Option<usize>,
+    argon2_memory_kib: Option<u32>,
+    argon2_iterations: Option<u32>,
+    login_ip_failures: Option<u32>,
 }
 
 /// Where the log lives.
@@ -147,6 +181,18 @@ pub struct Config {
     pub read_wait: Duration,
     /// Where to publish the event feed, if anywhere.
     pub nats_url: Option<String>,
+    /// The master key's file.
+    pub secret_key_file: PathBuf,
+    /// Access tokens' issuer and audience.
+    pub issuer: String,
+    /// Shortest accepted password.
+    pub password_min_length: usize,
+    /// argon2id memory cost, KiB.
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations.
+    pub argon2_iterations: u32,
+    /// Failed logins per IP address before delays start.
+    pub login_ip_failures: u32,
 }
 
 /// Why the configuration cannot be used.
@@ -205,15 +251,49 @@ impl Config {
                 .parse()
                 .map_err(|_| ConfigError::Invalid("bad default listen address".into()))?,
         };
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let store = match args.database_url.or(file.database_url) {
             Some(url) if !url.trim().is_empty() => StoreLocation::Url(url),
-            _ => StoreLocation::Sqlite(
-                args.data_dir
-                    .or(file.data_dir)
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
-                    .join(SQLITE_FILE),
-            ),
+            _ => StoreLocation::Sqlite(data_dir.join(SQLITE_FILE)),
         };
+        let secret_key_file = args
+            .secret_key_file
+            .or(file.secret_key_file)
+            .unwrap_or_else(|| data_dir.join(SECRET_KEY_FILE));
+        let password_min_length = args
+            .password_min_length
+            .or(file.password_min_length)
+            .unwrap_or(8);
+        if !(8..=64).contains(&password_min_length) {
+            return Err(ConfigError::Invalid(format!(
+                "password_min_length is {password_min_length}; it must be 8 to 64"
+            )));
+        }
+        let argon2_memory_kib = args
+            .argon2_memory_kib
+            .or(file.argon2_memory_kib)
+            .unwrap_or(19_456);
+        let argon2_iterations = args
+            .argon2_iterations
+            .or(file.argon2_iterations)
+            .unwrap_or(2);
+        if argon2_memory_kib < 19_456 || argon2_iterations < 2 {
+            return Err(ConfigError::Invalid(format!(
+                "argon2id with m={argon2_memory_kib} KiB, t={argon2_iterations} is below OWASP's minimum (m=19456, t=2)"
+            )));
+        }
+        let login_ip_failures = args
+            .login_ip_failures
+            .or(file.login_ip_failures)
+            .unwrap_or(50);
+        if login_ip_failures == 0 {
+            return Err(ConfigError::Invalid(
+                "login_ip_failures must be at least 1".into(),
+            ));
+        }
         let max_event_bytes = args
             .max_event_bytes
             .or(file.max_event_bytes)
@@ -243,6 +323,16 @@ impl Config {
                 .nats_url
                 .or(file.nats_url)
                 .filter(|u| !u.trim().is_empty()),
+            secret_key_file,
+            issuer: args
+                .issuer
+                .or(file.issuer)
+                .filter(|i| !i.trim().is_empty())
+                .unwrap_or_else(|| "custodian".to_owned()),
+            password_min_length,
+            argon2_memory_kib,
+            argon2_iterations,
+            login_ip_failures,
         })
     }
 }

@@ -5,9 +5,13 @@
 //! and map every error to one RFC 9457 problem type.
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod consistency;
+pub mod identity;
+pub mod login;
 pub mod openapi;
 pub mod problem;
 pub mod server;

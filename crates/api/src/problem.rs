@@ -18,6 +18,7 @@ pub struct Problem {
     title: &'static str,
     detail: String,
     retry_after: Option<u64>,
+    www_authenticate: Option<&'static str>,
     internal: Option<String>,
 }
 
@@ -64,6 +65,7 @@ impl Problem {
             title,
             detail: detail.into(),
             retry_after: None,
+            www_authenticate: None,
             internal: None,
         }
     }
@@ -86,6 +88,47 @@ impl Problem {
             "Validation failed",
             detail,
         )
+    }
+
+    /// 401: no valid credentials. Answers with `WWW-Authenticate: Bearer` (RFC 6750).
+    pub fn unauthenticated(detail: impl Into<String>) -> Self {
+        Self {
+            www_authenticate: Some("Bearer error=\"invalid_token\""),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Unauthenticated",
+                detail,
+            )
+        }
+    }
+
+    /// 401 for a login that failed: the same answer whatever was wrong.
+    pub fn invalid_credentials() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "Invalid credentials",
+            "the tenant, email or password is wrong",
+        )
+    }
+
+    /// 403: authenticated, but not allowed.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn rate_limited(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests",
+                detail,
+            )
+        }
     }
 
     /// 404.
@@ -155,6 +198,12 @@ impl IntoResponse for Problem {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(challenge) = self.www_authenticate {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         if let Some(cause) = self.internal {
             response.extensions_mut().insert(InternalCause(cause));

@@ -37,9 +37,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::Config;
+use crate::identity::{Identity, IdentityOptions};
 use crate::openapi::{self, ApiDoc};
 use crate::problem::{InternalCause, PROBLEM_JSON, Problem, ProblemDocument};
-use crate::{admin, consistency};
+use crate::{admin, consistency, login};
 
 /// How long readiness waits for the store before answering 503.
 const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -55,6 +56,10 @@ pub struct AppState {
     pub read_wait: Duration,
     /// The NATS relay's status, when the server publishes the event feed.
     pub relay: Option<watch::Receiver<RelayStatus>>,
+    /// Keys, passwords, tokens and the index of who may act.
+    pub identity: Arc<Identity>,
+    /// The views' database.
+    pub db: ViewDb,
 }
 
 impl AppState {
@@ -64,6 +69,7 @@ impl AppState {
         store: Arc<dyn EventStore>,
         location: &str,
         read_wait: Duration,
+        identity: IdentityOptions,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         Self::start_with(
@@ -71,6 +77,7 @@ impl AppState {
             location,
             custodian_projections::all(),
             read_wait,
+            identity,
             shutdown,
         )
         .await
@@ -82,13 +89,16 @@ impl AppState {
         location: &str,
         projections: Vec<Arc<dyn Projection>>,
         read_wait: Duration,
+        identity: IdentityOptions,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let db = ViewDb::open(location)
             .await
             .context("cannot open the views' database")?;
+        let identity =
+            Identity::start(identity, db.clone(), store.clone(), shutdown.clone()).await?;
         let projections = Projections::start(
-            db,
+            db.clone(),
             store.clone(),
             projections,
             RuntimeOptions::default(),
@@ -101,6 +111,8 @@ impl AppState {
             projections: Arc::new(projections),
             read_wait,
             relay: None,
+            identity: Arc::new(identity),
+            db,
         })
     }
 }
@@ -131,6 +143,14 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi::docs))
         .routes(routes!(admin::projections))
         .routes(routes!(admin::metrics))
+        .routes(routes!(login::jwks))
+        .routes(routes!(login::login))
+        .routes(routes!(login::mfa_verify))
+        .routes(routes!(login::refresh))
+        .routes(routes!(login::accept_invitation))
+        .routes(routes!(login::reset_password))
+    // Account (self-service) routes.
+    // Tenant and user administration routes.
 }
 
 /// The liveness answer.
@@ -296,6 +316,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.clone(),
         &config.store.as_open_arg(),
         config.read_wait,
+        IdentityOptions::from_config(&config),
         workers.clone(),
     )
     .await?;
@@ -311,7 +332,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let app = router(state);
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server =
         axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let grace = config.shutdown_timeout;

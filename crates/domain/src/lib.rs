@@ -18,6 +18,7 @@ pub mod email;
 pub mod event;
 pub mod id;
 pub mod secret;
+pub mod security;
 pub mod session;
 pub mod stream;
 pub mod tenant;

@@ -46,6 +46,11 @@ impl ViewDb {
                         sqlx::query("PRAGMA synchronous = FULL")
                             .execute(&mut *conn)
                             .await?;
+                        // Deleted rows (a destroyed data key) are overwritten in the file, not
+                        // left readable in free pages.
+                        sqlx::query("PRAGMA secure_delete = ON")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })

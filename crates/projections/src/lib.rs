@@ -11,7 +11,9 @@
 
 mod db;
 mod runtime;
+pub mod sessions;
 pub mod tenants;
+pub mod users;
 
 pub use db::{ViewDb, ViewDbError};
 pub use runtime::{
@@ -21,5 +23,9 @@ pub use runtime::{
 
 /// Every projection the service runs.
 pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
-    vec![std::sync::Arc::new(tenants::TenantsView)]
+    vec![
+        std::sync::Arc::new(tenants::TenantsView),
+        std::sync::Arc::new(users::UsersView),
+        std::sync::Arc::new(sessions::SessionsView),
+    ]
 }

@@ -37,6 +37,9 @@ pub async fn spawn_app_on(
         &location,
         projections,
         read_wait,
+        custodian_api::identity::IdentityOptions::new(
+            std::env::temp_dir().join(format!("custodian-test-{}.key", uuid::Uuid::now_v7())),
+        ),
         CancellationToken::new(),
     )
     .await
@@ -45,7 +48,12 @@ pub async fn spawn_app_on(
     let addr = listener.local_addr().unwrap();
     let app = router(state.clone());
     tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
     });
     App {
         base: format!("http://{addr}"),

@@ -4,25 +4,88 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use custodian_domain::DomainEvent;
+use custodian_domain::email::{self, EmailCommand, EmailEvent, Reservation};
+use custodian_domain::id::type_id;
+use custodian_domain::secret::{Sealed, TokenHash};
+use custodian_domain::security::{SecurityEvent, ThrottleScope};
+use custodian_domain::session::{self, RevokeReason, SessionCommand, SessionEvent};
 use custodian_domain::tenant::{self, Plan, TenantCommand, TenantEvent};
+use custodian_domain::user::{
+    self, LockoutPolicy, LoginFailure, LoginMethod, ROLE_PLATFORM_ADMIN, ROLE_TENANT_ADMIN,
+    UserCommand, UserEvent, UserKind,
+};
+use custodian_domain::{DomainEvent, Timestamp};
+use serde_json::{Value, json};
+use time::Duration;
+use uuid::Uuid;
 
 fn schemas_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas")
 }
 
-fn validate(event_type: &str, schema: u32, data: &serde_json::Value) {
+fn schema_doc(event_type: &str, schema: u32) -> Value {
     let path = schemas_dir().join(format!("{event_type}.v{schema}.json"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("no schema for {event_type} v{schema} at {path:?}: {e}"));
-    let schema_doc: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let validator = jsonschema::validator_for(&schema_doc).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path:?} is not JSON: {e}"))
+}
+
+fn validate(event_type: &str, schema: u32, data: &Value) {
+    let doc = schema_doc(event_type, schema);
+    let validator = jsonschema::validator_for(&doc).unwrap();
     let errors: Vec<String> = validator.iter_errors(data).map(|e| e.to_string()).collect();
     assert!(
         errors.is_empty(),
         "{event_type} v{schema} {data}: {errors:?}"
     );
 }
+
+/// Checks every event against its schema and returns the `(type, version)` pairs seen.
+fn validate_all<E: DomainEvent>(events: &[E]) -> BTreeSet<(&'static str, u32)> {
+    let mut seen = BTreeSet::new();
+    for e in events {
+        validate(e.event_type(), e.schema_version(), &e.data());
+        seen.insert((e.event_type(), e.schema_version()));
+    }
+    seen
+}
+
+fn declared<E: DomainEvent>() -> BTreeSet<(&'static str, u32)> {
+    E::TYPES.iter().copied().collect()
+}
+
+// ---- inputs in the shapes the edge hands the domain ----
+
+fn ts(s: &str) -> Timestamp {
+    Timestamp::parse(s).unwrap()
+}
+
+fn now() -> Timestamp {
+    ts("2026-01-01T00:00:00.123456Z")
+}
+
+fn sealed(s: &str) -> Sealed {
+    Sealed(format!("v1.{s}"))
+}
+
+/// A keyed hash: 64 lowercase hex digits.
+fn hash(c: char) -> TokenHash {
+    TokenHash(std::iter::repeat_n(c, 64).collect())
+}
+
+fn index(c: char) -> String {
+    std::iter::repeat_n(c, 64).collect()
+}
+
+fn user_id() -> String {
+    type_id("user", Uuid::now_v7())
+}
+
+fn session_id() -> String {
+    type_id("sess", Uuid::now_v7())
+}
+
+// ---- tenants ----
 
 /// Every tenant event `decide` can produce, by driving it through the whole lifecycle.
 fn emitted_tenant_events() -> Vec<TenantEvent> {
@@ -56,50 +119,470 @@ fn emitted_tenant_events() -> Vec<TenantEvent> {
     out
 }
 
+// ---- users ----
+
+/// Drives one user stream through `commands`, each of which must succeed.
+fn user_stream(commands: Vec<UserCommand>) -> Vec<UserEvent> {
+    let mut state = None;
+    let mut out = Vec::new();
+    for c in commands {
+        let label = format!("{c:?}");
+        let events = user::decide(state.as_ref(), c)
+            .unwrap_or_else(|e| panic!("user command {label} refused: {e}"));
+        for e in &events {
+            state = user::evolve(state, e);
+        }
+        out.extend(events);
+    }
+    out
+}
+
+fn complete_login(
+    challenge: Option<TokenHash>,
+    totp_step: Option<u64>,
+    recovery_code: Option<TokenHash>,
+    ip: Option<&str>,
+    at: Timestamp,
+) -> UserCommand {
+    UserCommand::CompleteLogin {
+        session_id: session_id(),
+        challenge,
+        totp_step,
+        recovery_code,
+        ip: ip.map(str::to_owned),
+        now: at,
+    }
+}
+
+fn mfa_challenge(c: char, at: Timestamp) -> UserCommand {
+    UserCommand::IssueMfaChallenge {
+        challenge: hash(c),
+        expires_at: at.plus(Duration::minutes(5)),
+        now: at,
+    }
+}
+
+/// Every user event `decide` can produce, by driving it through invitation, direct creation, and a
+/// long life of profile, password, lockout, MFA and login changes ending in deletion.
+fn emitted_user_events() -> Vec<UserEvent> {
+    let policy = LockoutPolicy::default();
+    let mut out = Vec::new();
+
+    // Invite -> accept.
+    out.extend(user_stream(vec![
+        UserCommand::Invite {
+            kind: UserKind::Person,
+            email: sealed("aW52aXRlZQ"),
+            name: sealed("SW52aXRlZQ"),
+            email_index: index('1'),
+            roles: vec![ROLE_TENANT_ADMIN.into()],
+            invitation: hash('2'),
+            expires_at: now().plus(Duration::days(7)),
+        },
+        UserCommand::AcceptInvitation {
+            token: hash('2'),
+            credential: sealed("JGFyZ29uMmlk_pw-1"),
+            now: now(),
+        },
+    ]));
+
+    // A non-human user: created without a password, in the platform scope.
+    out.extend(user_stream(vec![UserCommand::Create {
+        kind: UserKind::Agent,
+        email: sealed("YWdlbnQ"),
+        name: sealed("QWdlbnQ"),
+        email_index: index('3'),
+        roles: vec![ROLE_PLATFORM_ADMIN.into(), ROLE_TENANT_ADMIN.into()],
+        credential: None,
+    }]));
+
+    // A person created with a password, through the rest of a user's life.
+    let unlocked = now().plus(Duration::hours(1));
+    let mut commands = vec![
+        UserCommand::Create {
+            kind: UserKind::Person,
+            email: sealed("cGVyc29u"),
+            name: sealed("UGVyc29u"),
+            email_index: index('4'),
+            roles: vec![],
+            credential: Some(sealed("JGFyZ29uMmlk_pw-2")),
+        },
+        UserCommand::UpdateProfile {
+            email: Some((sealed("bmV3"), index('5'))),
+            name: Some(sealed("TmV3")),
+        },
+        UserCommand::UpdateProfile {
+            email: None,
+            name: Some(sealed("TmV3ZXI")),
+        },
+        UserCommand::UpdateProfile {
+            email: Some((sealed("bmV3ZXI"), index('6'))),
+            name: None,
+        },
+        UserCommand::Disable {
+            reason: "left the company".into(),
+        },
+        UserCommand::Enable,
+        UserCommand::ChangePassword {
+            credential: sealed("JGFyZ29uMmlk_pw-3"),
+        },
+        UserCommand::IssuePasswordReset {
+            token: hash('7'),
+            expires_at: now().plus(Duration::hours(1)),
+        },
+        UserCommand::ResetPassword {
+            token: hash('7'),
+            credential: sealed("JGFyZ29uMmlk_pw-4"),
+            now: now(),
+        },
+        UserCommand::RehashPassword {
+            credential: sealed("JGFyZ29uMmlk_pw-5"),
+        },
+    ];
+    // Failed logins up to and past the lockout threshold.
+    for i in 0..=policy.threshold {
+        commands.push(UserCommand::RecordLoginFailure {
+            reason: LoginFailure::BadPassword,
+            ip: (i % 2 == 0).then(|| "203.0.113.7".to_owned()),
+            now: now(),
+            policy,
+        });
+    }
+    commands.extend([
+        complete_login(None, None, None, Some("2001:db8::1"), unlocked),
+        UserCommand::StartTotpEnrollment {
+            secret: sealed("dG90cC1zZWVk"),
+        },
+        UserCommand::ConfirmTotp {
+            step: 1_000,
+            recovery_codes: vec![hash('a'), hash('b'), hash('c')],
+        },
+        mfa_challenge('8', unlocked),
+        UserCommand::RecordLoginFailure {
+            reason: LoginFailure::BadCode,
+            ip: None,
+            now: unlocked,
+            policy,
+        },
+        complete_login(Some(hash('8')), Some(1_001), None, None, unlocked),
+        mfa_challenge('9', unlocked),
+        complete_login(
+            Some(hash('9')),
+            None,
+            Some(hash('a')),
+            Some("::1"),
+            unlocked,
+        ),
+        UserCommand::RegenerateRecoveryCodes {
+            codes: (0..20).map(|i| TokenHash(format!("{i:064x}"))).collect(),
+        },
+        UserCommand::DisableTotp,
+        UserCommand::Delete,
+    ]);
+    out.extend(user_stream(commands));
+    out
+}
+
+// ---- sessions ----
+
+fn session_stream(commands: Vec<SessionCommand>) -> Vec<SessionEvent> {
+    let mut state = None;
+    let mut out = Vec::new();
+    for c in commands {
+        let label = format!("{c:?}");
+        let events = session::decide(state.as_ref(), c)
+            .unwrap_or_else(|e| panic!("session command {label} refused: {e}"));
+        for e in &events {
+            state = session::evolve(state, e);
+        }
+        out.extend(events);
+    }
+    out
+}
+
+fn refresh(generation: u64, presented: char, next: char, ip: Option<&str>) -> SessionCommand {
+    SessionCommand::Refresh {
+        generation,
+        presented: hash(presented),
+        next: hash(next),
+        ip: ip.map(str::to_owned),
+        now: now(),
+    }
+}
+
+/// Every session event `decide` can produce: start, rotation, reuse of a spent token (which
+/// revokes the family), and a plain logout.
+fn emitted_session_events() -> Vec<SessionEvent> {
+    let mut out = session_stream(vec![
+        SessionCommand::Start {
+            user_id: user_id(),
+            refresh: hash('0'),
+            method: LoginMethod::PasswordTotp,
+            expires_at: now().plus(Duration::days(30)),
+            ip: Some("198.51.100.4".into()),
+            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64)".into()),
+        },
+        refresh(0, '0', '1', Some("198.51.100.4")),
+        refresh(1, '1', '2', None),
+        // The spent generation-0 token again: reuse, which revokes the session.
+        refresh(0, '0', '3', Some("192.0.2.66")),
+    ]);
+    out.extend(session_stream(vec![
+        SessionCommand::Start {
+            user_id: user_id(),
+            refresh: hash('4'),
+            method: LoginMethod::Password,
+            expires_at: now().plus(Duration::days(30)),
+            ip: None,
+            user_agent: None,
+        },
+        refresh(0, '4', '5', None),
+        SessionCommand::Revoke {
+            reason: RevokeReason::Logout,
+        },
+    ]));
+    out
+}
+
+// ---- email reservations ----
+
+/// Every reservation event `decide` can produce: a claim, its release, and a takeover of a claim
+/// whose holder never came to exist.
+fn emitted_email_events() -> Vec<EmailEvent> {
+    let (first, second, third) = (user_id(), user_id(), user_id());
+    let commands = [
+        EmailCommand::Claim {
+            user_id: first.clone(),
+            holder_gone: false,
+        },
+        EmailCommand::Release { user_id: first },
+        EmailCommand::Claim {
+            user_id: second,
+            holder_gone: false,
+        },
+        EmailCommand::Claim {
+            user_id: third,
+            holder_gone: true,
+        },
+    ];
+    let mut state = Reservation::default();
+    let mut out = Vec::new();
+    for c in commands {
+        let events = email::decide(&state, c).unwrap();
+        for e in &events {
+            state = email::evolve(state, e);
+        }
+        out.extend(events);
+    }
+    out
+}
+
+// ---- security observations ----
+
+/// Security observations are recorded, not decided (there is no `decide`): both scopes' shapes.
+fn emitted_security_events() -> Vec<SecurityEvent> {
+    vec![
+        SecurityEvent::LoginThrottled {
+            scope: ThrottleScope::Ip,
+            ip: Some("203.0.113.7".into()),
+            email_index: None,
+            failures: 20,
+            until: now().plus(Duration::seconds(1)),
+        },
+        SecurityEvent::LoginThrottled {
+            scope: ThrottleScope::UnknownEmail,
+            ip: Some("2001:db8::1".into()),
+            email_index: Some(index('e')),
+            failures: 5,
+            until: now().plus(Duration::seconds(2)),
+        },
+    ]
+}
+
 #[test]
 fn every_emitted_event_matches_its_schema() {
-    let events = emitted_tenant_events();
-    let mut seen = BTreeSet::new();
-    for e in &events {
-        validate(e.event_type(), e.schema_version(), &e.data());
-        seen.insert((e.event_type(), e.schema_version()));
-    }
-    let declared: BTreeSet<_> = TenantEvent::TYPES.iter().copied().collect();
     assert_eq!(
-        seen, declared,
-        "the lifecycle must emit every declared type"
+        validate_all(&emitted_tenant_events()),
+        declared::<TenantEvent>(),
+        "the tenant lifecycle must emit every declared type"
     );
+    assert_eq!(
+        validate_all(&emitted_user_events()),
+        declared::<UserEvent>(),
+        "the user lifecycles must emit every declared type"
+    );
+    assert_eq!(
+        validate_all(&emitted_session_events()),
+        declared::<SessionEvent>(),
+        "the session lifecycles must emit every declared type"
+    );
+    assert_eq!(
+        validate_all(&emitted_email_events()),
+        declared::<EmailEvent>(),
+        "the reservation lifecycle must emit every declared type"
+    );
+    assert_eq!(
+        validate_all(&emitted_security_events()),
+        declared::<SecurityEvent>(),
+        "every declared security observation must be checked"
+    );
+}
+
+#[test]
+fn the_lifecycles_emit_every_login_method_and_optional_field() {
+    let logins: BTreeSet<String> = emitted_user_events()
+        .iter()
+        .filter(|e| e.event_type() == "user.logged_in")
+        .map(|e| e.data()["method"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        logins,
+        ["password", "password_recovery_code", "password_totp"]
+            .map(String::from)
+            .into()
+    );
+    let locked = emitted_user_events()
+        .iter()
+        .filter(|e| e.event_type() == "user.login_failed")
+        .any(|e| e.data().get("locked_until").is_some());
+    assert!(locked, "the failures must reach a lock");
+}
+
+fn validate_fails(event_type: &str, data: Value) {
+    let doc = schema_doc(event_type, 1);
+    assert!(
+        !jsonschema::is_valid(&doc, &data),
+        "{event_type} accepted {data}"
+    );
+}
+
+/// The data of the first emitted event of `event_type`, changed by `change`, is refused. The
+/// unchanged data is valid, so the refusal is the change's doing.
+fn mutation_fails<E: DomainEvent>(events: &[E], event_type: &str, change: impl Fn(&mut Value)) {
+    let event = events
+        .iter()
+        .find(|e| e.event_type() == event_type)
+        .unwrap_or_else(|| panic!("no {event_type} emitted"));
+    let mut data = event.data();
+    validate(event_type, event.schema_version(), &data);
+    change(&mut data);
+    validate_fails(event_type, data);
 }
 
 #[test]
 fn schemas_reject_what_the_code_would_refuse() {
     validate_fails(
         "tenant.created",
-        serde_json::json!({"name": "A", "slug": "acme", "plan": "gold"}),
+        json!({"name": "A", "slug": "acme", "plan": "gold"}),
     );
     validate_fails(
         "tenant.created",
-        serde_json::json!({"name": "A", "slug": "acme", "plan": "free", "extra": 1}),
+        json!({"name": "A", "slug": "acme", "plan": "free", "extra": 1}),
     );
-    validate_fails("tenant.renamed", serde_json::json!({}));
+    validate_fails("tenant.renamed", json!({}));
 }
 
-fn validate_fails(event_type: &str, data: serde_json::Value) {
-    let text =
-        std::fs::read_to_string(schemas_dir().join(format!("{event_type}.v1.json"))).unwrap();
-    let schema_doc: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert!(
-        !jsonschema::is_valid(&schema_doc, &data),
-        "{event_type} accepted {data}"
-    );
+#[test]
+fn user_schemas_reject_malformed_data() {
+    let events = emitted_user_events();
+    let fails = |t: &str, change: &dyn Fn(&mut Value)| mutation_fails(&events, t, change);
+    // Wrong enum values.
+    fails("user.created", &|d| d["kind"] = json!("robot"));
+    fails("user.created", &|d| d["roles"] = json!(["root"]));
+    fails("user.logged_in", &|d| d["method"] = json!("magic_link"));
+    fails("user.login_failed", &|d| d["reason"] = json!("bad_luck"));
+    // Extra properties, including on fieldless events.
+    fails("user.invited", &|d| d["password"] = json!("hunter2"));
+    fails("user.enabled", &|d| d["extra"] = json!(1));
+    fails("user.deleted", &|d| d["email"] = json!("a@example.com"));
+    // Malformed hashes and sealed values: no plaintext secrets or personal data.
+    fails("user.invited", &|d| d["invitation"] = json!("plain-token"));
+    fails("user.invited", &|d| {
+        d["email_index"] = json!("A".repeat(64))
+    });
+    fails("user.created", &|d| d["email"] = json!("a@example.com"));
+    fails("user.password_set", &|d| {
+        d["credential"] = json!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA");
+    });
+    fails("user.totp_enrollment_started", &|d| {
+        d["secret"] = json!("JBSWY3DPEHPK3PXP")
+    });
+    fails("user.recovery_codes_generated", &|d| {
+        d["codes"][0] = json!("abcd-efgh-ijkl")
+    });
+    // Other shapes the code never writes.
+    fails("user.recovery_codes_generated", &|d| d["codes"] = json!([]));
+    fails("user.recovery_codes_generated", &|d| {
+        d["codes"] = json!(vec!["0".repeat(64); 21])
+    });
+    fails("user.disabled", &|d| d["reason"] = json!(""));
+    fails("user.disabled", &|d| d["reason"] = json!("x".repeat(501)));
+    fails("user.login_failed", &|d| d["failures"] = json!(-1));
+    fails("user.login_failed", &|d| {
+        d["locked_until"] = json!("2026-01-01T00:00:00Z")
+    });
+    fails("user.logged_in", &|d| d["session_id"] = json!("sess_1"));
+    fails("user.logged_in", &|d| d["totp_step"] = json!(7));
+    fails("user.profile_updated", &|d| {
+        d.as_object_mut().unwrap().remove("email_index");
+    });
+    validate_fails("user.profile_updated", json!({}));
+}
+
+#[test]
+fn session_schemas_reject_malformed_data() {
+    let events = emitted_session_events();
+    let fails = |t: &str, change: &dyn Fn(&mut Value)| mutation_fails(&events, t, change);
+    fails("session.revoked", &|d| d["reason"] = json!("expired"));
+    fails("session.started", &|d| d["method"] = json!("passkey"));
+    fails("session.refreshed", &|d| d["token"] = json!("0".repeat(64)));
+    fails("session.refresh_token_reused", &|d| {
+        d["extra"] = json!(true)
+    });
+    fails("session.started", &|d| d["refresh"] = json!("rt_plaintext"));
+    fails("session.refreshed", &|d| {
+        d["refresh"] = json!("0".repeat(63))
+    });
+    fails("session.started", &|d| d["user_id"] = json!("user_1"));
+    fails("session.started", &|d| {
+        d["user_agent"] = json!("x".repeat(513))
+    });
+    fails("session.started", &|d| d["ip"] = json!("x".repeat(65)));
+    fails("session.refreshed", &|d| d["generation"] = json!("1"));
+}
+
+#[test]
+fn email_schemas_reject_malformed_data() {
+    let events = emitted_email_events();
+    let fails = |t: &str, change: &dyn Fn(&mut Value)| mutation_fails(&events, t, change);
+    fails("email.claimed", &|d| d["email"] = json!("a@example.com"));
+    fails("email.claimed", &|d| {
+        d["user_id"] = json!("sess_01jd8x0000000000000000000a")
+    });
+    fails("email.released", &|d| d["user_id"] = json!(42));
+    fails("email.released", &|d| {
+        d.as_object_mut().unwrap().remove("user_id");
+    });
+}
+
+/// The (type, version) of every event the code knows, as schema file names.
+fn known_schema_files() -> BTreeSet<String> {
+    [
+        TenantEvent::TYPES,
+        UserEvent::TYPES,
+        SessionEvent::TYPES,
+        EmailEvent::TYPES,
+        SecurityEvent::TYPES,
+    ]
+    .concat()
+    .iter()
+    .map(|(t, v)| format!("{t}.v{v}.json"))
+    .collect()
 }
 
 #[test]
 fn every_schema_file_belongs_to_a_known_event_type() {
-    let known: BTreeSet<String> = TenantEvent::TYPES
-        .iter()
-        .map(|(t, v)| format!("{t}.v{v}.json"))
-        .collect();
+    let known = known_schema_files();
     for entry in std::fs::read_dir(schemas_dir()).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         if name.ends_with(".json") {
@@ -108,5 +591,38 @@ fn every_schema_file_belongs_to_a_known_event_type() {
                 "schema {name} has no event type in the code"
             );
         }
+    }
+}
+
+#[test]
+fn every_schema_is_a_closed_draft_2020_12_object_named_after_its_file() {
+    for file in known_schema_files() {
+        let stem = file.strip_suffix(".json").unwrap();
+        let (event_type, version) = stem.rsplit_once(".v").unwrap();
+        let doc = schema_doc(event_type, version.parse().unwrap());
+        assert_eq!(
+            doc["$schema"], "https://json-schema.org/draft/2020-12/schema",
+            "{file}"
+        );
+        assert_eq!(
+            doc["$id"],
+            format!("https://custodian.dev/schemas/{file}"),
+            "{file}"
+        );
+        assert_eq!(doc["title"], format!("{event_type} v{version}"), "{file}");
+        assert!(
+            doc["description"].as_str().is_some_and(|d| !d.is_empty()),
+            "{file}"
+        );
+        assert_eq!(doc["type"], "object", "{file}");
+        assert_eq!(doc["additionalProperties"], false, "{file}");
+        let properties = doc["properties"].as_object().unwrap();
+        for required in doc["required"].as_array().unwrap() {
+            assert!(
+                properties.contains_key(required.as_str().unwrap()),
+                "{file}: required {required} is not a property"
+            );
+        }
+        jsonschema::validator_for(&doc).unwrap_or_else(|e| panic!("{file}: {e}"));
     }
 }

@@ -1,5 +1,6 @@
 //! Integration tests of the projection runtime, on SQLite and PostgreSQL.
 
 mod failures;
+mod identity;
 mod live_equals_rebuilt;
 mod support;

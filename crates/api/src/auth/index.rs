@@ -1,0 +1,388 @@
+//! The in-memory authentication index: who may act right now.
+//!
+//! A task follows the log from position 0 and keeps, per tenant, user and session, exactly what an
+//! authenticated request must check: the tenant is active, the user is active, the session is live.
+//! Requests wait (bounded) until the index has applied the log's head as this process knows it, so
+//! a logout, a revocation, a disabled user or a suspended tenant stops every token at once, with no
+//! database round trip on the request path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use custodian_domain::email::EmailEvent;
+use custodian_domain::secret::Sealed;
+use custodian_domain::session::SessionEvent;
+use custodian_domain::tenant::{TenantEvent, TenantStatus};
+use custodian_domain::user::{UserEvent, UserKind, UserStatus};
+use custodian_domain::{DomainEvent, EventRecord, Timestamp};
+use custodian_store::EventStore;
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The platform scope: always active, has no tenant stream.
+pub const SYSTEM_TENANT: &str = "_system";
+
+/// What the index knows of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedUser {
+    /// Person, agent or service.
+    pub kind: UserKind,
+    /// Lifecycle status.
+    pub status: UserStatus,
+    /// Built-in roles.
+    pub roles: Vec<String>,
+    /// The sealed email (absent once deleted).
+    pub email: Option<Sealed>,
+    /// The sealed name (absent once deleted).
+    pub name: Option<Sealed>,
+    /// Whether TOTP is required at login.
+    pub mfa_enabled: bool,
+}
+
+/// What the index knows of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedSession {
+    /// Its tenant.
+    pub tenant: String,
+    /// Its user.
+    pub user_id: String,
+    /// Revoked sessions stay revoked.
+    pub revoked: bool,
+    /// Absolute expiry.
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tenants: HashMap<String, TenantStatus>,
+    users: HashMap<(String, String), IndexedUser>,
+    sessions: HashMap<String, IndexedSession>,
+    user_sessions: HashMap<(String, String), Vec<String>>,
+    emails: HashMap<(String, String), String>,
+}
+
+/// Why a token's holder may not act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The tenant is suspended.
+    #[error("the tenant is suspended")]
+    TenantSuspended,
+    /// The tenant does not exist.
+    #[error("the tenant does not exist")]
+    UnknownTenant,
+    /// The user is disabled, deleted or unknown.
+    #[error("the user may not act")]
+    UserInactive,
+    /// The session was revoked, expired or is unknown.
+    #[error("the session has ended")]
+    SessionEnded,
+    /// The index has not caught up with the log in time.
+    #[error("the authentication index is behind the log")]
+    Behind,
+}
+
+/// The index and its follower's progress.
+#[derive(Debug)]
+pub struct AuthIndex {
+    state: RwLock<State>,
+    applied: watch::Sender<u64>,
+    head: watch::Receiver<u64>,
+    wait: Duration,
+}
+
+impl AuthIndex {
+    /// Starts following `store` from position 0; the task stops with `shutdown`.
+    pub fn start(
+        store: Arc<dyn EventStore>,
+        wait: Duration,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let (applied, _) = watch::channel(0);
+        let index = Arc::new(Self {
+            state: RwLock::new(State::default()),
+            applied,
+            head: store.watch_head(),
+            wait,
+        });
+        let follower = index.clone();
+        tokio::spawn(async move {
+            let mut events = Box::pin(custodian_store::follow(store, 1));
+            loop {
+                let next = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    next = events.next() => next,
+                };
+                match next {
+                    Some(Ok(record)) => follower.apply(&record),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "authentication index cannot read the log; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    None => return,
+                }
+            }
+        });
+        index
+    }
+
+    /// The last position applied.
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the index has applied every commit this process knows of (bounded).
+    pub async fn catch_up(&self) -> Result<(), Refusal> {
+        let head = *self.head.borrow();
+        self.wait_for(head).await
+    }
+
+    /// Waits until the index has applied `position` (bounded).
+    pub async fn wait_for(&self, position: u64) -> Result<(), Refusal> {
+        if self.applied() >= position {
+            return Ok(());
+        }
+        let mut rx = self.applied.subscribe();
+        match tokio::time::timeout(self.wait, rx.wait_for(|p| *p >= position)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Refusal::Behind),
+        }
+    }
+
+    /// Whether the holder of a session may act at `now`; the user as the index knows them.
+    pub fn check(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        session_id: &str,
+        now: Timestamp,
+    ) -> Result<IndexedUser, Refusal> {
+        let state = self.state.read().map_err(|_| Refusal::Behind)?;
+        match state.sessions.get(session_id) {
+            Some(s)
+                if s.tenant == tenant
+                    && s.user_id == user_id
+                    && !s.revoked
+                    && now < s.expires_at => {}
+            _ => return Err(Refusal::SessionEnded),
+        }
+        Self::tenant_may_act(&state, tenant)?;
+        match state.users.get(&(tenant.to_owned(), user_id.to_owned())) {
+            Some(u) if u.status == UserStatus::Active => Ok(u.clone()),
+            _ => Err(Refusal::UserInactive),
+        }
+    }
+
+    fn tenant_may_act(state: &State, tenant: &str) -> Result<(), Refusal> {
+        if tenant == SYSTEM_TENANT {
+            return Ok(());
+        }
+        match state.tenants.get(tenant) {
+            Some(TenantStatus::Active) => Ok(()),
+            Some(TenantStatus::Suspended) => Err(Refusal::TenantSuspended),
+            None => Err(Refusal::UnknownTenant),
+        }
+    }
+
+    /// Whether a tenant exists and is active (`_system` always is).
+    pub fn tenant(&self, tenant: &str) -> Result<(), Refusal> {
+        let state = self.state.read().map_err(|_| Refusal::Behind)?;
+        Self::tenant_may_act(&state, tenant)
+    }
+
+    /// Whether a tenant exists at all, suspended or not.
+    pub fn tenant_exists(&self, tenant: &str) -> bool {
+        tenant == SYSTEM_TENANT
+            || self
+                .state
+                .read()
+                .is_ok_and(|s| s.tenants.contains_key(tenant))
+    }
+
+    /// A user as the index knows them.
+    pub fn user(&self, tenant: &str, user_id: &str) -> Option<IndexedUser> {
+        self.state
+            .read()
+            .ok()?
+            .users
+            .get(&(tenant.to_owned(), user_id.to_owned()))
+            .cloned()
+    }
+
+    /// The user holding an email (by blind index) in a tenant.
+    pub fn user_by_email(&self, tenant: &str, email_index: &str) -> Option<String> {
+        self.state
+            .read()
+            .ok()?
+            .emails
+            .get(&(tenant.to_owned(), email_index.to_owned()))
+            .cloned()
+    }
+
+    /// A session as the index knows it.
+    pub fn session(&self, session_id: &str) -> Option<IndexedSession> {
+        self.state.read().ok()?.sessions.get(session_id).cloned()
+    }
+
+    /// The sessions of a user that are not revoked (some may have expired).
+    pub fn live_sessions(&self, tenant: &str, user_id: &str) -> Vec<String> {
+        let Ok(state) = self.state.read() else {
+            return vec![];
+        };
+        state
+            .user_sessions
+            .get(&(tenant.to_owned(), user_id.to_owned()))
+            .map(|ids| {
+                ids.iter()
+                    .filter(|id| state.sessions.get(*id).is_some_and(|s| !s.revoked))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether the log holds no event yet (a platform bootstrap is possible).
+    pub fn is_empty(&self) -> bool {
+        self.applied() == 0
+    }
+
+    fn apply(&self, record: &EventRecord) {
+        if let Ok(mut state) = self.state.write() {
+            apply(&mut state, record);
+        }
+        self.applied.send_replace(record.position);
+    }
+}
+
+fn apply(state: &mut State, record: &EventRecord) {
+    let tenant = record.stream.tenant();
+    let id = record.stream.id();
+    let (t, schema, data) = (record.event_type.as_str(), record.schema, &record.data);
+    match record.stream.aggregate() {
+        "tenant" => match TenantEvent::decode(t, schema, data) {
+            Ok(TenantEvent::Created { .. } | TenantEvent::Reactivated) => {
+                state.tenants.insert(id.to_owned(), TenantStatus::Active);
+            }
+            Ok(TenantEvent::Suspended { .. }) => {
+                state.tenants.insert(id.to_owned(), TenantStatus::Suspended);
+            }
+            _ => {}
+        },
+        "email" => match EmailEvent::decode(t, schema, data) {
+            Ok(EmailEvent::Claimed { user_id }) => {
+                state
+                    .emails
+                    .insert((tenant.to_owned(), id.to_owned()), user_id);
+            }
+            Ok(EmailEvent::Released { user_id }) => {
+                let key = (tenant.to_owned(), id.to_owned());
+                if state.emails.get(&key) == Some(&user_id) {
+                    state.emails.remove(&key);
+                }
+            }
+            Err(_) => {}
+        },
+        "user" => {
+            let Ok(event) = UserEvent::decode(t, schema, data) else {
+                return;
+            };
+            let key = (tenant.to_owned(), id.to_owned());
+            match event {
+                UserEvent::Invited {
+                    kind,
+                    email,
+                    name,
+                    roles,
+                    ..
+                }
+                | UserEvent::Created {
+                    kind,
+                    email,
+                    name,
+                    roles,
+                    ..
+                } => {
+                    let status = if t == "user.invited" {
+                        UserStatus::Invited
+                    } else {
+                        UserStatus::Active
+                    };
+                    state.users.insert(
+                        key,
+                        IndexedUser {
+                            kind,
+                            status,
+                            roles,
+                            email: Some(email),
+                            name: Some(name),
+                            mfa_enabled: false,
+                        },
+                    );
+                }
+                other => {
+                    let Some(u) = state.users.get_mut(&key) else {
+                        return;
+                    };
+                    match other {
+                        UserEvent::InvitationAccepted {} | UserEvent::Enabled {} => {
+                            u.status = UserStatus::Active;
+                        }
+                        UserEvent::Disabled { .. } => u.status = UserStatus::Disabled,
+                        UserEvent::Deleted {} => {
+                            u.status = UserStatus::Deleted;
+                            u.email = None;
+                            u.name = None;
+                            u.roles.clear();
+                            u.mfa_enabled = false;
+                        }
+                        UserEvent::ProfileUpdated { email, name, .. } => {
+                            if let Some(e) = email {
+                                u.email = Some(e);
+                            }
+                            if let Some(n) = name {
+                                u.name = Some(n);
+                            }
+                        }
+                        UserEvent::TotpEnabled { .. } => u.mfa_enabled = true,
+                        UserEvent::TotpDisabled {} => u.mfa_enabled = false,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        "session" => match SessionEvent::decode(t, schema, data) {
+            Ok(SessionEvent::Started {
+                user_id,
+                expires_at,
+                ..
+            }) => {
+                state
+                    .user_sessions
+                    .entry((tenant.to_owned(), user_id.clone()))
+                    .or_default()
+                    .push(id.to_owned());
+                state.sessions.insert(
+                    id.to_owned(),
+                    IndexedSession {
+                        tenant: tenant.to_owned(),
+                        user_id,
+                        revoked: false,
+                        expires_at,
+                    },
+                );
+            }
+            Ok(SessionEvent::Revoked { .. }) => {
+                if let Some(s) = state.sessions.get_mut(id) {
+                    s.revoked = true;
+                    let key = (s.tenant.clone(), s.user_id.clone());
+                    if let Some(ids) = state.user_sessions.get_mut(&key) {
+                        ids.retain(|i| i != id);
+                    }
+                }
+            }
+            _ => {}
+        },
+        _ => {}
+    }
+}

@@ -1,0 +1,281 @@
+//! Per-subject data keys, kept outside the append-only log so that they can be destroyed.
+//!
+//! Personal data in events is sealed under its subject's [`DataKey`]; destroying the key erases that
+//! data from every event at once (crypto-shredding) while the hash chain still verifies. Each key
+//! is stored in `data_keys` wrapped (AES-256-GCM) under the master key's data-key wrap key, with the
+//! subject as associated data, so a wrapped key copied to another subject's row does not open.
+//!
+//! Erasure on disk: on SQLite the views' connections should run with `PRAGMA secure_delete = ON`
+//! so that a destroyed key's bytes are overwritten in the file rather than left in a free page; on
+//! PostgreSQL the dead row is gone once `VACUUM` (or autovacuum) has reclaimed it.
+
+use std::collections::HashMap;
+
+use custodian_domain::Timestamp;
+use custodian_domain::secret::Sealed;
+use custodian_projections::ViewDb;
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use super::secrets::{DataKey, Keyring, open, seal};
+
+/// Most subjects looked up in one `IN (...)` query.
+const IN_CHUNK: usize = 500;
+
+/// Why a data key cannot be created or read. No variant carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// The database failed.
+    #[error("data keys database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored key does not unwrap under this master key (another master key, or an altered row).
+    #[error("the data key of {subject} cannot be unwrapped with this master key")]
+    Unwrap {
+        /// The subject whose key is unreadable.
+        subject: String,
+    },
+    /// The subject already has a key, filed under another tenant.
+    #[error("the data key of {subject} belongs to another tenant")]
+    TenantMismatch {
+        /// The subject.
+        subject: String,
+    },
+}
+
+/// The store of per-subject data keys.
+#[derive(Clone, Debug)]
+pub struct Vault {
+    db: ViewDb,
+    keyring: Keyring,
+}
+
+impl Vault {
+    /// A vault on the `data_keys` table of `db`, wrapping keys under `keyring`.
+    pub fn new(db: ViewDb, keyring: Keyring) -> Self {
+        Self { db, keyring }
+    }
+
+    /// The data key of `subject`, created if it has none.
+    ///
+    /// Idempotent: when the subject already has a key (a retried command, or a concurrent one),
+    /// that key is returned and never replaced, since data may already be sealed under it.
+    pub async fn create(&self, tenant: &str, subject: &str) -> Result<DataKey, VaultError> {
+        let key = DataKey::generate();
+        let wrapped = seal(
+            self.keyring.data_key_wrap_key(),
+            key.as_bytes(),
+            subject.as_bytes(),
+        );
+        let created_at = Timestamp::from_datetime(OffsetDateTime::now_utc()).to_string();
+        sqlx::query(
+            "INSERT INTO data_keys (subject, tenant, wrapped, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (subject) DO NOTHING",
+        )
+        .bind(subject)
+        .bind(tenant)
+        .bind(&wrapped.0)
+        .bind(created_at)
+        .execute(self.db.pool())
+        .await?;
+
+        let row = sqlx::query("SELECT tenant, wrapped FROM data_keys WHERE subject = $1")
+            .bind(subject)
+            .fetch_one(self.db.pool())
+            .await?;
+        let stored_tenant: String = row.try_get("tenant")?;
+        if stored_tenant != tenant {
+            return Err(VaultError::TenantMismatch {
+                subject: subject.to_owned(),
+            });
+        }
+        self.unwrap_key(subject, row.try_get("wrapped")?)
+    }
+
+    /// The data key of `subject`; `None` when it never had one or it was destroyed (erased).
+    pub async fn get(&self, subject: &str) -> Result<Option<DataKey>, VaultError> {
+        let wrapped: Option<String> =
+            sqlx::query_scalar("SELECT wrapped FROM data_keys WHERE subject = $1")
+                .bind(subject)
+                .fetch_optional(self.db.pool())
+                .await?;
+        wrapped.map(|w| self.unwrap_key(subject, w)).transpose()
+    }
+
+    /// The data keys of those `subjects` that have one, by subject; erased and unknown subjects are
+    /// absent. One query per 500 subjects.
+    pub async fn get_many(
+        &self,
+        subjects: &[String],
+    ) -> Result<HashMap<String, DataKey>, VaultError> {
+        let mut keys = HashMap::with_capacity(subjects.len());
+        for chunk in subjects.chunks(IN_CHUNK) {
+            let placeholders = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql =
+                format!("SELECT subject, wrapped FROM data_keys WHERE subject IN ({placeholders})");
+            let mut query = sqlx::query(&sql);
+            for subject in chunk {
+                query = query.bind(subject);
+            }
+            for row in query.fetch_all(self.db.pool()).await? {
+                let subject: String = row.try_get("subject")?;
+                let key = self.unwrap_key(&subject, row.try_get("wrapped")?)?;
+                keys.insert(subject, key);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Destroys the data key of `subject`, making everything sealed under it unreadable for good.
+    /// Destroying a key that does not exist is not an error.
+    pub async fn destroy(&self, subject: &str) -> Result<(), VaultError> {
+        sqlx::query("DELETE FROM data_keys WHERE subject = $1")
+            .bind(subject)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    fn unwrap_key(&self, subject: &str, wrapped: String) -> Result<DataKey, VaultError> {
+        let unreadable = || VaultError::Unwrap {
+            subject: subject.to_owned(),
+        };
+        let bytes = open(
+            self.keyring.data_key_wrap_key(),
+            &Sealed(wrapped),
+            subject.as_bytes(),
+        )
+        .map_err(|_| unreadable())?;
+        let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| unreadable())?;
+        Ok(DataKey::from_bytes(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+
+    use super::*;
+    use crate::auth::secrets::test_keyring;
+
+    async fn open_db(location: &str) -> ViewDb {
+        custodian_store::open(location, custodian_store::StoreOptions::default())
+            .await
+            .unwrap();
+        ViewDb::open(location).await.unwrap()
+    }
+
+    async fn sqlite_vault() -> (tempfile::TempDir, Vault) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        let db = open_db(path.to_str().unwrap()).await;
+        (dir, Vault::new(db, test_keyring()))
+    }
+
+    async fn exercise(vault: &Vault) {
+        let key = vault.create("tnt_a", "user_1").await.unwrap();
+        let again = vault.create("tnt_a", "user_1").await.unwrap();
+        assert_eq!(key, again, "a retried create keeps the first key");
+        assert_eq!(vault.get("user_1").await.unwrap(), Some(key.clone()));
+
+        vault.destroy("user_1").await.unwrap();
+        assert_eq!(vault.get("user_1").await.unwrap(), None);
+        vault.destroy("user_1").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn create_is_idempotent_and_a_destroyed_key_is_gone() {
+        let (_dir, vault) = sqlite_vault().await;
+        exercise(&vault).await;
+        assert_eq!(vault.get("never").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn create_refuses_a_subject_filed_under_another_tenant() {
+        let (_dir, vault) = sqlite_vault().await;
+        vault.create("tnt_a", "user_1").await.unwrap();
+        assert!(matches!(
+            vault.create("tnt_b", "user_1").await,
+            Err(VaultError::TenantMismatch { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn get_many_returns_only_existing_keys_across_chunks() {
+        let (_dir, vault) = sqlite_vault().await;
+        let mut created = HashMap::new();
+        for i in 0..(IN_CHUNK + 3) {
+            if i % 2 == 0 {
+                let subject = format!("user_{i}");
+                created.insert(
+                    subject.clone(),
+                    vault.create("tnt_a", &subject).await.unwrap(),
+                );
+            }
+        }
+        vault.destroy("user_0").await.unwrap();
+        created.remove("user_0");
+
+        let asked: Vec<String> = (0..(IN_CHUNK + 3)).map(|i| format!("user_{i}")).collect();
+        let found = vault.get_many(&asked).await.unwrap();
+        assert_eq!(found, created);
+        assert!(vault.get_many(&[]).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn stored_keys_are_wrapped_and_bound_to_their_subject() {
+        let (_dir, vault) = sqlite_vault().await;
+        let key = vault.create("tnt_a", "user_1").await.unwrap();
+        vault.create("tnt_a", "user_2").await.unwrap();
+
+        let wrapped: String =
+            sqlx::query_scalar("SELECT wrapped FROM data_keys WHERE subject = 'user_1'")
+                .fetch_one(vault.db.pool())
+                .await
+                .unwrap();
+        for engine in [STANDARD, URL_SAFE] {
+            let encoded = engine.encode(key.as_bytes());
+            assert!(!wrapped.contains(encoded.trim_end_matches('=')));
+        }
+        assert!(!wrapped.contains(&URL_SAFE_NO_PAD.encode(key.as_bytes())));
+        let raw = URL_SAFE_NO_PAD.decode(&wrapped[3..]).unwrap();
+        assert!(!raw.windows(32).any(|w| w == key.as_bytes()));
+
+        // Moved to another subject's row, the wrapped key no longer opens.
+        sqlx::query("UPDATE data_keys SET wrapped = $1 WHERE subject = 'user_2'")
+            .bind(&wrapped)
+            .execute(vault.db.pool())
+            .await
+            .unwrap();
+        assert!(matches!(
+            vault.get("user_2").await,
+            Err(VaultError::Unwrap { .. })
+        ));
+
+        // Another master key cannot read it.
+        let other = Vault::new(vault.db.clone(), test_keyring());
+        assert!(matches!(
+            other.get("user_1").await,
+            Err(VaultError::Unwrap { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn works_on_postgres() {
+        let Some(url) = custodian_store::testing::fresh_postgres_database().await else {
+            return;
+        };
+        let vault = Vault::new(open_db(&url).await, test_keyring());
+        exercise(&vault).await;
+        let a = vault.create("tnt_a", "user_a").await.unwrap();
+        let found = vault
+            .get_many(&["user_a".to_owned(), "user_x".to_owned()])
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found.get("user_a"), Some(&a));
+    }
+}
