@@ -27,6 +27,44 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Platform administration from the command line
+    Admin {
+        /// What to do.
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Manage the keys that sign access tokens
+    Keys {
+        /// What to do.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+/// `custodian admin ...`
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create the first platform administrator on an empty ledger (refused on any other); the
+    /// password is read from standard input. Log in with tenant `_system`.
+    Bootstrap {
+        /// The administrator's email address.
+        #[arg(long)]
+        email: String,
+        /// The administrator's display name [default: Platform administrator]
+        #[arg(long)]
+        name: Option<String>,
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// `custodian keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a new access-token signing key; running servers sign with it within 30 seconds, and
+    /// keep accepting tokens of the old key until they expire
+    RotateSigning(StoreArgs),
 }
 
 /// `custodian projections ...`
@@ -54,6 +92,9 @@ pub struct StoreArgs {
     /// PostgreSQL URL of a production store
     #[arg(long, env = "CUSTODIAN_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
+    /// File of the server's master key [default: DATA_DIR/secret.key]
+    #[arg(long, env = "CUSTODIAN_SECRET_KEY_FILE", value_name = "FILE")]
+    pub secret_key_file: Option<PathBuf>,
     /// TOML configuration file
     #[arg(long, env = "CUSTODIAN_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -64,6 +105,7 @@ impl StoreArgs {
         Config::resolve(ServeArgs {
             data_dir: self.data_dir,
             database_url: self.database_url,
+            secret_key_file: self.secret_key_file,
             config: self.config,
             ..ServeArgs::default()
         })
@@ -105,22 +147,105 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::Projections { command } => {
-            let runtime = match runtime() {
-                Ok(r) => r,
-                Err(code) => return code,
-            };
-            match runtime.block_on(projections(command)) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("custodian: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Admin {
+            command: AdminCommand::Bootstrap { email, name, store },
+        } => run_async(admin_bootstrap(email, name, store)),
+        Command::Keys {
+            command: KeysCommand::RotateSigning(store),
+        } => run_async(rotate_signing(store)),
+        Command::Projections { command } => run_async(projections(command)),
+    }
+}
+
+fn run_async(task: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(task) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("custodian: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
 
+async fn admin_bootstrap(
+    email: String,
+    name: Option<String>,
+    store_args: StoreArgs,
+) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let config = match store_args.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("custodian: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("cannot read the password from standard input")?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    let location = config.store.as_open_arg();
+    let store = custodian_store::open(&location, custodian_store::StoreOptions::default())
+        .await
+        .with_context(|| format!("cannot open the event store ({})", config.store.redacted()))?;
+    let db = custodian_projections::ViewDb::open(&location).await?;
+    let keyring = crate::auth::secrets::Keyring::load_or_create(&config.secret_key_file)?;
+    let options = crate::identity::IdentityOptions::from_config(&config);
+    let hasher = crate::auth::password::PasswordHasher::new(options.argon2)?;
+    let policy = crate::auth::password::PasswordPolicy {
+        min_length: options.password_min_length,
+        ..crate::auth::password::PasswordPolicy::default()
+    };
+    let outcome = crate::bootstrap::bootstrap(
+        &store,
+        &db,
+        &keyring,
+        &hasher,
+        &policy,
+        crate::bootstrap::Admin {
+            email: &email,
+            name: name.as_deref().unwrap_or("Platform administrator"),
+            password,
+        },
+    )
+    .await;
+    store.close().await;
+    match outcome {
+        Ok(user_id) => {
+            println!("created platform administrator {user_id}; log in with tenant _system");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ crate::bootstrap::BootstrapError::Failed(_)) => Err(e.into()),
+        Err(e) => {
+            eprintln!("custodian: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+async fn rotate_signing(store_args: StoreArgs) -> anyhow::Result<ExitCode> {
+    let config = match store_args.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("custodian: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let location = config.store.as_open_arg();
+    // Opening the store applies its migrations, so the key table exists.
+    let store = custodian_store::open(&location, custodian_store::StoreOptions::default()).await?;
+    let db = custodian_projections::ViewDb::open(&location).await?;
+    let keyring = crate::auth::secrets::Keyring::load_or_create(&config.secret_key_file)?;
+    let kid = crate::auth::jwt::rotate(&db, &keyring).await?;
+    store.close().await;
+    println!("new signing key {kid}; servers sign with it within 30 seconds");
+    Ok(ExitCode::SUCCESS)
+}
 async fn projections(command: ProjectionsCommand) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     let (store_args, rebuild) = match command {

@@ -433,7 +433,23 @@ impl Identity {
         )
         .await
         .context("cannot load the token signing keys")?;
-        let index = AuthIndex::start(store, options.index_wait, shutdown);
+        let index = AuthIndex::start(store, options.index_wait, shutdown.clone());
+        // Pick up signing keys rotated by another process (`custodian keys rotate-signing`).
+        let reloading = signer.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = tick.tick() => {
+                        if let Err(e) = reloading.reload().await {
+                            tracing::warn!(error = %e, "cannot reload the token signing keys");
+                        }
+                    }
+                }
+            }
+        });
         let ip_policy = LockoutPolicy {
             threshold: options.login_ip_failures,
             ..LockoutPolicy::default()

@@ -4,8 +4,10 @@
 //! Architecture invariant: handlers hold no business rules. They parse, call the domain or the store,
 //! and map every error to one RFC 9457 problem type.
 
+pub mod account;
 pub mod admin;
 pub mod auth;
+pub mod bootstrap;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -23,12 +23,37 @@ use crate::problem::ProblemDocument;
         description = DESCRIPTION,
     ),
     components(schemas(ProblemDocument)),
+    modifiers(&BearerAuth),
     tags(
+        (name = "auth", description = "Logging in, second factors, refresh-token rotation, invitations, password resets, and the keys that verify access tokens."),
+        (name = "account", description = "What an authenticated user does for themselves: their profile, sessions, password and TOTP."),
         (name = "operations", description = "Liveness and readiness, for orchestrators and load balancers."),
         (name = "reference", description = "This document, and the page that renders it."),
     ),
 )]
 pub struct ApiDoc;
+
+/// Declares the `bearer` security scheme the authenticated operations refer to.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut Document) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "An access token from /v1/auth/login or /v1/auth/refresh (EdDSA JWT, 15 minutes).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The API's description: what Custodian is, then the error rules that hold on every path,
 /// including the fallbacks, which are not operations and so appear nowhere else.

@@ -40,7 +40,7 @@ use crate::config::Config;
 use crate::identity::{Identity, IdentityOptions};
 use crate::openapi::{self, ApiDoc};
 use crate::problem::{InternalCause, PROBLEM_JSON, Problem, ProblemDocument};
-use crate::{admin, consistency, login};
+use crate::{account, admin, consistency, login};
 
 /// How long readiness waits for the store before answering 503.
 const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -136,7 +136,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Every route, each with its operation in the OpenAPI document.
 fn documented_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(openapi::openapi_json))
@@ -148,9 +148,28 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(login::mfa_verify))
         .routes(routes!(login::refresh))
         .routes(routes!(login::accept_invitation))
-        .routes(routes!(login::reset_password))
-    // Account (self-service) routes.
+        .routes(routes!(login::reset_password));
+    identity_admin_routes(account_routes(router))
+}
+
+/// Self-service routes of an authenticated user.
+fn account_routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    router
+        .routes(routes!(account::me))
+        .routes(routes!(account::logout))
+        .routes(routes!(account::my_sessions))
+        .routes(routes!(account::revoke_my_session))
+        .routes(routes!(account::change_password))
+        .routes(routes!(account::totp_enroll))
+        .routes(routes!(account::totp_confirm))
+        .routes(routes!(account::totp_disable))
+        .routes(routes!(account::regenerate_recovery_codes))
+}
+
+/// Administration of tenants and their users.
+fn identity_admin_routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     // Tenant and user administration routes.
+    router
 }
 
 /// The liveness answer.
