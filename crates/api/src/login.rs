@@ -811,6 +811,20 @@ pub async fn refresh(
     else {
         return Err(session_problem(SessionError::InvalidToken));
     };
+    // A suspended tenant or an inactive user cannot refresh; refuse before spending the token,
+    // so the session can continue once they may act again.
+    if let Err(r) = identity.index.tenant(&tenant) {
+        return Err(Problem::unauthenticated(r.to_string()));
+    }
+    if identity
+        .index
+        .user(&tenant, &indexed.user_id)
+        .is_none_or(|u| u.status != custodian_domain::user::UserStatus::Active)
+    {
+        return Err(Problem::unauthenticated(
+            crate::auth::index::Refusal::UserInactive.to_string(),
+        ));
+    }
     let s = stream(&tenant, "session", &session_id)?;
     let ctx = user_actor(&indexed.user_id, at);
     let ip_text = ip.map(|ip| ip.to_string());

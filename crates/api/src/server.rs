@@ -123,6 +123,9 @@ pub fn router(state: AppState) -> Router {
     let (routes, document) = documented_routes().split_for_parts();
     routes
         .layer(Extension(Arc::new(document)))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::identity::MAX_BODY_BYTES,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

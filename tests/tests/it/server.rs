@@ -106,6 +106,12 @@ fn serve_help_documents_every_setting_and_its_variable() {
         ("--config", "CUSTODIAN_CONFIG"),
         ("--read-wait-ms", "CUSTODIAN_READ_WAIT_MS"),
         ("--nats-url", "CUSTODIAN_NATS_URL"),
+        ("--secret-key-file", "CUSTODIAN_SECRET_KEY_FILE"),
+        ("--issuer", "CUSTODIAN_ISSUER"),
+        ("--password-min-length", "CUSTODIAN_PASSWORD_MIN_LENGTH"),
+        ("--argon2-memory-kib", "CUSTODIAN_ARGON2_MEMORY_KIB"),
+        ("--argon2-iterations", "CUSTODIAN_ARGON2_ITERATIONS"),
+        ("--login-ip-failures", "CUSTODIAN_LOGIN_IP_FAILURES"),
     ] {
         assert!(
             help.contains(flag) && help.contains(env),

@@ -12,6 +12,21 @@ const SERVED: &[(&str, &str)] = &[
     ("/docs", "get"),
     ("/v1/admin/projections", "get"),
     ("/metrics", "get"),
+    ("/.well-known/jwks.json", "get"),
+    ("/v1/auth/login", "post"),
+    ("/v1/auth/mfa/verify", "post"),
+    ("/v1/auth/refresh", "post"),
+    ("/v1/auth/invitations/accept", "post"),
+    ("/v1/auth/password/reset", "post"),
+    ("/v1/auth/me", "get"),
+    ("/v1/auth/logout", "post"),
+    ("/v1/auth/sessions", "get"),
+    ("/v1/auth/sessions/{session_id}", "delete"),
+    ("/v1/auth/password", "post"),
+    ("/v1/auth/mfa/totp", "post"),
+    ("/v1/auth/mfa/totp/confirm", "post"),
+    ("/v1/auth/mfa/totp/disable", "post"),
+    ("/v1/auth/mfa/recovery-codes", "post"),
 ];
 
 impl App {
