@@ -21,6 +21,9 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+/// How often expired sessions are dropped from memory.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
 /// The platform scope: always active, has no tenant stream.
 pub const SYSTEM_TENANT: &str = "_system";
 
@@ -106,6 +109,21 @@ impl AuthIndex {
             head: store.watch_head(),
             wait,
         });
+        let pruner = Arc::downgrade(&index);
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PRUNE_EVERY);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(index) = pruner.upgrade() else {
+                    return;
+                };
+                index.prune(Timestamp::from_datetime(time::OffsetDateTime::now_utc()));
+            }
+        });
         let follower = index.clone();
         tokio::spawn(async move {
             let mut events = Box::pin(custodian_store::follow(store, 1));
@@ -125,6 +143,22 @@ impl AuthIndex {
             }
         });
         index
+    }
+
+    /// Forgets sessions that have expired: an unknown session is refused like an expired one.
+    pub fn prune(&self, now: Timestamp) {
+        if let Ok(mut state) = self.state.write() {
+            let State {
+                sessions,
+                user_sessions,
+                ..
+            } = &mut *state;
+            sessions.retain(|_, s| now < s.expires_at);
+            user_sessions.retain(|_, ids| {
+                ids.retain(|id| sessions.contains_key(id));
+                !ids.is_empty()
+            });
+        }
     }
 
     /// The last position applied.
@@ -384,5 +418,149 @@ fn apply(state: &mut State, record: &EventRecord) {
             _ => {}
         },
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use custodian_domain::secret::TokenHash;
+    use custodian_domain::session::RevokeReason;
+    use custodian_domain::tenant::Plan;
+    use custodian_domain::user::LoginMethod;
+    use custodian_domain::{Actor, StreamName};
+    use custodian_store::{ExpectedVersion, StoreOptions};
+
+    use super::*;
+    use crate::commands::Context;
+
+    fn ts(s: &str) -> Timestamp {
+        Timestamp::parse(s).unwrap()
+    }
+
+    async fn append<E: DomainEvent>(store: &Arc<dyn EventStore>, stream: &str, events: &[E]) {
+        let ctx = Context {
+            actor: Actor::system(),
+            now: ts("2026-01-01T00:00:00Z"),
+            correlation_id: None,
+        };
+        store
+            .append(
+                &StreamName::parse(stream).unwrap(),
+                ExpectedVersion::Any,
+                events.iter().map(|e| ctx.event(e)).collect(),
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn revocation_suspension_and_disabling_stop_a_session_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db").display().to_string();
+        let store = custodian_store::open(&path, StoreOptions::default())
+            .await
+            .unwrap();
+        let index = AuthIndex::start(
+            store.clone(),
+            Duration::from_secs(2),
+            CancellationToken::new(),
+        );
+        let sealed = Sealed("v1.x".into());
+        append(
+            &store,
+            "_system/tenant/acme",
+            &[TenantEvent::Created {
+                name: "Acme".into(),
+                slug: "acme".into(),
+                plan: Plan::Free,
+            }],
+        )
+        .await;
+        append(
+            &store,
+            "acme/user/u1",
+            &[UserEvent::Created {
+                kind: UserKind::Person,
+                email: sealed.clone(),
+                name: sealed,
+                email_index: "a".repeat(64),
+                roles: vec![],
+            }],
+        )
+        .await;
+        append(
+            &store,
+            "acme/session/s1",
+            &[SessionEvent::Started {
+                user_id: "u1".into(),
+                refresh: TokenHash("0".repeat(64)),
+                method: LoginMethod::Password,
+                expires_at: ts("2026-02-01T00:00:00Z"),
+                ip: None,
+                user_agent: None,
+            }],
+        )
+        .await;
+        let now = ts("2026-01-02T00:00:00Z");
+        index.catch_up().await.unwrap();
+        assert!(index.check("acme", "u1", "s1", now).is_ok());
+        assert_eq!(
+            index.check("acme", "u1", "s1", ts("2026-03-01T00:00:00Z")),
+            Err(Refusal::SessionEnded),
+            "expired"
+        );
+        assert_eq!(
+            index.check("globex", "u1", "s1", now),
+            Err(Refusal::SessionEnded),
+            "another tenant's claim on the session"
+        );
+        assert_eq!(index.user_by_email("acme", &"a".repeat(64)), None);
+        assert_eq!(index.live_sessions("acme", "u1"), vec!["s1".to_owned()]);
+
+        append(
+            &store,
+            "_system/tenant/acme",
+            &[TenantEvent::Suspended {
+                reason: "unpaid".into(),
+            }],
+        )
+        .await;
+        index.catch_up().await.unwrap();
+        assert_eq!(
+            index.check("acme", "u1", "s1", now),
+            Err(Refusal::TenantSuspended)
+        );
+        append(&store, "_system/tenant/acme", &[TenantEvent::Reactivated]).await;
+        append(
+            &store,
+            "acme/user/u1",
+            &[UserEvent::Disabled {
+                reason: "left".into(),
+            }],
+        )
+        .await;
+        index.catch_up().await.unwrap();
+        assert_eq!(
+            index.check("acme", "u1", "s1", now),
+            Err(Refusal::UserInactive)
+        );
+        append(&store, "acme/user/u1", &[UserEvent::Enabled {}]).await;
+        append(
+            &store,
+            "acme/session/s1",
+            &[SessionEvent::Revoked {
+                reason: RevokeReason::Logout,
+            }],
+        )
+        .await;
+        index.catch_up().await.unwrap();
+        assert_eq!(
+            index.check("acme", "u1", "s1", now),
+            Err(Refusal::SessionEnded)
+        );
+        assert!(index.live_sessions("acme", "u1").is_empty());
+        index.prune(ts("2026-03-01T00:00:00Z"));
+        assert_eq!(index.session("s1"), None);
+        store.close().await;
     }
 }
