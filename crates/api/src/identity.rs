@@ -242,7 +242,13 @@ impl FromRequestParts<AppState> for Principal {
             .signer
             .verify_or_reload(token, OffsetDateTime::now_utc())
             .await
-            .map_err(|e| Problem::unauthenticated(format!("the access token is not valid: {e}")))?;
+            .map_err(|e| {
+                if e.is_rejection() {
+                    Problem::unauthenticated(format!("the access token is not valid: {e}"))
+                } else {
+                    Problem::internal(format!("cannot verify an access token: {e}"))
+                }
+            })?;
         identity.index.catch_up().await.map_err(refusal_problem)?;
         let user = identity
             .index

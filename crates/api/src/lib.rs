@@ -18,3 +18,5 @@ pub mod openapi;
 pub mod problem;
 pub mod server;
 pub mod telemetry;
+pub mod tenants;
+pub mod users;

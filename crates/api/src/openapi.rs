@@ -27,6 +27,8 @@ use crate::problem::ProblemDocument;
     tags(
         (name = "auth", description = "Logging in, second factors, refresh-token rotation, invitations, password resets, and the keys that verify access tokens."),
         (name = "account", description = "What an authenticated user does for themselves: their profile, sessions, password and TOTP."),
+        (name = "tenants", description = "Tenants: creating, listing, renaming, re-planning, suspending and reactivating them (platform administrators)."),
+        (name = "users", description = "Users of a tenant, for its administrators: creating and inviting them, their profiles, disabling, erasure, password resets, sessions and credential status."),
         (name = "operations", description = "Liveness and readiness, for orchestrators and load balancers."),
         (name = "reference", description = "This document, and the page that renders it."),
     ),

@@ -41,6 +41,7 @@ use crate::identity::{Identity, IdentityOptions};
 use crate::openapi::{self, ApiDoc};
 use crate::problem::{InternalCause, PROBLEM_JSON, Problem, ProblemDocument};
 use crate::{account, admin, consistency, login};
+use crate::{tenants, users};
 
 /// How long readiness waits for the store before answering 503.
 const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -173,6 +174,25 @@ fn account_routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
 fn identity_admin_routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     // Tenant and user administration routes.
     router
+        .routes(routes!(tenants::create_tenant, tenants::list_tenants))
+        .routes(routes!(tenants::get_tenant, tenants::update_tenant))
+        .routes(routes!(tenants::suspend_tenant))
+        .routes(routes!(tenants::reactivate_tenant))
+        .routes(routes!(users::create_user, users::list_users))
+        .routes(routes!(users::invite_user))
+        .routes(routes!(
+            users::get_user,
+            users::update_user,
+            users::delete_user
+        ))
+        .routes(routes!(users::disable_user))
+        .routes(routes!(users::enable_user))
+        .routes(routes!(users::issue_password_reset))
+        .routes(routes!(
+            users::list_user_sessions,
+            users::revoke_user_sessions
+        ))
+        .routes(routes!(users::list_credentials))
 }
 
 /// The liveness answer.

@@ -703,9 +703,9 @@ pub fn decide(state: Option<&User>, command: UserCommand) -> Result<Vec<UserEven
             }
         }
         C::Disable { reason } => {
-            if u.status == UserStatus::Disabled {
-                return Err(UserError::WrongStatus(u.status));
-            }
+            // Only active users are disabled: an invited user who should not join is deleted,
+            // so enabling can never activate someone who did not accept their invitation.
+            require_status(u, UserStatus::Active)?;
             let reason = reason.trim();
             let n = reason.chars().count();
             if n == 0 || n > 500 {
@@ -1380,6 +1380,37 @@ mod tests {
         assert_eq!(
             decide(given(&events).as_ref(), UserCommand::Delete),
             Err(UserError::NotFound)
+        );
+    }
+
+    #[test]
+    fn an_invited_user_cannot_be_disabled_into_activity() {
+        let events = decide(
+            None,
+            UserCommand::Invite {
+                kind: UserKind::Person,
+                email: sealed("e"),
+                name: sealed("n"),
+                email_index: index(),
+                roles: vec![],
+                invitation: hash('1'),
+                expires_at: now(),
+            },
+        )
+        .unwrap();
+        let u = given(&events);
+        assert_eq!(
+            decide(
+                u.as_ref(),
+                UserCommand::Disable {
+                    reason: "no".into()
+                }
+            ),
+            Err(UserError::WrongStatus(UserStatus::Invited))
+        );
+        assert_eq!(
+            decide(u.as_ref(), UserCommand::Enable),
+            Err(UserError::WrongStatus(UserStatus::Invited))
         );
     }
 
