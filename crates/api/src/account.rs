@@ -1,14 +1,13 @@
 //! Self-service endpoints of an authenticated user: who am I, logout, my sessions, my password,
 //! and TOTP enrollment with recovery codes.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use custodian_domain::session::{self, RevokeReason, SessionCommand};
 use custodian_domain::user::UserCommand;
-use custodian_projections::sessions::{self as session_view, SessionRow};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::auth::{secrets, tokens, totp};
 use crate::commands;
@@ -21,6 +20,8 @@ use crate::login::{
 };
 use crate::problem::{PROBLEM_JSON, Problem, ProblemDocument};
 use crate::server::AppState;
+use crate::tenants::QueryParams;
+use crate::users::{SessionListQuery, SessionPage, sessions_of};
 
 /// How many recovery codes a set holds.
 pub const RECOVERY_CODES: usize = 10;
@@ -133,147 +134,33 @@ pub async fn logout(
     Ok(positioned(StatusCode::OK, position, Done { position }))
 }
 
-/// Query of session listings.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct SessionQuery {
-    /// Only sessions that are neither revoked nor expired [default: true].
-    pub active: Option<bool>,
-    /// Page size, 1 to 200 [default: 50].
-    pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
-/// A page of sessions.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SessionPage {
-    /// The sessions, oldest first.
-    pub items: Vec<SessionItem>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// One session.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SessionItem {
-    /// Its id.
-    pub session_id: String,
-    /// Whose.
-    pub user_id: String,
-    /// `active` or `revoked`.
-    pub status: String,
-    /// How the login was completed.
-    pub method: String,
-    /// Why it was revoked.
-    pub revoke_reason: Option<String>,
-    /// Client address at login.
-    pub ip: Option<String>,
-    /// Client user agent at login.
-    pub user_agent: Option<String>,
-    /// When it started.
-    pub started_at: String,
-    /// When its refresh token last rotated.
-    pub last_refreshed_at: Option<String>,
-    /// When it ends at the latest.
-    pub expires_at: String,
-    /// When it was revoked.
-    pub revoked_at: Option<String>,
-    /// Whether this is the session of the access token used.
-    pub current: bool,
-}
-
-impl SessionItem {
-    fn from_row(row: SessionRow, current: Option<&str>) -> Self {
-        Self {
-            current: current == Some(row.session_id.as_str()),
-            session_id: row.session_id,
-            user_id: row.user_id,
-            status: row.status,
-            method: row.method,
-            revoke_reason: row.revoke_reason,
-            ip: row.ip,
-            user_agent: row.user_agent,
-            started_at: row.started_at,
-            last_refreshed_at: row.last_refreshed_at,
-            expires_at: row.expires_at,
-            revoked_at: row.revoked_at,
-        }
-    }
-}
-
-/// Lists a user's sessions from the sessions view.
-pub async fn session_page(
-    state: &AppState,
-    tenant: &str,
-    user_id: &str,
-    query: &SessionQuery,
-    current: Option<&str>,
-) -> Result<SessionPage, Problem> {
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(Problem::validation("limit must be 1 to 200"));
-    }
-    if let Some(c) = &query.cursor {
-        check_len("cursor", c, 1, 128)?;
-    }
-    let tables = state
-        .projections
-        .active_tables("sessions")
-        .ok_or_else(|| Problem::unavailable("the sessions view is being built", 1))?;
-    let rows = session_view::list_sessions(
-        state.db.pool(),
-        &tables,
-        tenant,
-        user_id,
-        query.active.unwrap_or(true),
-        &now().to_string(),
-        query.cursor.as_deref(),
-        limit + 1,
-    )
-    .await
-    .map_err(|e| Problem::internal(format!("sessions view: {e}")))?;
-    let more = rows.len() > limit as usize;
-    let items: Vec<SessionItem> = rows
-        .into_iter()
-        .take(limit as usize)
-        .map(|r| SessionItem::from_row(r, current))
-        .collect();
-    let next_cursor = if more {
-        items.last().map(|i| i.session_id.clone())
-    } else {
-        None
-    };
-    Ok(SessionPage { items, next_cursor })
-}
-
 /// The caller's sessions.
 #[utoipa::path(
     get,
     path = "/v1/auth/sessions",
     tag = "account",
     security(("bearer" = [])),
-    params(SessionQuery),
+    params(SessionListQuery),
     responses(
         (status = 200, description = "A page of the caller's sessions", body = SessionPage),
         (status = 400, description = "Malformed query", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 401, description = "Missing or invalid access token", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 422, description = "limit out of range", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 422, description = "`active`, `limit` or `cursor` is invalid", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 503, description = "The sessions view is not ready; retry after `Retry-After`", body = ProblemDocument, content_type = PROBLEM_JSON),
     ),
 )]
 pub async fn my_sessions(
     State(state): State<AppState>,
     principal: Principal,
-    query: Result<Query<SessionQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<SessionListQuery>,
 ) -> Result<axum::Json<SessionPage>, Problem> {
-    let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     Ok(axum::Json(
-        session_page(
+        sessions_of(
             &state,
             &principal.tenant,
             &principal.user_id,
             &query,
+            true,
             Some(&principal.session_id),
         )
         .await?,

@@ -335,6 +335,8 @@ pub struct SessionView {
     pub expires_at: String,
     /// When it was revoked.
     pub revoked_at: Option<String>,
+    /// Whether this is the session of the access token that asked.
+    pub current: bool,
 }
 
 /// A page of sessions, by id (start order).
@@ -684,8 +686,9 @@ fn credential_status(c: user_view::CredentialRow) -> CredentialStatus {
     }
 }
 
-fn session_status(s: session_view::SessionRow) -> SessionView {
+fn session_status(s: session_view::SessionRow, current: Option<&str>) -> SessionView {
     SessionView {
+        current: current == Some(s.session_id.as_str()),
         session_id: s.session_id,
         user_id: s.user_id,
         status: s.status,
@@ -1461,16 +1464,41 @@ pub async fn list_user_sessions(
     QueryParams(q): QueryParams<SessionListQuery>,
 ) -> Result<Json<SessionPage>, Problem> {
     admin_of_user(&state, &principal, &tenant, &user_id)?;
-    let active = parse_flag("active", q.active.as_deref())?;
+    find_user_row(&state, &tenant, &user_id).await?;
+    Ok(Json(
+        sessions_of(
+            &state,
+            &tenant,
+            &user_id,
+            &q,
+            false,
+            Some(&principal.session_id),
+        )
+        .await?,
+    ))
+}
+
+/// A page of a user's sessions from the sessions view; `active` defaults to `default_active`.
+pub async fn sessions_of(
+    state: &AppState,
+    tenant: &str,
+    user_id: &str,
+    q: &SessionListQuery,
+    default_active: bool,
+    current: Option<&str>,
+) -> Result<SessionPage, Problem> {
+    let active = match q.active.as_deref() {
+        None => default_active,
+        some => parse_flag("active", some)?,
+    };
     let limit = parse_limit(q.limit.as_deref())?;
     check_cursor("sess", q.cursor.as_deref())?;
-    find_user_row(&state, &tenant, &user_id).await?;
-    let tables = view_tables(&state, "sessions")?;
+    let tables = view_tables(state, "sessions")?;
     let rows = session_view::list_sessions(
         state.db.pool(),
         &tables,
-        &tenant,
-        &user_id,
+        tenant,
+        user_id,
         active,
         &now().to_string(),
         q.cursor.as_deref(),
@@ -1479,10 +1507,13 @@ pub async fn list_user_sessions(
     .await
     .map_err(view_problem)?;
     let (rows, next_cursor) = page(rows, limit, |r| &r.session_id);
-    Ok(Json(SessionPage {
-        items: rows.into_iter().map(session_status).collect(),
+    Ok(SessionPage {
+        items: rows
+            .into_iter()
+            .map(|r| session_status(r, current))
+            .collect(),
         next_cursor,
-    }))
+    })
 }
 
 /// Revoke every live session of a user. Their access tokens stop working at once.
