@@ -78,12 +78,49 @@ pub struct Identity {
     pub lifetimes: Lifetimes,
     /// The issuer named in TOTP enrollment URIs.
     pub issuer: String,
+    /// Unwrapped data keys of users who are not erased.
+    key_cache: std::sync::Mutex<std::collections::HashMap<String, DataKey>>,
 }
+
+/// Most data keys kept unwrapped in memory.
+const KEY_CACHE_ENTRIES: usize = 100_000;
 
 impl Identity {
     /// The data key of `subject`; `None` once erased.
+    ///
+    /// Unwrapped keys are kept in memory, so an authenticated read costs no database round trip;
+    /// a key is dropped from memory as soon as the index has seen its user erased (by this
+    /// process or another), and never served after that.
     pub async fn data_key(&self, subject: &str) -> Result<Option<DataKey>, Problem> {
-        self.vault.get(subject).await.map_err(vault_problem)
+        if self.index.is_erased(subject) {
+            self.forget_key(subject);
+            return Ok(None);
+        }
+        if let Some(key) = self
+            .key_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(subject).cloned())
+        {
+            return Ok(Some(key));
+        }
+        let key = self.vault.get(subject).await.map_err(vault_problem)?;
+        if let Some(key) = &key
+            && let Ok(mut cache) = self.key_cache.lock()
+        {
+            if cache.len() >= KEY_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(subject.to_owned(), key.clone());
+        }
+        Ok(key)
+    }
+
+    /// Drops a subject's key from memory.
+    pub fn forget_key(&self, subject: &str) {
+        if let Ok(mut cache) = self.key_cache.lock() {
+            cache.remove(subject);
+        }
     }
 
     /// Opens a value sealed under `subject`'s key, as UTF-8 text; `None` when the key is gone.
@@ -473,6 +510,7 @@ impl Identity {
             lockout: LockoutPolicy::default(),
             lifetimes: Lifetimes::default(),
             issuer: options.issuer,
+            key_cache: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 }

@@ -757,6 +757,7 @@ async fn forget_key(identity: &Identity, user_id: &str) {
     if let Err(e) = identity.vault.destroy(user_id).await {
         tracing::warn!(user_id, error = %e, "cannot destroy an unused data key");
     }
+    identity.forget_key(user_id);
 }
 
 /// Claims the new user's email, then creates their stream with `command`; undoes the claim and the
@@ -1315,6 +1316,7 @@ async fn finish_erasure(
         .destroy(user_id)
         .await
         .map_err(vault_problem)?;
+    state.identity.forget_key(user_id);
     Ok(released.max(revoked))
 }
 

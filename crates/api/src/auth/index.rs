@@ -63,6 +63,7 @@ struct State {
     users: HashMap<(String, String), IndexedUser>,
     sessions: HashMap<String, IndexedSession>,
     user_sessions: HashMap<(String, String), Vec<String>>,
+    erased: std::collections::HashSet<String>,
     emails: HashMap<(String, String), String>,
 }
 
@@ -254,6 +255,11 @@ impl AuthIndex {
             .cloned()
     }
 
+    /// Whether the user with this id has been erased.
+    pub fn is_erased(&self, user_id: &str) -> bool {
+        self.state.read().is_ok_and(|s| s.erased.contains(user_id))
+    }
+
     /// A session as the index knows it.
     pub fn session(&self, session_id: &str) -> Option<IndexedSession> {
         self.state.read().ok()?.sessions.get(session_id).cloned()
@@ -364,6 +370,7 @@ fn apply(state: &mut State, record: &EventRecord) {
                         }
                         UserEvent::Disabled { .. } => u.status = UserStatus::Disabled,
                         UserEvent::Deleted {} => {
+                            state.erased.insert(id.to_owned());
                             u.status = UserStatus::Deleted;
                             u.email = None;
                             u.name = None;
