@@ -15,8 +15,8 @@ use crate::identity::{
     ClientIp, Identity, JsonBody, Principal, check_len, command_problem, now, stream,
 };
 use crate::login::{
-    MAX_PASSWORD_CHARS, check_password, load_user, positioned, revoke_sessions, run_user,
-    seal_password, totp_secret, user_problem,
+    MAX_PASSWORD_CHARS, check_password, load_user, positioned, record_bad_code, revoke_sessions,
+    run_user, seal_password, totp_secret, user_problem,
 };
 use crate::problem::{PROBLEM_JSON, Problem, ProblemDocument};
 use crate::server::AppState;
@@ -475,16 +475,19 @@ pub struct FreshProof {
     pub code: Option<String>,
 }
 
+/// Checks a proof of presence; returns the TOTP step when a code was the proof, which the
+/// command then spends. A wrong password or code counts as a failed login.
 async fn prove_fresh(
     state: &AppState,
     principal: &Principal,
     proof: &FreshProof,
     ip: Option<std::net::IpAddr>,
-) -> Result<(), Problem> {
+) -> Result<Option<u64>, Problem> {
     match (&proof.password, &proof.code) {
         (Some(password), None) => {
             check_len("password", password, 1, MAX_PASSWORD_CHARS)?;
-            prove_password(state, principal, password, ip).await
+            prove_password(state, principal, password, ip).await?;
+            Ok(None)
         }
         (None, Some(code)) => {
             check_len("code", code, 1, 16)?;
@@ -492,15 +495,22 @@ async fn prove_fresh(
             let user = load_user(state, &principal.tenant, &principal.user_id)
                 .await?
                 .ok_or_else(|| Problem::unauthenticated("the user no longer exists"))?;
+            if let Err(e @ custodian_domain::user::UserError::Locked(_)) = user.check_can_log_in(at)
+            {
+                return Err(user_problem(e));
+            }
             let secret = totp_secret(&state.identity, &principal.user_id, &user).await?;
             match totp::verify(&secret, code, unix(at)) {
-                Some(step) if user.last_totp_step.is_none_or(|last| step > last) => Ok(()),
-                _ => Err(Problem::new(
-                    StatusCode::FORBIDDEN,
-                    "invalid_credentials",
-                    "Invalid credentials",
-                    "the code is invalid or was already used",
-                )),
+                Some(step) if user.last_totp_step.is_none_or(|last| step > last) => Ok(Some(step)),
+                _ => {
+                    record_bad_code(state, &principal.tenant, &principal.user_id, ip, at).await?;
+                    Err(Problem::new(
+                        StatusCode::FORBIDDEN,
+                        "invalid_credentials",
+                        "Invalid credentials",
+                        "the code is invalid or was already used",
+                    ))
+                }
             }
         }
         _ => Err(Problem::validation(
@@ -524,6 +534,7 @@ async fn prove_fresh(
         (status = 403, description = "Wrong password or code (code `invalid_credentials`)", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 409, description = "TOTP is not enabled", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 422, description = "Neither or both of password and code", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 429, description = "Too many failed attempts (code `rate_limited`, with `Retry-After`)", body = ProblemDocument, content_type = PROBLEM_JSON),
     ),
 )]
 pub async fn totp_disable(
@@ -535,13 +546,13 @@ pub async fn totp_disable(
     if !principal.user.mfa_enabled {
         return Err(Problem::conflict("TOTP is not enabled"));
     }
-    prove_fresh(&state, &principal, &proof, ip).await?;
+    let totp_step = prove_fresh(&state, &principal, &proof, ip).await?;
     let done = run_user(
         &state,
         &principal.context(now()),
         &principal.tenant,
         &principal.user_id,
-        |_| UserCommand::DisableTotp,
+        |_| UserCommand::DisableTotp { totp_step },
     )
     .await
     .map_err(|e| command_problem(e, user_problem))?;
@@ -564,6 +575,7 @@ pub async fn totp_disable(
         (status = 403, description = "Wrong password or code (code `invalid_credentials`)", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 409, description = "TOTP is not enabled", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 422, description = "Neither or both of password and code", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 429, description = "Too many failed attempts (code `rate_limited`, with `Retry-After`)", body = ProblemDocument, content_type = PROBLEM_JSON),
     ),
 )]
 pub async fn regenerate_recovery_codes(
@@ -575,7 +587,7 @@ pub async fn regenerate_recovery_codes(
     if !principal.user.mfa_enabled {
         return Err(Problem::conflict("TOTP is not enabled"));
     }
-    prove_fresh(&state, &principal, &proof, ip).await?;
+    let totp_step = prove_fresh(&state, &principal, &proof, ip).await?;
     let (codes, hashes) = fresh_codes(&state.identity)?;
     let done = run_user(
         &state,
@@ -584,6 +596,7 @@ pub async fn regenerate_recovery_codes(
         &principal.user_id,
         |_| UserCommand::RegenerateRecoveryCodes {
             codes: hashes.clone(),
+            totp_step,
         },
     )
     .await

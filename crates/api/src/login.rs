@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::auth::index::SYSTEM_TENANT;
 use crate::auth::secrets;
 use crate::auth::tokens::{OpaqueToken, TokenKind};
 use crate::auth::totp;
@@ -433,6 +434,22 @@ pub async fn login(
             return Err(locked(until));
         }
         let _ = identity.hasher.verify_dummy(&req.password).await;
+        // Recorded as a wrong password is on an account: the same append, the same time.
+        let home = if identity.index.tenant_exists(&req.tenant) {
+            req.tenant.as_str()
+        } else {
+            SYSTEM_TENANT
+        };
+        let failed = SecurityEvent::UnknownAccountLoginFailed {
+            tenant: req.tenant.clone(),
+            email_index: index.clone(),
+            ip: ip.map(|ip| ip.to_string()),
+        };
+        if let Ok(s) = stream(home, "security", "login")
+            && let Err(e) = commands::record(&state.store, &s, &anonymous(ip, at), &[failed]).await
+        {
+            tracing::warn!(error = %e, "cannot record a failed login");
+        }
         count_failure(&state, ip, Some((&req.tenant, &index)), at).await;
         return Err(Problem::invalid_credentials());
     };
@@ -542,6 +559,13 @@ async fn start_session(
             record_bad_code(state, tenant, user_id, ip, at).await?;
             return Err(Problem::unauthenticated(UserError::InvalidCode.to_string()));
         }
+        // Disabled or erased in the meantime: no answer that tells the account's state.
+        Err(Failed::Refused(
+            UserError::WrongStatus(_)
+            | UserError::KeysOnly(_)
+            | UserError::NoPassword
+            | UserError::NotFound,
+        )) => return Err(Problem::invalid_credentials()),
         Err(e) => return Err(command_problem(e, user_problem)),
     };
     let roles = done.state.map(|u| u.roles).unwrap_or_default();
@@ -611,7 +635,8 @@ fn issue(
     })
 }
 
-async fn record_bad_code(
+/// Records a wrong second factor as a failed login of the user (and of the client address).
+pub async fn record_bad_code(
     state: &AppState,
     tenant: &str,
     user_id: &str,
@@ -656,6 +681,7 @@ fn session_problem(e: SessionError) -> Problem {
         (status = 400, description = "Malformed JSON", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 401, description = "Unknown or expired challenge, or a wrong or spent code", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 422, description = "Neither or both of `code` and `recovery_code`", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, description = "The tenant is suspended (code `forbidden`)", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 429, description = "Too many failed attempts", body = ProblemDocument, content_type = PROBLEM_JSON),
     ),
 )]
@@ -688,8 +714,15 @@ pub async fn mfa_verify(
             ));
         }
     }
-    if let Err(UserError::Locked(until)) = user.check_can_log_in(at) {
-        return Err(locked(until));
+    match user.check_can_log_in(at) {
+        Ok(()) => {}
+        Err(UserError::Locked(until)) => return Err(locked(until)),
+        // Disabled or erased since the challenge: the same answer as an unknown challenge.
+        Err(_) => {
+            return Err(Problem::unauthenticated(
+                "the challenge is invalid or expired",
+            ));
+        }
     }
     let factor = match (&req.code, &req.recovery_code) {
         (Some(code), None) => {

@@ -1,5 +1,5 @@
-//! Security observations that belong to no account: throttling of failed logins by client address,
-//! and by an email address that matches no account.
+//! Security observations that belong to no account: failed logins naming no account, and
+//! throttling of failed logins by client address and by an email address that matches no account.
 //!
 //! They are appended to `_system/security/login` (per IP address) and `{tenant}/security/login`
 //! (per unknown email), with no expected version: they record what happened, they decide nothing.
@@ -38,6 +38,22 @@ pub enum SecurityEvent {
         /// Attempts are refused until then.
         until: Timestamp,
     },
+    /// A login named an email that matches no account able to log in by password (none at all,
+    /// or one invited, disabled, erased or keys-only). Recorded like a wrong password is on the
+    /// account, so both failures cost the same and a security team sees credential stuffing.
+    UnknownAccountLoginFailed {
+        /// The tenant asked for (also when it does not exist; the event is then in `_system`).
+        tenant: String,
+        /// The email's blind index.
+        email_index: String,
+        /// The client address.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip: Option<String>,
+    },
 }
 
-crate::tagged_event!(SecurityEvent, "security", ["login_throttled"]);
+crate::tagged_event!(
+    SecurityEvent,
+    "security",
+    ["login_throttled", "unknown_account_login_failed"]
+);

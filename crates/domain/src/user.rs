@@ -220,11 +220,20 @@ pub enum UserEvent {
         step: u64,
     },
     /// TOTP was turned off.
-    TotpDisabled {},
+    TotpDisabled {
+        /// The time step of the TOTP code that proved presence, if a code did; it can never be
+        /// used again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        totp_step: Option<u64>,
+    },
     /// A fresh set of single-use recovery codes replaced any earlier set.
     RecoveryCodesGenerated {
         /// Keyed hashes of the codes.
         codes: Vec<TokenHash>,
+        /// The time step of the TOTP code that proved presence, if a code did; it can never be
+        /// used again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        totp_step: Option<u64>,
     },
 }
 
@@ -499,11 +508,16 @@ pub enum UserCommand {
         recovery_codes: Vec<TokenHash>,
     },
     /// Turn TOTP off (the caller verified a fresh password or code).
-    DisableTotp,
+    DisableTotp {
+        /// The step of the TOTP code that proved presence, when a code did.
+        totp_step: Option<u64>,
+    },
     /// Replace the recovery codes.
     RegenerateRecoveryCodes {
         /// Keyed hashes of the new codes.
         codes: Vec<TokenHash>,
+        /// The step of the TOTP code that proved presence, when a code did.
+        totp_step: Option<u64>,
     },
 }
 
@@ -590,6 +604,14 @@ fn require_person_with_password(user: &User) -> Result<(), UserError> {
         return Err(UserError::KeysOnly(user.kind));
     }
     Ok(())
+}
+
+/// A TOTP step offered as proof must be newer than every step used before.
+fn check_fresh_step(user: &User, step: Option<u64>) -> Result<(), UserError> {
+    match (step, user.last_totp_step) {
+        (Some(step), Some(last)) if step <= last => Err(UserError::InvalidCode),
+        _ => Ok(()),
+    }
 }
 
 fn check_recovery_codes(codes: &[TokenHash]) -> Result<(), UserError> {
@@ -845,23 +867,26 @@ pub fn decide(state: Option<&User>, command: UserCommand) -> Result<Vec<UserEven
                 E::TotpEnabled { step },
                 E::RecoveryCodesGenerated {
                     codes: recovery_codes,
+                    totp_step: None,
                 },
             ]
         }
-        C::DisableTotp => {
+        C::DisableTotp { totp_step } => {
             require_person_with_password(u)?;
             if !u.totp_enabled {
                 return Err(UserError::Mfa("TOTP is not enabled"));
             }
-            vec![E::TotpDisabled {}]
+            check_fresh_step(u, totp_step)?;
+            vec![E::TotpDisabled { totp_step }]
         }
-        C::RegenerateRecoveryCodes { codes } => {
+        C::RegenerateRecoveryCodes { codes, totp_step } => {
             require_person_with_password(u)?;
             if !u.totp_enabled {
                 return Err(UserError::Mfa("TOTP is not enabled"));
             }
+            check_fresh_step(u, totp_step)?;
             check_recovery_codes(&codes)?;
-            vec![E::RecoveryCodesGenerated { codes }]
+            vec![E::RecoveryCodesGenerated { codes, totp_step }]
         }
     })
 }
@@ -1029,13 +1054,21 @@ pub fn evolve(state: Option<User>, event: &UserEvent) -> Option<User> {
                     u.totp_enabled = true;
                     u.last_totp_step = Some(*step);
                 }
-                E::TotpDisabled {} => {
+                E::TotpDisabled { totp_step } => {
+                    if let Some(step) = totp_step {
+                        u.last_totp_step = Some(*step);
+                    }
                     u.totp_enabled = false;
                     u.totp_secret = None;
                     u.recovery_codes.clear();
                     u.challenge = None;
                 }
-                E::RecoveryCodesGenerated { codes } => u.recovery_codes = codes.clone(),
+                E::RecoveryCodesGenerated { codes, totp_step } => {
+                    if let Some(step) = totp_step {
+                        u.last_totp_step = Some(*step);
+                    }
+                    u.recovery_codes = codes.clone();
+                }
             }
             Some(u)
         }
@@ -1314,6 +1347,44 @@ mod tests {
             decide(given(&events).as_ref(), complete('3', Some(200), None)),
             Err(UserError::InvalidToken)
         );
+    }
+
+    #[test]
+    fn a_code_proving_presence_is_spent_like_a_login_code() {
+        let mut events = with_totp();
+        let regenerate = |step| UserCommand::RegenerateRecoveryCodes {
+            codes: vec![hash('c')],
+            totp_step: Some(step),
+        };
+        assert_eq!(
+            decide(given(&events).as_ref(), regenerate(100)),
+            Err(UserError::InvalidCode),
+            "the confirming step"
+        );
+        run(&mut events, regenerate(101)).unwrap();
+        assert_eq!(
+            decide(
+                given(&events).as_ref(),
+                UserCommand::DisableTotp {
+                    totp_step: Some(101)
+                }
+            ),
+            Err(UserError::InvalidCode)
+        );
+        challenge(&mut events, '1');
+        assert_eq!(
+            decide(given(&events).as_ref(), complete('1', Some(101), None)),
+            Err(UserError::InvalidCode),
+            "nor can it complete a login"
+        );
+        run(
+            &mut events,
+            UserCommand::DisableTotp {
+                totp_step: Some(102),
+            },
+        )
+        .unwrap();
+        assert!(!given(&events).unwrap().totp_enabled);
     }
 
     #[test]

@@ -347,10 +347,10 @@ impl Projection for UsersView {
             UserEvent::TotpEnabled { .. } => {
                 credential_change = Some(("mfa_enabled = 1", false));
             }
-            UserEvent::TotpDisabled {} => {
+            UserEvent::TotpDisabled { .. } => {
                 credential_change = Some(("mfa_enabled = 0, recovery_codes_left = 0", false));
             }
-            UserEvent::RecoveryCodesGenerated { codes } => {
+            UserEvent::RecoveryCodesGenerated { codes, .. } => {
                 sqlx::query(&format!(
                     "UPDATE {credentials} SET recovery_codes_left = $1 \
                      WHERE tenant = $2 AND user_id = $3"

@@ -2,5 +2,6 @@
 
 mod crash;
 mod feed;
+mod identity;
 mod server;
 mod support;

@@ -40,9 +40,14 @@ async fn serve_runs_on_postgres_given_a_database_url() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let data = cwd.path().join("custodian-data");
     assert!(
-        !cwd.path().join("custodian-data").exists(),
+        !data.join("custodian.db").exists(),
         "no embedded store when PostgreSQL is configured"
+    );
+    assert!(
+        data.join("secret.key").exists(),
+        "the master key is kept in the data directory by default, whatever the store"
     );
     let (code, _) = server.terminate().await;
     assert_eq!(code, Some(0));

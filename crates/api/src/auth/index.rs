@@ -386,7 +386,7 @@ fn apply(state: &mut State, record: &EventRecord) {
                             }
                         }
                         UserEvent::TotpEnabled { .. } => u.mfa_enabled = true,
-                        UserEvent::TotpDisabled {} => u.mfa_enabled = false,
+                        UserEvent::TotpDisabled { .. } => u.mfa_enabled = false,
                         _ => {}
                     }
                 }

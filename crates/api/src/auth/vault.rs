@@ -42,6 +42,9 @@ pub enum VaultError {
     },
 }
 
+/// How often `destroy` tries to checkpoint and truncate SQLite's write-ahead log.
+const CHECKPOINT_ATTEMPTS: u32 = 25;
+
 /// The store of per-subject data keys.
 #[derive(Clone, Debug)]
 pub struct Vault {
@@ -130,11 +133,36 @@ impl Vault {
 
     /// Destroys the data key of `subject`, making everything sealed under it unreadable for good.
     /// Destroying a key that does not exist is not an error.
+    ///
+    /// On SQLite the row is overwritten in place (`secure_delete`), but the write-ahead log still
+    /// holds earlier images of its page; the log is checkpointed into the database and truncated
+    /// so that no copy of the wrapped key remains in either file. If readers keep the checkpoint
+    /// from finishing after a few tries, the next checkpoint (SQLite runs one every 1,000 pages)
+    /// overwrites it; that is logged.
     pub async fn destroy(&self, subject: &str) -> Result<(), VaultError> {
         sqlx::query("DELETE FROM data_keys WHERE subject = $1")
             .bind(subject)
             .execute(self.db.pool())
             .await?;
+        if !self.db.is_postgres() {
+            for attempt in 1..=CHECKPOINT_ATTEMPTS {
+                let busy: i64 = sqlx::query_scalar("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .fetch_one(self.db.pool())
+                    .await?;
+                if busy == 0 {
+                    break;
+                }
+                if attempt == CHECKPOINT_ATTEMPTS {
+                    tracing::warn!(
+                        subject,
+                        "the write-ahead log could not be truncated after destroying a data key; \
+                         the next checkpoint overwrites it"
+                    );
+                } else {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        }
         Ok(())
     }
 

@@ -275,8 +275,11 @@ fn emitted_user_events() -> Vec<UserEvent> {
         ),
         UserCommand::RegenerateRecoveryCodes {
             codes: (0..20).map(|i| TokenHash(format!("{i:064x}"))).collect(),
+            totp_step: None,
         },
-        UserCommand::DisableTotp,
+        UserCommand::DisableTotp {
+            totp_step: Some(9_000_000_000),
+        },
         UserCommand::Delete,
     ]);
     out.extend(user_stream(commands));
@@ -395,6 +398,11 @@ fn emitted_security_events() -> Vec<SecurityEvent> {
             email_index: Some(index('e')),
             failures: 5,
             until: now().plus(Duration::seconds(2)),
+        },
+        SecurityEvent::UnknownAccountLoginFailed {
+            tenant: "acme".into(),
+            email_index: index('f'),
+            ip: Some("198.51.100.4".into()),
         },
     ]
 }
