@@ -438,6 +438,23 @@ fn admin_of_user(
     }
 }
 
+/// An administrator cannot lock themselves out: with no other administrator left, nobody could
+/// undo it (the platform's only administrator would leave it unmanageable).
+fn not_oneself(
+    principal: &Principal,
+    tenant: &str,
+    user_id: &str,
+    what: &str,
+) -> Result<(), Problem> {
+    if principal.tenant == tenant && principal.user_id == user_id {
+        Err(Problem::conflict(format!(
+            "administrators cannot {what} themselves; ask another administrator"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
 fn no_user() -> Problem {
     Problem::not_found("no such user")
 }
@@ -1218,7 +1235,7 @@ pub async fn update_user(
         (status = 401, description = "No valid access token", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 403, description = "The caller is not an administrator of the tenant", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 404, description = "No such tenant or user (or the user was erased), or not one the caller may see", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 409, description = "The user is already disabled", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 409, description = "The user is not active (already disabled, or invited), or is the caller", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 413, description = "Body too large", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 415, description = "The body is not `application/json`", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 422, description = "`reason` is missing or not 1 to 500 characters", body = ProblemDocument, content_type = PROBLEM_JSON),
@@ -1232,6 +1249,7 @@ pub async fn disable_user(
     JsonBody(req): JsonBody<DisableUserRequest>,
 ) -> Result<Response, Problem> {
     admin_of_user(&state, &principal, &tenant, &user_id)?;
+    not_oneself(&principal, &tenant, &user_id, "disable")?;
     check_len("reason", req.reason.trim(), 1, 500)?;
     let ctx = principal.context(now());
     let done = run_user(&state, &ctx, &tenant, &user_id, |_| UserCommand::Disable {
@@ -1339,6 +1357,7 @@ async fn finish_erasure(
         (status = 401, description = "No valid access token", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 403, description = "The caller is not an administrator of the tenant", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 404, description = "No such tenant or user, the user is already erased, or not one the caller may see", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 409, description = "The user is the caller: administrators cannot erase themselves", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 503, description = "The store or the authentication index is busy; retry after `Retry-After`", body = ProblemDocument, content_type = PROBLEM_JSON),
     ),
 )]
@@ -1348,6 +1367,7 @@ pub async fn delete_user(
     PathParams((tenant, user_id)): PathParams<(String, String)>,
 ) -> Result<Response, Problem> {
     admin_of_user(&state, &principal, &tenant, &user_id)?;
+    not_oneself(&principal, &tenant, &user_id, "erase")?;
     let ctx = principal.context(now());
     let current = load_user(&state, &tenant, &user_id)
         .await?

@@ -1220,3 +1220,46 @@ async fn an_email_claimed_by_a_creation_that_failed_half_way_is_taken_over_later
         created["user_id"].as_str().map(str::to_owned)
     );
 }
+
+#[tokio::test]
+async fn administrators_cannot_disable_or_erase_themselves() {
+    let Admined { app, root, .. } = setup().await;
+    let me = expect(
+        send(&app, Method::GET, "/v1/auth/me", &root, None).await,
+        200,
+    )
+    .await;
+    let id = me["user_id"].as_str().unwrap();
+    let head = app.store.head().await.unwrap().position;
+    let detail = refused(
+        send(
+            &app,
+            Method::POST,
+            &format!("/v1/tenants/_system/users/{id}/disable"),
+            &root,
+            Some(json!({"reason": "oops"})),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert!(detail.contains("themselves"), "{detail}");
+    refused(
+        send(
+            &app,
+            Method::DELETE,
+            &format!("/v1/tenants/_system/users/{id}"),
+            &root,
+            None,
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert_eq!(app.store.head().await.unwrap().position, head);
+    expect(
+        send(&app, Method::GET, "/v1/auth/me", &root, None).await,
+        200,
+    )
+    .await;
+}
