@@ -98,6 +98,7 @@ async fn revoke_one(
     let s = stream(&principal.tenant, "session", session_id)?;
     let done = commands::execute(
         &state.store,
+        Some(&state.states),
         &s,
         &principal.context(now()),
         None,

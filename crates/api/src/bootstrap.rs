@@ -101,6 +101,7 @@ pub async fn bootstrap(
         StreamName::new(SYSTEM_TENANT, "email", &index).map_err(|e| failed(e.to_string()))?;
     commands::execute(
         store,
+        None,
         &reservation,
         &ctx,
         Reservation::default(),
@@ -122,7 +123,7 @@ pub async fn bootstrap(
     })?;
     let user_stream =
         StreamName::new(SYSTEM_TENANT, "user", &user_id).map_err(|e| failed(e.to_string()))?;
-    commands::execute(store, &user_stream, &ctx, None, user::evolve, |u| {
+    commands::execute(store, None, &user_stream, &ctx, None, user::evolve, |u| {
         user::decide(
             u.as_ref(),
             UserCommand::Create {

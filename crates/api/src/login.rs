@@ -158,7 +158,14 @@ pub async fn load_user(
     user_id: &str,
 ) -> Result<Option<User>, Problem> {
     let s = stream(tenant, "user", user_id)?;
-    let (user, _) = commands::load(state.store.as_ref(), &s, None, user::evolve).await?;
+    let (user, _) = commands::load(
+        state.store.as_ref(),
+        Some(&state.states),
+        &s,
+        None,
+        user::evolve,
+    )
+    .await?;
     Ok(user)
 }
 
@@ -173,6 +180,7 @@ pub async fn run_user(
     let s = stream(tenant, "user", user_id).map_err(|_| Failed::Refused(UserError::NotFound))?;
     commands::execute(
         &state.store,
+        Some(&state.states),
         &s,
         ctx,
         None,
@@ -579,19 +587,27 @@ async fn start_session(
     };
     let s = stream(tenant, "session", &session_id)?;
     let expires_at = at.plus(identity.lifetimes.session);
-    let started = commands::execute(&state.store, &s, &ctx, None, session::evolve, |s| {
-        session::decide(
-            s.as_ref(),
-            SessionCommand::Start {
-                user_id: user_id.to_owned(),
-                refresh: refresh_hash.clone(),
-                method,
-                expires_at,
-                ip: ip_text.clone(),
-                user_agent: user_agent.clone(),
-            },
-        )
-    })
+    let started = commands::execute(
+        &state.store,
+        Some(&state.states),
+        &s,
+        &ctx,
+        None,
+        session::evolve,
+        |s| {
+            session::decide(
+                s.as_ref(),
+                SessionCommand::Start {
+                    user_id: user_id.to_owned(),
+                    refresh: refresh_hash.clone(),
+                    method,
+                    expires_at,
+                    ip: ip_text.clone(),
+                    user_agent: user_agent.clone(),
+                },
+            )
+        },
+    )
     .await
     .map_err(|e| command_problem(e, session_problem))?;
     let position = started.position.unwrap_or_default();
@@ -861,18 +877,26 @@ pub async fn refresh(
     let s = stream(&tenant, "session", &session_id)?;
     let ctx = user_actor(&indexed.user_id, at);
     let ip_text = ip.map(|ip| ip.to_string());
-    let done = commands::execute(&state.store, &s, &ctx, None, session::evolve, |s| {
-        session::decide(
-            s.as_ref(),
-            SessionCommand::Refresh {
-                generation,
-                presented: presented_hash.clone(),
-                next: next_hash.clone(),
-                ip: ip_text.clone(),
-                now: at,
-            },
-        )
-    })
+    let done = commands::execute(
+        &state.store,
+        Some(&state.states),
+        &s,
+        &ctx,
+        None,
+        session::evolve,
+        |s| {
+            session::decide(
+                s.as_ref(),
+                SessionCommand::Refresh {
+                    generation,
+                    presented: presented_hash.clone(),
+                    next: next_hash.clone(),
+                    ip: ip_text.clone(),
+                    now: at,
+                },
+            )
+        },
+    )
     .await
     .map_err(|e| command_problem(e, session_problem))?;
     if done
@@ -1061,9 +1085,15 @@ pub async fn revoke_sessions(
             continue;
         }
         let s = stream(tenant, "session", &session_id)?;
-        let done = commands::execute(&state.store, &s, ctx, None, session::evolve, |s| {
-            session::decide(s.as_ref(), SessionCommand::Revoke { reason })
-        })
+        let done = commands::execute(
+            &state.store,
+            Some(&state.states),
+            &s,
+            ctx,
+            None,
+            session::evolve,
+            |s| session::decide(s.as_ref(), SessionCommand::Revoke { reason }),
+        )
         .await
         .map_err(|e| command_problem(e, session_problem))?;
         position = position.max(done.position.unwrap_or_default());

@@ -61,6 +61,8 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     /// The views' database.
     pub db: ViewDb,
+    /// Aggregate states folded by earlier commands.
+    pub states: Arc<crate::commands::StateCache>,
 }
 
 impl AppState {
@@ -114,6 +116,7 @@ impl AppState {
             relay: None,
             identity: Arc::new(identity),
             db,
+            states: Arc::default(),
         })
     }
 }

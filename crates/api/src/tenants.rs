@@ -311,6 +311,7 @@ async fn run_tenant(
     let s = stream(SYSTEM_TENANT, "tenant", slug)?;
     commands::execute(
         &state.store,
+        Some(&state.states),
         &s,
         &principal.context(now()),
         None,

@@ -548,7 +548,7 @@ async fn claim_email(
     user_id: &str,
 ) -> Result<u64, Problem> {
     let s = stream(tenant, "email", index)?;
-    let records = commands::read_stream(state.store.as_ref(), &s).await?;
+    let records = commands::read_stream(state.store.as_ref(), &s, 1).await?;
     let mut reservation = Reservation::default();
     for r in &records {
         let event = EmailEvent::decode(r.event_type.as_str(), r.schema, &r.data)
@@ -570,6 +570,7 @@ async fn claim_email(
     }
     let done = commands::execute(
         &state.store,
+        Some(&state.states),
         &s,
         ctx,
         Reservation::default(),
@@ -600,6 +601,7 @@ async fn release_email(
     let s = stream(tenant, "email", index)?;
     let done = commands::execute(
         &state.store,
+        Some(&state.states),
         &s,
         ctx,
         Reservation::default(),
@@ -791,9 +793,15 @@ async fn create_with_email(
         return Err(e);
     }
     let s = stream(tenant, "user", &new.user_id)?;
-    let created = commands::execute(&state.store, &s, ctx, None, user::evolve, |u| {
-        user::decide(u.as_ref(), command.clone())
-    })
+    let created = commands::execute(
+        &state.store,
+        Some(&state.states),
+        &s,
+        ctx,
+        None,
+        user::evolve,
+        |u| user::decide(u.as_ref(), command.clone()),
+    )
     .await
     .map_err(|e| command_problem(e, user_problem));
     match created {
@@ -1574,14 +1582,22 @@ pub async fn revoke_user_sessions(
     let (mut revoked, mut position) = (0, 0);
     for session_id in index.live_sessions(&tenant, &user_id) {
         let s = stream(&tenant, "session", &session_id)?;
-        let done = commands::execute(&state.store, &s, &ctx, None, session::evolve, |s| {
-            session::decide(
-                s.as_ref(),
-                SessionCommand::Revoke {
-                    reason: RevokeReason::RevokedByAdmin,
-                },
-            )
-        })
+        let done = commands::execute(
+            &state.store,
+            Some(&state.states),
+            &s,
+            &ctx,
+            None,
+            session::evolve,
+            |s| {
+                session::decide(
+                    s.as_ref(),
+                    SessionCommand::Revoke {
+                        reason: RevokeReason::RevokedByAdmin,
+                    },
+                )
+            },
+        )
         .await
         .map_err(|e| {
             command_problem(e, |e| {

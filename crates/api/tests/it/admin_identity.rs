@@ -1176,6 +1176,7 @@ async fn an_email_claimed_by_a_creation_that_failed_half_way_is_taken_over_later
             let reservation = StreamName::new("acme", "email", &index).unwrap();
             commands::execute(
                 &app.store,
+                None,
                 &reservation,
                 &ctx,
                 Reservation::default(),
