@@ -1,6 +1,7 @@
 //! Black-box tests: the `custodian` and `custodian-replay` binaries against real databases.
 
 mod crash;
+mod crash_http;
 mod feed;
 mod identity;
 mod server;
