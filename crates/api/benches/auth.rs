@@ -84,6 +84,10 @@ const ADMIN_EMAIL: &str = "admin@bench.test";
 const ADMIN_PASSWORD: &str = "bench admin passphrase 7f3k";
 /// Stop a login client after this many failed logins in a row.
 const MAX_CONSECUTIVE_ERRORS: usize = 20;
+/// Requests/s of `/v1/auth/me` while the hashing pool is saturated by a login flood.
+const FLOOD_RATE: f64 = 500.0;
+/// Login clients of the flood.
+const FLOOD_CLIENTS: usize = 64;
 
 #[derive(Clone)]
 struct Config {
@@ -166,6 +170,10 @@ async fn run() -> Result<()> {
     if let Some(me) = me {
         println!();
         print_read_table(&me, config.rate);
+        if let Some((quiet, during, logins)) = &me.flood {
+            println!();
+            print_flood_table(quiet, during, logins);
+        }
     }
     Ok(())
 }
@@ -313,7 +321,26 @@ async fn measure(
         for run in &runs {
             eprintln!("{}: {}", run.label, run.summary());
         }
-        Some(ReadPart { runs })
+        // Does a login flood starve other requests? `/v1/auth/me` at a modest rate alone, then
+        // while 64 clients keep the argon2id pool saturated.
+        let me_url = format!("{}/v1/auth/me", server.base);
+        let secs = (config.secs / 2.0).max(1.0);
+        let (_, _, me_tokens) = &targets[1];
+        let mut quiet = open_loop(&client, &me_url, me_tokens, FLOOD_RATE, secs).await?;
+        quiet.label = "`GET /v1/auth/me` alone";
+        let (flood_logins, during) = tokio::join!(
+            login_run(&client, &server.base, &users, FLOOD_CLIENTS, secs),
+            open_loop(&client, &me_url, me_tokens, FLOOD_RATE, secs)
+        );
+        let mut during = during?;
+        during.label = "`GET /v1/auth/me` during the login flood";
+        eprintln!("{}: {}", quiet.label, quiet.summary());
+        eprintln!("{}: {}", during.label, during.summary());
+        eprintln!("login flood: {}", flood_logins.summary());
+        Some(ReadPart {
+            runs,
+            flood: Some((quiet, during, flood_logins)),
+        })
     } else {
         None
     };
@@ -946,6 +973,8 @@ fn range(values: &[f64]) -> String {
 
 struct ReadPart {
     runs: Vec<ReadRun>,
+    /// `/v1/auth/me` at [`FLOOD_RATE`] alone, then during a login flood, and the flood itself.
+    flood: Option<(ReadRun, ReadRun, LoginRun)>,
 }
 
 struct ReadRun {
@@ -1109,6 +1138,40 @@ async fn open_loop(
     }
     run.elapsed = last.saturating_duration_since(start);
     Ok(run)
+}
+
+fn print_flood_table(quiet: &ReadRun, during: &ReadRun, logins: &LoginRun) {
+    println!(
+        "Authenticated reads during a login flood: `GET /v1/auth/me` open loop at {FLOOD_RATE:.0} requests/s, alone and while {FLOOD_CLIENTS} clients log in without pause"
+    );
+    println!();
+    println!(
+        "| request | requests | achieved/s | p50 ms | p99 ms | max ms | errors | p99 ratio to alone |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let alone = percentile_ms(&quiet.latencies, 99.0);
+    for run in [quiet, during] {
+        let p99 = percentile_ms(&run.latencies, 99.0);
+        println!(
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.2} |",
+            run.label,
+            thousands(run.ok as u64),
+            run.achieved(),
+            percentile_ms(&run.latencies, 50.0),
+            p99,
+            percentile_ms(&run.latencies, 100.0),
+            run.errors,
+            p99 / alone
+        );
+    }
+    println!();
+    println!(
+        "The flood: {} logins/s, p50 {:.1} ms, p99 {:.1} ms, {} errors.",
+        format_args!("{:.1}", logins.per_second()),
+        percentile_ms(&logins.latencies, 50.0),
+        percentile_ms(&logins.latencies, 99.0),
+        logins.errors
+    );
 }
 
 fn print_read_table(part: &ReadPart, rate: f64) {
