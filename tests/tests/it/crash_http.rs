@@ -6,34 +6,31 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::process::ExitStatusExt as _;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt as _;
-use tokio::process::Command;
 
-use crate::support::{Backend, Server, verify, workspace_binary};
+use crate::support::{Deployment, verify};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_keeps_every_acknowledged_user_through_kill_9() {
-    create_users_kill_9_then_check(Home::new(Backend::sqlite())).await;
+    create_users_kill_9_then_check(Deployment::sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_keeps_every_acknowledged_user_through_kill_9() {
-    if let Some(backend) = Backend::postgres().await {
-        create_users_kill_9_then_check(Home::new(backend)).await;
+    if let Some(home) = Deployment::postgres().await {
+        create_users_kill_9_then_check(home).await;
     }
 }
 
 const SYSTEM: &str = "_system";
 const TENANT: &str = "crashco";
 const ADMIN_EMAIL: &str = "root@platform.test";
+const ADMIN_NAME: &str = "Rootie Platformsson";
 const ADMIN_PASSWORD: &str = "correct horse battery staple";
 /// Concurrent clients creating users.
 const CLIENTS: usize = 16;
@@ -47,102 +44,21 @@ const MIN_ACKS: usize = CLIENTS;
 const CLAIM_TAKEOVER: Duration = Duration::from_secs(31);
 
 // ---------------------------------------------------------------------------------------------
-// The store, the master key, and the binary.
+// The store.
 
-/// A test's store and the directory every process runs in.
-struct Home {
-    backend: Backend,
-    home: tempfile::TempDir,
-}
-
-impl Home {
-    fn new(backend: Backend) -> Self {
-        Self {
-            backend,
-            home: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    /// Where the master key lives (and, on SQLite, the database).
-    fn data_dir(&self) -> PathBuf {
-        match &self.backend {
-            Backend::Sqlite { dir } => dir.path().to_owned(),
-            Backend::Postgres { .. } => self.home.path().join("data"),
-        }
-    }
-
-    /// The same store and the same master key for the bootstrap and both servers.
-    fn store_args(&self) -> Vec<String> {
-        let mut args = vec!["--data-dir".into(), self.data_dir().display().to_string()];
-        if let Backend::Postgres { url } = &self.backend {
-            args.extend(["--database-url".into(), url.clone()]);
-        }
-        args
-    }
-
-    /// `custodian admin bootstrap` of the platform administrator, the password on stdin.
-    async fn bootstrap(&self) {
-        let mut child = Command::new(workspace_binary("custodian"))
-            .args(["admin", "bootstrap", "--email", ADMIN_EMAIL])
-            .args(["--name", "Rootie Platformsson"])
-            .args(self.store_args())
-            .current_dir(self.home.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(format!("{ADMIN_PASSWORD}\n").as_bytes())
-            .await
-            .unwrap();
-        drop(stdin);
-        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-            .await
-            .expect("bootstrap did not finish within 60 s")
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "bootstrap failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    async fn serve(&self) -> Server {
-        Server::start(&self.store_args(), self.home.path(), &[]).await
-    }
-
+/// What only this test reads of a deployment's store.
+impl Deployment {
     /// The ids of the users whose stream the log holds in `tenant`.
     async fn user_streams(&self, tenant: &str) -> HashSet<String> {
-        let store = custodian_store::open(
-            &self.backend.location(),
-            custodian_store::StoreOptions {
-                read_only: true,
-                ..custodian_store::StoreOptions::default()
-            },
-        )
-        .await
-        .unwrap();
         let prefix = format!("{tenant}/user/");
         let mut ids = HashSet::new();
-        let mut next = 1;
-        loop {
-            let batch = store.read_all(next, 1000).await.unwrap();
-            let Some(last) = batch.last() else { break };
-            next = last.position + 1;
-            for r in &batch {
-                if let Some(id) = r.stream.as_str().strip_prefix(&prefix)
-                    && r.version == 1
-                {
-                    assert!(ids.insert(id.to_owned()), "user stream {id} created twice");
-                }
+        for r in self.read_log().await {
+            if let Some(id) = r.stream.as_str().strip_prefix(&prefix)
+                && r.version == 1
+            {
+                assert!(ids.insert(id.to_owned()), "user stream {id} created twice");
             }
         }
-        store.close().await;
         ids
     }
 }
@@ -350,9 +266,10 @@ async fn create_users(
 // ---------------------------------------------------------------------------------------------
 // The test.
 
-async fn create_users_kill_9_then_check(home: Home) {
-    home.bootstrap().await;
-    let mut server = home.serve().await;
+async fn create_users_kill_9_then_check(home: Deployment) {
+    home.bootstrap(ADMIN_EMAIL, ADMIN_NAME, ADMIN_PASSWORD)
+        .await;
+    let mut server = home.serve(&[]).await;
     let root = Api::new(&server.base).login().await;
     let r = root
         .settled(
@@ -430,7 +347,7 @@ async fn create_users_kill_9_then_check(home: Home) {
         attempts.iter().map(|a| (a.email.as_str(), a)).collect();
 
     // Restart on the same store and master key.
-    let server = home.serve().await;
+    let server = home.serve(&[]).await;
     let root = Api::new(&server.base).login().await;
     let head = root.head().await;
     let highest_ack = acked.values().map(|a| a.2).max().unwrap();

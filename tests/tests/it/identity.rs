@@ -3,8 +3,6 @@
 //! first platform administrator with `custodian admin bootstrap`, and logs in with tenant `_system`.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -13,9 +11,8 @@ use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
-use tokio::process::Command;
 
-use crate::support::{Backend, Server, verify, workspace_binary};
+use crate::support::{Backend, Deployment, Server, verify};
 
 /// Runs each flow once on SQLite and once on PostgreSQL (skipped outside CI when PostgreSQL is
 /// unreachable, a failure in CI).
@@ -24,12 +21,12 @@ macro_rules! on_both_backends {
         mod $flow {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                super::$flow(super::Ledger::sqlite()).await;
+                super::$flow(super::Deployment::sqlite()).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                if let Some(ledger) = super::Ledger::postgres().await {
+                if let Some(ledger) = super::Deployment::postgres().await {
                     super::$flow(ledger).await;
                 }
             }
@@ -61,122 +58,17 @@ const ADMIN_PASSWORD: &str = "correct horse battery staple";
 const USER_AGENT: &str = "custodian-identity-tests/1";
 
 // ---------------------------------------------------------------------------------------------
-// The ledger, the binary, and the first administrator.
+// The ledger: what the flows read of the store behind the binary.
 
-/// A test's store, and the home directory every process of the test runs in.
-struct Ledger {
-    backend: Backend,
-    home: tempfile::TempDir,
-}
-
-/// What a `custodian` command printed, and how it exited.
-#[derive(Debug)]
-struct CliOutput {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ledger {
-    fn sqlite() -> Self {
-        Self {
-            backend: Backend::sqlite(),
-            home: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    async fn postgres() -> Option<Self> {
-        Some(Self {
-            backend: Backend::postgres().await?,
-            home: tempfile::tempdir().unwrap(),
-        })
-    }
-
-    fn is_sqlite(&self) -> bool {
-        matches!(self.backend, Backend::Sqlite { .. })
-    }
-
-    /// The data directory: the SQLite file's, and on both backends the master key's.
-    fn data_dir(&self) -> PathBuf {
-        match &self.backend {
-            Backend::Sqlite { dir } => dir.path().to_owned(),
-            Backend::Postgres { .. } => self.home.path().join("data"),
-        }
-    }
-
-    /// The store flags of every `custodian` command: the same store and the same master key for
-    /// the bootstrap, the server and the key rotation.
-    fn store_args(&self) -> Vec<String> {
-        let mut args = vec!["--data-dir".into(), self.data_dir().display().to_string()];
-        if let Backend::Postgres { url } = &self.backend {
-            args.extend(["--database-url".into(), url.clone()]);
-        }
-        args
-    }
-
-    /// Runs `custodian ARGS <store flags>`, feeding `stdin`.
-    async fn cli(&self, args: &[&str], stdin: &str) -> CliOutput {
-        let mut child = Command::new(workspace_binary("custodian"))
-            .args(args)
-            .args(self.store_args())
-            .current_dir(self.home.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(stdin.as_bytes()).await.unwrap();
-        drop(pipe);
-        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-            .await
-            .expect("custodian did not finish within 60 s")
-            .unwrap();
-        CliOutput {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// `custodian admin bootstrap`, the password on standard input.
-    async fn bootstrap(&self, email: &str, password: &str) -> CliOutput {
-        self.cli(
-            &["admin", "bootstrap", "--email", email, "--name", ADMIN_NAME],
-            &format!("{password}\n"),
-        )
-        .await
-    }
-
-    /// `custodian serve` on this ledger with `flags`.
-    async fn serve(&self, flags: &[&str]) -> Server {
-        let mut args = self.store_args();
-        args.extend(flags.iter().map(|f| (*f).to_owned()));
-        Server::start(&args, self.home.path(), &[]).await
-    }
-
-    /// Every record of the log, as JSON, read with a read-only store.
+/// What only these flows read of a deployment's store.
+impl Deployment {
+    /// Every record of the log, as JSON.
     async fn events(&self) -> Vec<Value> {
-        let store = custodian_store::open(
-            &self.backend.location(),
-            custodian_store::StoreOptions {
-                read_only: true,
-                ..custodian_store::StoreOptions::default()
-            },
-        )
-        .await
-        .unwrap();
-        let mut all = vec![];
-        loop {
-            let batch = store.read_all(all.len() as u64 + 1, 1000).await.unwrap();
-            if batch.is_empty() {
-                break;
-            }
-            all.extend(batch.iter().map(|r| serde_json::to_value(r).unwrap()));
-        }
-        store.close().await;
-        all
+        self.read_log()
+            .await
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap())
+            .collect()
     }
 
     /// Every byte the database holds that a thief of the disk or of a dump would get: on SQLite
@@ -264,16 +156,17 @@ impl Ledger {
 
 /// A server on a ledger with a bootstrapped platform administrator, logged in.
 struct World {
-    ledger: Ledger,
+    ledger: Deployment,
     server: Server,
     api: Client,
     admin: Tokens,
 }
 
 /// Bootstraps the first platform administrator, starts `custodian serve FLAGS`, and logs in.
-async fn bootstrap_and_login(ledger: Ledger, flags: &[&str]) -> World {
-    let out = ledger.bootstrap(ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+async fn bootstrap_and_login(ledger: Deployment, flags: &[&str]) -> World {
+    ledger
+        .bootstrap(ADMIN_EMAIL, ADMIN_NAME, ADMIN_PASSWORD)
+        .await;
     let server = ledger.serve(flags).await;
     let api = Client::new(&server.base);
     let admin = login_ok(&api, SYSTEM, ADMIN_EMAIL, ADMIN_PASSWORD).await;
@@ -614,14 +507,14 @@ fn secret_part(token: &str) -> &str {
 // ---------------------------------------------------------------------------------------------
 // 1 and 2: bootstrap, login, access tokens.
 
-async fn bootstrap_login_and_access_tokens(ledger: Ledger) {
+async fn bootstrap_login_and_access_tokens(ledger: Deployment) {
     // Bad input is refused before anything is written.
     for (email, password, says) in [
         (ADMIN_EMAIL, "password", "too common"),
         (ADMIN_EMAIL, "Zq7#mVx", "at least 8 characters"),
         ("not-an-email", ADMIN_PASSWORD, "email"),
     ] {
-        let out = ledger.bootstrap(email, password).await;
+        let out = ledger.try_bootstrap(email, ADMIN_NAME, password).await;
         assert_eq!(out.code, Some(2), "{out:?}");
         assert!(out.stderr.contains(says), "{out:?}");
         assert!(
@@ -634,7 +527,9 @@ async fn bootstrap_login_and_access_tokens(ledger: Ledger) {
         "a refused bootstrap wrote"
     );
 
-    let out = ledger.bootstrap(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let out = ledger
+        .try_bootstrap(ADMIN_EMAIL, ADMIN_NAME, ADMIN_PASSWORD)
+        .await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("_system"), "{out:?}");
     let admin_id = out
@@ -647,7 +542,11 @@ async fn bootstrap_login_and_access_tokens(ledger: Ledger) {
     assert!(head > 0);
 
     let again = ledger
-        .bootstrap("second@platform.test", "another fine passphrase")
+        .try_bootstrap(
+            "second@platform.test",
+            ADMIN_NAME,
+            "another fine passphrase",
+        )
         .await;
     assert_eq!(again.code, Some(2), "{again:?}");
     assert!(again.stderr.contains("empty ledger"), "{again:?}");
@@ -661,7 +560,11 @@ async fn bootstrap_login_and_access_tokens(ledger: Ledger) {
     let api = Client::new(&server.base);
     // Still refused while the server runs.
     let again = ledger
-        .bootstrap("second@platform.test", "another fine passphrase")
+        .try_bootstrap(
+            "second@platform.test",
+            ADMIN_NAME,
+            "another fine passphrase",
+        )
         .await;
     assert_eq!(again.code, Some(2), "{again:?}");
 
@@ -788,7 +691,7 @@ async fn bootstrap_login_and_access_tokens(ledger: Ledger) {
 // ---------------------------------------------------------------------------------------------
 // 3 and 4: refresh rotation, logout, sessions.
 
-async fn refresh_rotation_logout_and_sessions(ledger: Ledger) {
+async fn refresh_rotation_logout_and_sessions(ledger: Deployment) {
     let w = bootstrap_and_login(ledger, &[]).await;
     let api = &w.api;
 
@@ -975,7 +878,7 @@ async fn refresh_rotation_logout_and_sessions(ledger: Ledger) {
 // ---------------------------------------------------------------------------------------------
 // 5: password change and reset.
 
-async fn password_change_and_reset(ledger: Ledger) {
+async fn password_change_and_reset(ledger: Deployment) {
     let w = bootstrap_and_login(ledger, &[]).await;
     let api = &w.api;
     w.create_tenant("acme").await;
@@ -1146,15 +1049,29 @@ async fn enroll_totp(me: &Client, email: &str) -> (Vec<u8>, u64, Vec<String>) {
             json!({"code": totp(&seed, c - 1)}),
         )
         .await;
-    let codes: Vec<String> = r.ok(200)["recovery_codes"]
+    let codes = recovery_codes(&r);
+    assert_positioned(&r);
+    assert_recovery_codes(&codes);
+    (seed, c, codes)
+}
+
+/// The recovery codes a successful (200) answer hands out.
+#[track_caller]
+fn recovery_codes(r: &Answer) -> Vec<String> {
+    r.ok(200)["recovery_codes"]
         .as_array()
         .unwrap()
         .iter()
         .map(|c| c.as_str().unwrap().to_owned())
-        .collect();
-    assert_positioned(&r);
-    assert_recovery_codes(&codes);
-    (seed, c, codes)
+        .collect()
+}
+
+/// `POST /v1/auth/mfa/recovery-codes` as the holder of `me`, proving presence with `proof`; returns
+/// the answer and the new codes, which it must hand out.
+async fn new_recovery_codes(me: &Client, proof: Value) -> (Answer, Vec<String>) {
+    let r = me.post("/v1/auth/mfa/recovery-codes", proof).await;
+    let codes = recovery_codes(&r);
+    (r, codes)
 }
 
 #[track_caller]
@@ -1202,7 +1119,7 @@ async fn session_method(api: &Client, access: &str) -> String {
         .expect("the current session is listed")
 }
 
-async fn totp_enrollment_challenges_and_recovery_codes(ledger: Ledger) {
+async fn totp_enrollment_challenges_and_recovery_codes(ledger: Deployment) {
     let w = bootstrap_and_login(ledger, &[]).await;
     let api = &w.api;
     let me = w.root();
@@ -1332,18 +1249,7 @@ async fn totp_enrollment_challenges_and_recovery_codes(ledger: Ledger) {
     )
     .await
     .problem(403, "invalid_credentials");
-    let r = me
-        .post(
-            "/v1/auth/mfa/recovery-codes",
-            json!({"password": ADMIN_PASSWORD}),
-        )
-        .await;
-    let fresh: Vec<String> = r.ok(200)["recovery_codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_owned())
-        .collect();
+    let (r, fresh) = new_recovery_codes(&me, json!({"password": ADMIN_PASSWORD})).await;
     assert_positioned(&r);
     assert_recovery_codes(&fresh);
     assert!(fresh.iter().all(|f| !codes.contains(f)));
@@ -1432,22 +1338,13 @@ async fn totp_enrollment_challenges_and_recovery_codes(ledger: Ledger) {
 
 /// A TOTP code that proved presence (for new recovery codes) is spent like a login's: a code seen
 /// over a shoulder cannot be replayed within its window.
-async fn totp_codes_proving_presence_are_single_use(ledger: Ledger) {
+async fn totp_codes_proving_presence_are_single_use(ledger: Deployment) {
     let w = bootstrap_and_login(ledger, &[]).await;
     let me = w.root();
     let (seed, c, _) = enroll_totp(&me, ADMIN_EMAIL).await;
     let code = totp(&seed, c);
-    let r = me
-        .post("/v1/auth/mfa/recovery-codes", json!({"code": code}))
-        .await;
-    assert_recovery_codes(
-        &r.ok(200)["recovery_codes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap().to_owned())
-            .collect::<Vec<_>>(),
-    );
+    let (_, codes) = new_recovery_codes(&me, json!({"code": code})).await;
+    assert_recovery_codes(&codes);
     me.post("/v1/auth/mfa/recovery-codes", json!({"code": code}))
         .await
         .problem(403, "invalid_credentials");
@@ -1460,7 +1357,7 @@ async fn totp_codes_proving_presence_are_single_use(ledger: Ledger) {
 
 /// Wrong TOTP codes sent to prove presence count as failed attempts, as wrong passwords there and
 /// wrong codes at login do: a stolen access token is no licence to guess codes until one fits.
-async fn wrong_totp_codes_proving_presence_are_throttled(ledger: Ledger) {
+async fn wrong_totp_codes_proving_presence_are_throttled(ledger: Deployment) {
     let w = bootstrap_and_login(ledger, &[]).await;
     let me = w.root();
     let (seed, c, _) = enroll_totp(&me, ADMIN_EMAIL).await;
@@ -1485,7 +1382,7 @@ async fn wrong_totp_codes_proving_presence_are_throttled(ledger: Ledger) {
 // 7: throttling.
 
 /// The event types of the log.
-async fn event_types(ledger: &Ledger) -> Vec<(String, Value)> {
+async fn event_types(ledger: &Deployment) -> Vec<(String, Value)> {
     ledger
         .events()
         .await
@@ -1505,7 +1402,7 @@ fn assert_rate_limited(r: &Answer) {
     assert!((1..=900).contains(&retry), "{r:?}");
 }
 
-async fn login_throttling_per_account_email_and_address(ledger: Ledger) {
+async fn login_throttling_per_account_email_and_address(ledger: Deployment) {
     let w = bootstrap_and_login(ledger, &[]).await;
     let api = &w.api;
 
@@ -1597,7 +1494,7 @@ async fn login_throttling_per_account_email_and_address(ledger: Ledger) {
 // ---------------------------------------------------------------------------------------------
 // 8: tenants and users.
 
-async fn tenant_and_user_administration(ledger: Ledger) {
+async fn tenant_and_user_administration(ledger: Deployment) {
     let w = bootstrap_and_login(ledger, &[]).await;
     let api = &w.api;
     let root = w.root();
@@ -1965,7 +1862,7 @@ async fn tenant_and_user_administration(ledger: Ledger) {
 /// Disabling a user who has not finished joining or logging in: an invited user cannot be
 /// disabled (and so never activated by an enable), and a second-factor challenge opened before
 /// the disable does not log in.
-async fn disabling_interrupts_invitations_and_challenges(ledger: Ledger) {
+async fn disabling_interrupts_invitations_and_challenges(ledger: Deployment) {
     let w = bootstrap_and_login(ledger, &[]).await;
     let api = &w.api;
     let root = w.root();
@@ -2072,7 +1969,7 @@ async fn call(client: &Client, method: Method, path: &str, body: Option<Value>) 
     }
 }
 
-async fn tenants_are_isolated(ledger: Ledger) {
+async fn tenants_are_isolated(ledger: Deployment) {
     let w = bootstrap_and_login(ledger, &[]).await;
     let api = &w.api;
     let root = w.root();
@@ -2210,7 +2107,7 @@ async fn tenants_are_isolated(ledger: Ledger) {
 
 /// A `tenant_admin` of `_system` may not grant `platform_admin`; nor may it take over an account
 /// that has it (reset its password, change its email, disable, sign out or erase it).
-async fn system_tenant_admins_cannot_take_over_platform_admins(ledger: Ledger) {
+async fn system_tenant_admins_cannot_take_over_platform_admins(ledger: Deployment) {
     let w = bootstrap_and_login(ledger, &[]).await;
     let api = &w.api;
     let (email, password) = ("helpdesk@platform.test", "helpdesk password");
@@ -2273,7 +2170,7 @@ struct Endpoint {
     optional: &'static [&'static str],
 }
 
-async fn bad_input_is_a_problem_never_a_500(ledger: Ledger) {
+async fn bad_input_is_a_problem_never_a_500(ledger: Deployment) {
     let w = bootstrap_and_login(ledger, &[]).await;
     let api = &w.api;
     w.create_tenant("acme").await;
@@ -2556,7 +2453,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 /// Which of the (labelled) `needles` the database still holds, and where: on SQLite each file of
 /// the data directory but the master key (database, WAL, shared memory), on PostgreSQL every
 /// table.
-async fn leftovers(ledger: &Ledger, needles: &[(&str, &str)]) -> Vec<(String, String)> {
+async fn leftovers(ledger: &Deployment, needles: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut places = vec![];
     if ledger.is_sqlite() {
         for entry in std::fs::read_dir(ledger.data_dir()).unwrap() {
@@ -2580,7 +2477,7 @@ async fn leftovers(ledger: &Ledger, needles: &[(&str, &str)]) -> Vec<(String, St
     found
 }
 
-async fn erasure_leaves_no_personal_data(ledger: Ledger) {
+async fn erasure_leaves_no_personal_data(ledger: Deployment) {
     let w = bootstrap_and_login(ledger, &[]).await;
     let api = &w.api;
     let root = w.root();
@@ -2665,7 +2562,7 @@ async fn erasure_leaves_no_personal_data(ledger: Ledger) {
 // ---------------------------------------------------------------------------------------------
 // 12: secrets.
 
-async fn no_secret_reaches_the_database_or_the_logs(ledger: Ledger) {
+async fn no_secret_reaches_the_database_or_the_logs(ledger: Deployment) {
     let w = bootstrap_and_login(ledger, &[]).await;
     let api = &w.api;
     let root = w.root();
@@ -2698,18 +2595,7 @@ async fn no_secret_reaches_the_database_or_the_logs(ledger: Ledger) {
     let r = mfa_verify(api, json!({"challenge_id": id, "code": totp(&seed, c)})).await;
     let with_totp = Tokens::from(r.ok(200));
     token(&with_totp.refresh, &mut secrets);
-    let r = me
-        .post(
-            "/v1/auth/mfa/recovery-codes",
-            json!({"password": ADMIN_PASSWORD}),
-        )
-        .await;
-    let fresh: Vec<String> = r.ok(200)["recovery_codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_owned())
-        .collect();
+    let (_, fresh) = new_recovery_codes(&me, json!({"password": ADMIN_PASSWORD})).await;
     for code in codes.iter().chain(&fresh) {
         secrets.push(code.clone());
         secrets.push(code.replace('-', ""));
@@ -2801,7 +2687,7 @@ async fn no_secret_reaches_the_database_or_the_logs(ledger: Ledger) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_key_rotation_keeps_old_tokens_and_signs_with_the_new_key() {
-    let w = bootstrap_and_login(Ledger::sqlite(), &[]).await;
+    let w = bootstrap_and_login(Deployment::sqlite(), &[]).await;
     let api = &w.api;
     let (header, _) = jwt_parts(&w.admin.access);
     let old_kid = header["kid"].as_str().unwrap().to_owned();

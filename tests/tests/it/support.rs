@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use custodian_domain::EventRecord;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
@@ -43,6 +44,135 @@ impl Backend {
             Self::Sqlite { dir } => vec!["--data-dir".into(), dir.path().display().to_string()],
             Self::Postgres { url } => vec!["--database-url".into(), url.clone()],
         }
+    }
+}
+
+/// A test's deployment: its store, and the home directory every `custodian` process of the test
+/// runs in. The data directory holds the master key on both backends (and the database on
+/// SQLite); on PostgreSQL it is `home/data`.
+pub struct Deployment {
+    pub backend: Backend,
+    pub home: tempfile::TempDir,
+}
+
+/// What a `custodian` command printed, and how it exited.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Deployment {
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn sqlite() -> Self {
+        Self::new(Backend::sqlite())
+    }
+
+    /// `None` where PostgreSQL is unreachable outside CI.
+    pub async fn postgres() -> Option<Self> {
+        Some(Self::new(Backend::postgres().await?))
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self.backend, Backend::Sqlite { .. })
+    }
+
+    /// The data directory: the master key's, and on SQLite the database's.
+    pub fn data_dir(&self) -> PathBuf {
+        match &self.backend {
+            Backend::Sqlite { dir } => dir.path().to_owned(),
+            Backend::Postgres { .. } => self.home.path().join("data"),
+        }
+    }
+
+    /// The store flags of every `custodian` command: the same store and the same master key for
+    /// the bootstrap, every server and the key rotation.
+    pub fn store_args(&self) -> Vec<String> {
+        let mut args = vec!["--data-dir".into(), self.data_dir().display().to_string()];
+        if let Backend::Postgres { url } = &self.backend {
+            args.extend(["--database-url".into(), url.clone()]);
+        }
+        args
+    }
+
+    /// Runs `custodian ARGS <store flags>` in the home directory, feeding `stdin`.
+    pub async fn cli(&self, args: &[&str], stdin: &str) -> CliOutput {
+        let mut child = Command::new(workspace_binary("custodian"))
+            .args(args)
+            .args(self.store_args())
+            .current_dir(self.home.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(stdin.as_bytes()).await.unwrap();
+        drop(pipe);
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("custodian did not finish within 60 s")
+            .unwrap();
+        CliOutput {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `custodian admin bootstrap`, the password on standard input, whatever its outcome.
+    pub async fn try_bootstrap(&self, email: &str, name: &str, password: &str) -> CliOutput {
+        self.cli(
+            &["admin", "bootstrap", "--email", email, "--name", name],
+            &format!("{password}\n"),
+        )
+        .await
+    }
+
+    /// `custodian admin bootstrap`, which must succeed.
+    pub async fn bootstrap(&self, email: &str, name: &str, password: &str) -> CliOutput {
+        let out = self.try_bootstrap(email, name, password).await;
+        assert_eq!(out.code, Some(0), "bootstrap failed: {out:?}");
+        out
+    }
+
+    /// `custodian serve` on this deployment with `flags`.
+    pub async fn serve(&self, flags: &[&str]) -> Server {
+        let mut args = self.store_args();
+        args.extend(flags.iter().map(|f| (*f).to_owned()));
+        Server::start(&args, self.home.path(), &[]).await
+    }
+
+    /// Every record of the log, read with a read-only store.
+    pub async fn read_log(&self) -> Vec<EventRecord> {
+        let store = custodian_store::open(
+            &self.backend.location(),
+            custodian_store::StoreOptions {
+                read_only: true,
+                ..custodian_store::StoreOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let mut all: Vec<EventRecord> = vec![];
+        loop {
+            let next = all.last().map_or(1, |r| r.position + 1);
+            let batch = store.read_all(next, 1000).await.unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            all.extend(batch);
+        }
+        store.close().await;
+        all
     }
 }
 
