@@ -92,6 +92,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CUSTODIAN_LOGIN_IP_FAILURES", value_name = "N")]
     pub login_ip_failures: Option<u32>,
 
+    /// Reverse proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For` is
+    /// believed: behind them, the client address for login throttling is the last address in the
+    /// header that is not a trusted proxy [default: none, the TCP peer is the client]
+    #[arg(long, env = "CUSTODIAN_TRUSTED_PROXIES", value_name = "CIDRS")]
+    pub trusted_proxies: Option<String>,
+
     /// TOML file with any of the settings above (snake_case keys, e.g. `listen = "0.0.0.0:8080"`);
     /// flags and environment variables take precedence over it
     #[arg(long, env = "CUSTODIAN_CONFIG", value_name = "FILE")]
@@ -116,6 +122,7 @@ pub struct FileConfig {
     argon2_memory_kib: Option<u32>,
     argon2_iterations: Option<u32>,
     login_ip_failures: Option<u32>,
+    trusted_proxies: Option<String>,
 }
 
 /// Where the log lives.
@@ -193,6 +200,8 @@ pub struct Config {
     pub argon2_iterations: u32,
     /// Failed logins per IP address before delays start.
     pub login_ip_failures: u32,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Why the configuration cannot be used.
@@ -294,6 +303,12 @@ impl Config {
                 "login_ip_failures must be at least 1".into(),
             ));
         }
+        let trusted_proxies = parse_proxies(
+            args.trusted_proxies
+                .or(file.trusted_proxies)
+                .as_deref()
+                .unwrap_or_default(),
+        )?;
         let max_event_bytes = args
             .max_event_bytes
             .or(file.max_event_bytes)
@@ -333,8 +348,26 @@ impl Config {
             argon2_memory_kib,
             argon2_iterations,
             login_ip_failures,
+            trusted_proxies,
         })
     }
+}
+
+/// Parses `10.0.0.0/8, 192.168.1.7, ::1`: networks, or single addresses as /32 or /128.
+pub fn parse_proxies(list: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "trusted_proxies: {s:?} is not an IP address or CIDR range"
+                    ))
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -395,6 +428,18 @@ mod tests {
         );
         assert_eq!(c.store.redacted(), "postgres://app:***@db:5432/custodian");
         assert!(!c.store.redacted().contains("s3cret"));
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        let proxies = parse_proxies(" 10.0.0.0/8, 192.168.1.7 ,::1").unwrap();
+        assert_eq!(proxies.len(), 3);
+        assert!(proxies[0].contains(&"10.1.2.3".parse::<std::net::IpAddr>().unwrap()));
+        assert_eq!(proxies[1].to_string(), "192.168.1.7/32");
+        assert_eq!(proxies[2].to_string(), "::1/128");
+        assert!(parse_proxies("").unwrap().is_empty());
+        let err = parse_proxies("10.0.0.0/8, proxy.internal").unwrap_err();
+        assert!(err.to_string().contains("proxy.internal"), "{err}");
     }
 
     #[test]

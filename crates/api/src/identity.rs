@@ -78,6 +78,8 @@ pub struct Identity {
     pub lifetimes: Lifetimes,
     /// The issuer named in TOTP enrollment URIs.
     pub issuer: String,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Unwrapped data keys of users who are not erased.
     key_cache: std::sync::Mutex<std::collections::HashMap<String, DataKey>>,
 }
@@ -156,21 +158,54 @@ pub fn now() -> Timestamp {
     Timestamp::from_datetime(OffsetDateTime::now_utc())
 }
 
-/// The request's client address.
+/// The request's client address: the TCP peer, or, when the peer is a trusted proxy, the last
+/// address of `X-Forwarded-For` that is not a trusted proxy.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let forwarded: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        Ok(Self(peer.map(|peer| {
+            client_address(peer, &forwarded, &state.identity.trusted_proxies)
+        })))
     }
+}
+
+/// Who the client is, given the TCP `peer`, the `X-Forwarded-For` header values in order, and the
+/// trusted proxies. Only a trusted peer's header is believed; it is read from the right (each
+/// proxy appends the address it received from), skipping trusted proxies, and the first other
+/// address is the client. A malformed entry stops the walk at the last address believed.
+pub fn client_address(peer: IpAddr, forwarded: &[&str], trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for entry in forwarded.iter().rev().flat_map(|v| v.rsplit(',')) {
+        let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
 }
 
 /// The request's `User-Agent`, truncated to 512 bytes on a character boundary.
@@ -417,6 +452,8 @@ pub struct IdentityOptions {
     pub login_ip_failures: u32,
     /// How long an authenticated request waits for the index to catch up.
     pub index_wait: std::time::Duration,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl IdentityOptions {
@@ -429,6 +466,7 @@ impl IdentityOptions {
             argon2: crate::auth::password::Argon2Params::default(),
             login_ip_failures: 50,
             index_wait: std::time::Duration::from_secs(2),
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -445,6 +483,7 @@ impl IdentityOptions {
             },
             login_ip_failures: config.login_ip_failures,
             index_wait: config.read_wait,
+            trusted_proxies: config.trusted_proxies.clone(),
         }
     }
 }
@@ -510,7 +549,61 @@ impl Identity {
             lockout: LockoutPolicy::default(),
             lifetimes: Lifetimes::default(),
             issuer: options.issuer,
+            trusted_proxies: options.trusted_proxies,
             key_cache: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_is_believed_about_the_client() {
+        let trusted = crate::config::parse_proxies("10.0.0.0/8").unwrap();
+        // An untrusted peer's header is ignored: it could say anything.
+        assert_eq!(
+            client_address(ip("203.0.113.5"), &["198.51.100.1"], &trusted),
+            ip("203.0.113.5")
+        );
+        // Behind one trusted proxy: the address it received from.
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &["198.51.100.1"], &trusted),
+            ip("198.51.100.1")
+        );
+        // A client cannot hide behind an address it writes itself: the walk stops at the first
+        // untrusted address from the right.
+        assert_eq!(
+            client_address(
+                ip("10.0.0.2"),
+                &["1.2.3.4, 198.51.100.1", "10.0.0.9"],
+                &trusted
+            ),
+            ip("198.51.100.1")
+        );
+        // All trusted, or nothing forwarded: the leftmost address believed, or the peer.
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &["10.0.0.7"], &trusted),
+            ip("10.0.0.7")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &[], &trusted),
+            ip("10.0.0.2")
+        );
+        // Garbage stops the walk at the last address believed.
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &["198.51.100.1, junk"], &trusted),
+            ip("10.0.0.2")
+        );
+        // No trusted proxies: the peer, always.
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &["198.51.100.1"], &[]),
+            ip("10.0.0.2")
+        );
     }
 }

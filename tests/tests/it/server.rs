@@ -117,6 +117,7 @@ fn serve_help_documents_every_setting_and_its_variable() {
         ("--argon2-memory-kib", "CUSTODIAN_ARGON2_MEMORY_KIB"),
         ("--argon2-iterations", "CUSTODIAN_ARGON2_ITERATIONS"),
         ("--login-ip-failures", "CUSTODIAN_LOGIN_IP_FAILURES"),
+        ("--trusted-proxies", "CUSTODIAN_TRUSTED_PROXIES"),
     ] {
         assert!(
             help.contains(flag) && help.contains(env),

@@ -1264,3 +1264,47 @@ async fn administrators_cannot_disable_or_erase_themselves() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_is_throttled_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("custodian.db").display().to_string();
+    let mut options = custodian_api::identity::IdentityOptions::new(dir.path().join("secret.key"));
+    options.trusted_proxies = custodian_api::config::parse_proxies("127.0.0.1").unwrap();
+    options.login_ip_failures = 2;
+    let app =
+        crate::support::spawn_app_with(location, Some(dir), None, Duration::from_secs(5), options)
+            .await;
+    let attempt = |client_ip: &'static str, email: &'static str| {
+        app.client
+            .post(app.url("/v1/auth/login"))
+            .header("x-forwarded-for", format!("{client_ip}, 127.0.0.1"))
+            .json(&json!({"tenant": "_system", "email": email, "password": "wrong password"}))
+            .send()
+    };
+    // Two failures from one forwarded client (with different emails, so no email lock) lock it.
+    assert_eq!(
+        attempt("198.51.100.1", "a@x.test").await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        attempt("198.51.100.1", "b@x.test").await.unwrap().status(),
+        401
+    );
+    let locked = attempt("198.51.100.1", "c@x.test").await.unwrap();
+    assert_eq!(locked.status(), 429);
+    assert!(locked.headers().contains_key("retry-after"));
+    // Another client behind the same proxy is not.
+    assert_eq!(
+        attempt("198.51.100.2", "d@x.test").await.unwrap().status(),
+        401
+    );
+    // The lock is recorded with the client's address, not the proxy's.
+    let log = app.store.read_all(1, 1000).await.unwrap();
+    assert!(
+        log.iter()
+            .any(|e| e.event_type.as_str() == "security.login_throttled"
+                && e.data["ip"] == "198.51.100.1"),
+        "no throttle event for the forwarded client"
+    );
+}

@@ -28,6 +28,20 @@ pub async fn spawn_app_on(
     projections: Option<Vec<Arc<dyn Projection>>>,
     read_wait: Duration,
 ) -> App {
+    let identity = custodian_api::identity::IdentityOptions::new(
+        std::env::temp_dir().join(format!("custodian-test-{}.key", uuid::Uuid::now_v7())),
+    );
+    spawn_app_with(location, dir, projections, read_wait, identity).await
+}
+
+/// [`spawn_app_on`] with chosen identity options.
+pub async fn spawn_app_with(
+    location: String,
+    dir: Option<tempfile::TempDir>,
+    projections: Option<Vec<Arc<dyn Projection>>>,
+    read_wait: Duration,
+    identity: custodian_api::identity::IdentityOptions,
+) -> App {
     let store = custodian_store::open(&location, StoreOptions::default())
         .await
         .unwrap();
@@ -37,9 +51,7 @@ pub async fn spawn_app_on(
         &location,
         projections,
         read_wait,
-        custodian_api::identity::IdentityOptions::new(
-            std::env::temp_dir().join(format!("custodian-test-{}.key", uuid::Uuid::now_v7())),
-        ),
+        identity,
         CancellationToken::new(),
     )
     .await
