@@ -935,6 +935,29 @@ pub async fn refresh(
     Ok(positioned(StatusCode::OK, position, tokens))
 }
 
+/// Checks a presented one-time token of `kind` against the one its user has open (`open`), before
+/// any work is done for it; returns the tenant, the user and the token's keyed hash. Every way of
+/// being wrong is the same 401.
+async fn pending_token(
+    state: &AppState,
+    presented: &str,
+    kind: TokenKind,
+    open: impl Fn(&User) -> &Option<custodian_domain::user::PendingToken>,
+    at: Timestamp,
+) -> Result<(String, String, TokenHash), Problem> {
+    let invalid = || Problem::unauthenticated(UserError::InvalidToken.to_string());
+    let token = OpaqueToken::parse(presented, kind).map_err(|_| invalid())?;
+    let (tenant, user_id) = (token.tenant().to_owned(), token.subject().to_owned());
+    let hash = state.identity.tokens.hash(presented);
+    let user = load_user(state, &tenant, &user_id)
+        .await?
+        .ok_or_else(invalid)?;
+    match open(&user) {
+        Some(p) if p.hash == hash && at < p.expires_at => Ok((tenant, user_id, hash)),
+        _ => Err(invalid()),
+    }
+}
+
 /// Accept an invitation and set a first password.
 #[utoipa::path(
     post,
@@ -953,24 +976,15 @@ pub async fn accept_invitation(
     JsonBody(req): JsonBody<AcceptInvitationRequest>,
 ) -> Result<Response, Problem> {
     let at = now();
-    let token = OpaqueToken::parse(&req.token, TokenKind::Invitation)
-        .map_err(|_| Problem::unauthenticated(UserError::InvalidToken.to_string()))?;
     check_len("password", &req.password, 1, MAX_PASSWORD_CHARS)?;
-    let (tenant, user_id) = (token.tenant().to_owned(), token.subject().to_owned());
-    let hash = state.identity.tokens.hash(&req.token);
-    let Some(user) = load_user(&state, &tenant, &user_id).await? else {
-        return Err(Problem::unauthenticated(
-            UserError::InvalidToken.to_string(),
-        ));
-    };
-    match &user.invitation {
-        Some(p) if p.hash == hash && at < p.expires_at => {}
-        _ => {
-            return Err(Problem::unauthenticated(
-                UserError::InvalidToken.to_string(),
-            ));
-        }
-    }
+    let (tenant, user_id, hash) = pending_token(
+        &state,
+        &req.token,
+        TokenKind::Invitation,
+        |u| &u.invitation,
+        at,
+    )
+    .await?;
     let credential = seal_password(&state.identity, &tenant, &user_id, &req.password).await?;
     let done = run_user(&state, &user_actor(&user_id, at), &tenant, &user_id, |_| {
         UserCommand::AcceptInvitation {
@@ -1011,24 +1025,15 @@ pub async fn reset_password(
     JsonBody(req): JsonBody<ResetPasswordRequest>,
 ) -> Result<Response, Problem> {
     let at = now();
-    let token = OpaqueToken::parse(&req.token, TokenKind::PasswordReset)
-        .map_err(|_| Problem::unauthenticated(UserError::InvalidToken.to_string()))?;
     check_len("new_password", &req.new_password, 1, MAX_PASSWORD_CHARS)?;
-    let (tenant, user_id) = (token.tenant().to_owned(), token.subject().to_owned());
-    let hash = state.identity.tokens.hash(&req.token);
-    let Some(user) = load_user(&state, &tenant, &user_id).await? else {
-        return Err(Problem::unauthenticated(
-            UserError::InvalidToken.to_string(),
-        ));
-    };
-    match &user.reset {
-        Some(p) if p.hash == hash && at < p.expires_at => {}
-        _ => {
-            return Err(Problem::unauthenticated(
-                UserError::InvalidToken.to_string(),
-            ));
-        }
-    }
+    let (tenant, user_id, hash) = pending_token(
+        &state,
+        &req.token,
+        TokenKind::PasswordReset,
+        |u| &u.reset,
+        at,
+    )
+    .await?;
     let credential = seal_password(&state.identity, &tenant, &user_id, &req.new_password).await?;
     let ctx = user_actor(&user_id, at);
     let done = run_user(&state, &ctx, &tenant, &user_id, |_| {
