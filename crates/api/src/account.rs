@@ -62,11 +62,11 @@ pub async fn me(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<axum::Json<Me>, Problem> {
-    let key = state.identity.data_key(&principal.user_id).await?;
+    let key = state.security.data_key(&principal.user_id).await?;
     let open =
         |sealed: &Option<custodian_domain::secret::Sealed>| -> Result<Option<String>, Problem> {
             match (sealed, &key) {
-                (Some(s), Some(k)) => Identity::open_text(k, s, &principal.user_id).map(Some),
+                (Some(s), Some(k)) => Ok(Some(Identity::open_text(k, s, &principal.user_id)?)),
                 _ => Ok(None),
             }
         };
@@ -187,7 +187,7 @@ pub async fn revoke_my_session(
     Path(session_id): Path<String>,
 ) -> Result<Response, Problem> {
     let mine = state
-        .identity
+        .security
         .index
         .session(&session_id)
         .is_some_and(|s| s.tenant == principal.tenant && s.user_id == principal.user_id);
@@ -238,13 +238,13 @@ pub async fn change_password(
     )?;
     check_len("new_password", &req.new_password, 1, MAX_PASSWORD_CHARS)?;
     state
-        .identity
+        .security
         .policy
         .check(&req.new_password)
         .map_err(|e| Problem::validation(format!("new_password: {e}")))?;
     prove_password(&state, &principal, &req.current_password, ip).await?;
     let credential = seal_password(
-        &state.identity,
+        &state.security,
         &principal.tenant,
         &principal.user_id,
         &req.new_password,
@@ -336,7 +336,7 @@ pub async fn totp_enroll(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Response, Problem> {
-    let identity = &state.identity;
+    let identity = &state.security;
     let key = identity
         .data_key(&principal.user_id)
         .await?
@@ -437,10 +437,10 @@ pub async fn totp_confirm(
     if user.totp_enabled {
         return Err(Problem::conflict("TOTP is already enabled"));
     }
-    let secret = totp_secret(&state.identity, &principal.user_id, &user).await?;
+    let secret = totp_secret(&state.security, &principal.user_id, &user).await?;
     let step = totp::verify(&secret, &req.code, unix(at))
         .ok_or_else(|| Problem::unauthenticated("the code is invalid or was already used"))?;
-    let (codes, hashes) = fresh_codes(&state.identity)?;
+    let (codes, hashes) = fresh_codes(&state.security)?;
     let done = run_user(
         &state,
         &principal.context(at),
@@ -500,7 +500,7 @@ async fn prove_fresh(
             {
                 return Err(user_problem(e));
             }
-            let secret = totp_secret(&state.identity, &principal.user_id, &user).await?;
+            let secret = totp_secret(&state.security, &principal.user_id, &user).await?;
             match totp::verify(&secret, code, unix(at)) {
                 Some(step) if user.last_totp_step.is_none_or(|last| step > last) => Ok(Some(step)),
                 _ => {
@@ -589,7 +589,7 @@ pub async fn regenerate_recovery_codes(
         return Err(Problem::conflict("TOTP is not enabled"));
     }
     let totp_step = prove_fresh(&state, &principal, &proof, ip).await?;
-    let (codes, hashes) = fresh_codes(&state.identity)?;
+    let (codes, hashes) = fresh_codes(&state.security)?;
     let done = run_user(
         &state,
         &principal.context(now()),

@@ -66,7 +66,7 @@ pub async fn bootstrap(
         return Err(BootstrapError::NotEmpty(head.position));
     }
     let email = crate::identity::normalize_email(admin.email)
-        .map_err(|p| BootstrapError::Invalid(p.detail().to_owned()))?;
+        .map_err(|p| BootstrapError::Invalid(p.to_string()))?;
     let name = admin.name.trim();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(BootstrapError::Invalid(

@@ -195,7 +195,7 @@ async fn admin_bootstrap(
         .with_context(|| format!("cannot open the event store ({})", config.store.redacted()))?;
     let db = custodian_projections::ViewDb::open(&location).await?;
     let keyring = crate::auth::secrets::Keyring::load_or_create(&config.secret_key_file)?;
-    let options = crate::identity::IdentityOptions::from_config(&config);
+    let options = crate::identity::options_from_config(&config);
     let hasher = crate::auth::password::PasswordHasher::new(options.argon2)?;
     let policy = crate::auth::password::PasswordPolicy {
         min_length: options.password_min_length,

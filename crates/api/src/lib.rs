@@ -6,10 +6,10 @@
 
 pub mod account;
 pub mod admin;
-pub mod auth;
+pub use custodian_app::auth;
 pub mod bootstrap;
 pub mod cli;
-pub mod commands;
+pub use custodian_app::commands;
 pub mod config;
 pub mod consistency;
 pub mod identity;

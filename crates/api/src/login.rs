@@ -246,7 +246,7 @@ async fn count_failure(
     unknown_email: Option<(&str, &str)>,
     at: Timestamp,
 ) {
-    let id = &state.identity;
+    let id = &state.security;
     let mut records = vec![];
     if let Some(ip) = ip
         && let Some(e) = id.ip_throttle.fail(&ip, at)
@@ -306,7 +306,7 @@ async fn credential(
     let Some(key) = identity.data_key(user_id).await? else {
         return Ok(None);
     };
-    Identity::open_text(&key, sealed, user_id).map(Some)
+    Ok(Some(Identity::open_text(&key, sealed, user_id)?))
 }
 
 /// Hashes and seals a new password for `user_id`, after the policy accepts it.
@@ -344,7 +344,7 @@ pub async fn check_password(
     ip: Option<IpAddr>,
     at: Timestamp,
 ) -> Result<bool, Problem> {
-    let identity = &state.identity;
+    let identity = &state.security;
     let Some(phc) = credential(identity, user_id, user).await? else {
         let _ = identity.hasher.verify_dummy(password).await;
         return Ok(false);
@@ -416,7 +416,7 @@ pub async fn login(
     check_tenant(&req.tenant, false)?;
     let email = normalize_email(&req.email)?;
     check_len("password", &req.password, 1, MAX_PASSWORD_CHARS)?;
-    let identity = state.identity.clone();
+    let identity = state.security.clone();
     check_ip(&identity, ip, at)?;
     identity
         .index
@@ -541,7 +541,7 @@ async fn start_session(
     user_agent: Option<String>,
     at: Timestamp,
 ) -> Result<Tokens, Problem> {
-    let identity = &state.identity;
+    let identity = &state.security;
     let session_id = type_id("sess", Uuid::now_v7());
     let (challenge, totp_step, recovery_code) = match factor {
         SecondFactor::None => (None, None, None),
@@ -659,7 +659,7 @@ pub async fn record_bad_code(
     ip: Option<IpAddr>,
     at: Timestamp,
 ) -> Result<(), Problem> {
-    let policy = state.identity.lockout;
+    let policy = state.security.lockout;
     run_user(state, &user_actor(user_id, at), tenant, user_id, |_| {
         UserCommand::RecordLoginFailure {
             reason: LoginFailure::BadCode,
@@ -708,7 +708,7 @@ pub async fn mfa_verify(
     JsonBody(req): JsonBody<MfaVerifyRequest>,
 ) -> Result<Response, Problem> {
     let at = now();
-    let identity = state.identity.clone();
+    let identity = state.security.clone();
     check_ip(&identity, ip, at)?;
     let challenge = OpaqueToken::parse(&req.challenge_id, TokenKind::MfaChallenge)
         .map_err(|_| Problem::unauthenticated("the challenge is invalid or expired"))?;
@@ -831,7 +831,7 @@ pub async fn refresh(
     JsonBody(req): JsonBody<RefreshRequest>,
 ) -> Result<Response, Problem> {
     let at = now();
-    let identity = state.identity.clone();
+    let identity = state.security.clone();
     let presented = OpaqueToken::parse(&req.refresh_token, TokenKind::Refresh)
         .map_err(|_| Problem::unauthenticated("the refresh token is invalid, spent or expired"))?;
     let (tenant, session_id) = (
@@ -948,7 +948,7 @@ async fn pending_token(
     let invalid = || Problem::unauthenticated(UserError::InvalidToken.to_string());
     let token = OpaqueToken::parse(presented, kind).map_err(|_| invalid())?;
     let (tenant, user_id) = (token.tenant().to_owned(), token.subject().to_owned());
-    let hash = state.identity.tokens.hash(presented);
+    let hash = state.security.tokens.hash(presented);
     let user = load_user(state, &tenant, &user_id)
         .await?
         .ok_or_else(invalid)?;
@@ -985,7 +985,7 @@ pub async fn accept_invitation(
         at,
     )
     .await?;
-    let credential = seal_password(&state.identity, &tenant, &user_id, &req.password).await?;
+    let credential = seal_password(&state.security, &tenant, &user_id, &req.password).await?;
     let done = run_user(&state, &user_actor(&user_id, at), &tenant, &user_id, |_| {
         UserCommand::AcceptInvitation {
             token: hash.clone(),
@@ -1034,7 +1034,7 @@ pub async fn reset_password(
         at,
     )
     .await?;
-    let credential = seal_password(&state.identity, &tenant, &user_id, &req.new_password).await?;
+    let credential = seal_password(&state.security, &tenant, &user_id, &req.new_password).await?;
     let ctx = user_actor(&user_id, at);
     let done = run_user(&state, &ctx, &tenant, &user_id, |_| {
         UserCommand::ResetPassword {
@@ -1079,13 +1079,13 @@ pub async fn revoke_sessions(
     reason: session::RevokeReason,
 ) -> Result<u64, Problem> {
     state
-        .identity
+        .security
         .index
         .catch_up()
         .await
         .map_err(|_| Problem::unavailable("the server is catching up with the log", 1))?;
     let mut position = 0;
-    for session_id in state.identity.index.live_sessions(tenant, user_id) {
+    for session_id in state.security.index.live_sessions(tenant, user_id) {
         if Some(session_id.as_str()) == keep {
             continue;
         }
@@ -1115,7 +1115,7 @@ pub async fn revoke_sessions(
     responses((status = 200, description = "The JSON Web Key Set", body = Object)),
 )]
 pub async fn jwks(State(state): State<AppState>) -> Response {
-    let mut response = Json(state.identity.signer.jwks(now().as_datetime())).into_response();
+    let mut response = Json(state.security.signer.jwks(now().as_datetime())).into_response();
     response.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=60"),

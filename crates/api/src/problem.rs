@@ -2,6 +2,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use custodian_app::AppError;
 use custodian_store::StoreError;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -209,6 +210,46 @@ impl IntoResponse for Problem {
             response.extensions_mut().insert(InternalCause(cause));
         }
         response
+    }
+}
+
+impl From<AppError> for Problem {
+    /// The one place an application error becomes an HTTP answer.
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Malformed(d) => Problem::bad_request(d),
+            AppError::Invalid(d) => Problem::validation(d),
+            AppError::TooLarge(d) => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Payload too large",
+                d,
+            ),
+            AppError::NotFound(d) => Problem::not_found(d),
+            AppError::Conflict(d) => Problem::conflict(d),
+            AppError::Forbidden(d) => Problem::forbidden(d),
+            AppError::Unauthenticated(d) => Problem::unauthenticated(d),
+            AppError::InvalidCredentials => Problem::invalid_credentials(),
+            e @ AppError::RefreshTokenReused => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "refresh_token_reused",
+                "Refresh token reused",
+                e.to_string(),
+            ),
+            AppError::Throttled {
+                detail,
+                retry_after,
+            } => Problem::rate_limited(detail, retry_after),
+            AppError::Unavailable {
+                detail,
+                retry_after,
+                cause,
+            } => Self {
+                internal: cause,
+                ..Problem::unavailable(detail, retry_after)
+            },
+            AppError::Internal(cause) => Problem::internal(cause),
+        }
     }
 }
 

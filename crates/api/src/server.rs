@@ -20,12 +20,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::{Extension, Json, Router};
-use custodian_projections::{Projection, Projections, RuntimeOptions, ViewDb};
+use custodian_projections::Projection;
 use custodian_relay::{Relay, RelayOptions, RelayStatus};
 use custodian_store::{EventStore, StoreOptions};
 use serde::Serialize;
@@ -37,37 +37,38 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::Config;
-use crate::identity::{Identity, IdentityOptions};
+use crate::identity::IdentityOptions;
 use crate::openapi::{self, ApiDoc};
 use crate::problem::{InternalCause, PROBLEM_JSON, Problem, ProblemDocument};
 use crate::{account, admin, consistency, login};
 use crate::{tenants, users};
+use custodian_app::{App, SystemClock};
 
 /// How long readiness waits for the store before answering 503.
 const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// What every handler can reach.
+/// What every handler can reach: the application, and what only the HTTP face needs.
 #[derive(Clone)]
 pub struct AppState {
-    /// The log.
-    pub store: Arc<dyn EventStore>,
-    /// The views and their workers.
-    pub projections: Arc<Projections>,
+    /// The use cases' service.
+    pub app: App,
     /// How long a read with `Custodian-Min-Position` may wait for the views.
     pub read_wait: Duration,
     /// The NATS relay's status, when the server publishes the event feed.
     pub relay: Option<watch::Receiver<RelayStatus>>,
-    /// Keys, passwords, tokens and the index of who may act.
-    pub identity: Arc<Identity>,
-    /// The views' database.
-    pub db: ViewDb,
-    /// Aggregate states folded by earlier commands.
-    pub states: Arc<crate::commands::StateCache>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.app
+    }
 }
 
 impl AppState {
-    /// Starts the projection workers on the log's database (`location`, as the store was opened)
-    /// and gathers what the handlers need. The workers stop when `shutdown` is cancelled.
+    /// Starts the service on the log's database (`location`, as the store was opened) with every
+    /// projection. Background work stops when `shutdown` is cancelled.
     pub async fn start(
         store: Arc<dyn EventStore>,
         location: &str,
@@ -95,28 +96,19 @@ impl AppState {
         identity: IdentityOptions,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let db = ViewDb::open(location)
-            .await
-            .context("cannot open the views' database")?;
-        let identity =
-            Identity::start(identity, db.clone(), store.clone(), shutdown.clone()).await?;
-        let projections = Projections::start(
-            db.clone(),
-            store.clone(),
+        let app = App::start(
+            store,
+            location,
             projections,
-            RuntimeOptions::default(),
+            identity,
+            Arc::new(SystemClock),
             shutdown,
         )
-        .await
-        .context("cannot start the projections")?;
+        .await?;
         Ok(Self {
-            store,
-            projections: Arc::new(projections),
+            app,
             read_wait,
             relay: None,
-            identity: Arc::new(identity),
-            db,
-            states: Arc::default(),
         })
     }
 }
@@ -361,7 +353,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.clone(),
         &config.store.as_open_arg(),
         config.read_wait,
-        IdentityOptions::from_config(&config),
+        crate::identity::options_from_config(&config),
         workers.clone(),
     )
     .await?;

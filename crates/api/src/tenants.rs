@@ -286,7 +286,7 @@ fn tenant_slug(tenant: &str) -> Result<(), Problem> {
     if tenant == SYSTEM_TENANT {
         return Err(Problem::not_found(format!("no tenant {tenant}")));
     }
-    check_tenant(tenant, true)
+    Ok(check_tenant(tenant, true)?)
 }
 
 /// Lets platform administrators through; a user of `tenant` is refused with 403, anyone else is
@@ -295,7 +295,7 @@ fn require_platform_admin_for(principal: &Principal, tenant: &str) -> Result<(),
     if principal.is_platform_admin() {
         Ok(())
     } else if principal.tenant == tenant {
-        principal.require_platform_admin()
+        Ok(principal.require_platform_admin()?)
     } else {
         Err(Problem::not_found(format!("no tenant {tenant}")))
     }

@@ -416,7 +416,7 @@ fn admin_of(state: &AppState, principal: &Principal, tenant: &str) -> Result<(),
     if tenant == SYSTEM_TENANT {
         principal.require_platform_admin()?;
     }
-    if state.identity.index.tenant_exists(tenant) {
+    if state.security.index.tenant_exists(tenant) {
         Ok(())
     } else {
         Err(Problem::not_found(format!("no tenant {tenant}")))
@@ -652,7 +652,7 @@ fn open_field(
     user_id: &str,
 ) -> Result<Option<String>, Problem> {
     match (sealed, keys.get(user_id)) {
-        (Some(sealed), Some(key)) => Identity::open_text(key, &Sealed(sealed), user_id).map(Some),
+        (Some(sealed), Some(key)) => Ok(Some(Identity::open_text(key, &Sealed(sealed), user_id)?)),
         _ => Ok(None),
     }
 }
@@ -668,7 +668,7 @@ async fn user_views(
         .map(|r| r.user_id.clone())
         .collect();
     let keys = state
-        .identity
+        .security
         .vault
         .get_many(&subjects)
         .await
@@ -789,7 +789,7 @@ async fn create_with_email(
     command: UserCommand,
 ) -> Result<(u64, User), Problem> {
     if let Err(e) = claim_email(state, ctx, tenant, &new.email_index, &new.user_id).await {
-        forget_key(&state.identity, &new.user_id).await;
+        forget_key(&state.security, &new.user_id).await;
         return Err(e);
     }
     let s = stream(tenant, "user", &new.user_id)?;
@@ -813,7 +813,7 @@ async fn create_with_email(
         }
         Err(e) => {
             abandon_claim(state, ctx, tenant, &new.email_index, &new.user_id).await;
-            forget_key(&state.identity, &new.user_id).await;
+            forget_key(&state.security, &new.user_id).await;
             Err(e)
         }
     }
@@ -860,9 +860,9 @@ pub async fn create_user(
                 "password: agents and services authenticate with API keys only; omit password",
             ));
         }
-        check_new_password(&state.identity, password)?;
+        check_new_password(&state.security, password)?;
     }
-    let identity = &state.identity;
+    let identity = &state.security;
     let new = seal_new_user(identity, &tenant, email, name).await?;
     let credential = match &req.password {
         Some(password) => match seal_password(identity, &tenant, &new.user_id, password).await {
@@ -935,7 +935,7 @@ pub async fn invite_user(
     let email = normalize_email(&req.email)?;
     let name = check_name(&req.name)?;
     let roles = check_roles(&principal, &tenant, req.roles)?;
-    let identity = &state.identity;
+    let identity = &state.security;
     let new = seal_new_user(identity, &tenant, email, name).await?;
     let token = OpaqueToken::new(TokenKind::Invitation, &tenant, &new.user_id, 0)
         .map_err(|e| Problem::internal(format!("cannot make an invitation token: {e}")))?;
@@ -1173,7 +1173,7 @@ pub async fn update_user(
     }
     let email = req.email.as_deref().map(normalize_email).transpose()?;
     let name = req.name.as_deref().map(check_name).transpose()?;
-    let identity = &state.identity;
+    let identity = &state.security;
     let current = load_user(&state, &tenant, &user_id)
         .await?
         .filter(|u| u.status != UserStatus::Deleted)
@@ -1337,12 +1337,12 @@ async fn finish_erasure(
     )
     .await?;
     state
-        .identity
+        .security
         .vault
         .destroy(user_id)
         .await
         .map_err(vault_problem)?;
-    state.identity.forget_key(user_id);
+    state.security.forget_key(user_id);
     Ok(released.max(revoked))
 }
 
@@ -1436,7 +1436,7 @@ pub async fn issue_password_reset(
     PathParams((tenant, user_id)): PathParams<(String, String)>,
 ) -> Result<Response, Problem> {
     admin_of_user(&state, &principal, &tenant, &user_id)?;
-    let identity = &state.identity;
+    let identity = &state.security;
     let token = OpaqueToken::new(TokenKind::PasswordReset, &tenant, &user_id, 0)
         .map_err(|e| Problem::internal(format!("cannot make a reset token: {e}")))?;
     let hash = identity.tokens.hash(&token.to_string());
@@ -1574,7 +1574,7 @@ pub async fn revoke_user_sessions(
         .await?
         .ok_or_else(no_user)?;
     let ctx = principal.context(now());
-    let index = &state.identity.index;
+    let index = &state.security.index;
     index
         .catch_up()
         .await

@@ -29,7 +29,7 @@ async fn setup() -> Admined {
         Duration::from_secs(5),
     )
     .await;
-    let identity = &app.state.identity;
+    let identity = &app.state.security;
     bootstrap(
         &app.store,
         &app.state.db,
@@ -945,7 +945,7 @@ async fn erasure_leaves_only_ciphertext_nobody_can_open() {
     .await;
     assert!(
         app.state
-            .identity
+            .security
             .vault
             .get(&user_id)
             .await
@@ -1165,7 +1165,7 @@ async fn an_email_claimed_by_a_creation_that_failed_half_way_is_taken_over_later
     let claim = |address: &'static str, ago: i64| {
         let app = &app;
         async move {
-            let index = app.state.identity.keyring.email_index("acme", address);
+            let index = app.state.security.keyring.email_index("acme", address);
             let ctx = Context {
                 actor: Actor::system(),
                 now: Timestamp::from_datetime(
@@ -1215,9 +1215,9 @@ async fn an_email_claimed_by_a_creation_that_failed_half_way_is_taken_over_later
     )
     .await;
     refused(r, 409).await;
-    app.state.identity.index.catch_up().await.unwrap();
+    app.state.security.index.catch_up().await.unwrap();
     assert_eq!(
-        app.state.identity.index.user_by_email("acme", &old),
+        app.state.security.index.user_by_email("acme", &old),
         created["user_id"].as_str().map(str::to_owned)
     );
 }

@@ -21,6 +21,8 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
+
 /// How often expired sessions are dropped from memory.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
@@ -101,6 +103,7 @@ impl AuthIndex {
     pub fn start(
         store: Arc<dyn EventStore>,
         wait: Duration,
+        clock: Arc<dyn Clock>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let (applied, _) = watch::channel(0);
@@ -122,7 +125,7 @@ impl AuthIndex {
                 let Some(index) = pruner.upgrade() else {
                     return;
                 };
-                index.prune(Timestamp::from_datetime(time::OffsetDateTime::now_utc()));
+                index.prune(clock.now());
             }
         });
         let follower = index.clone();
@@ -470,6 +473,7 @@ mod tests {
         let index = AuthIndex::start(
             store.clone(),
             Duration::from_secs(2),
+            Arc::new(crate::clock::SystemClock),
             CancellationToken::new(),
         );
         let sealed = Sealed("v1.x".into());

@@ -1,0 +1,241 @@
+//! The security services: the master key and what is derived from it, per-subject data keys,
+//! passwords, TOTP, opaque tokens, access tokens, the in-memory index of who may act, and login
+//! throttling. [`Security`] holds one of each for the running service.
+
+pub mod index;
+pub mod jwt;
+pub mod password;
+pub mod secrets;
+pub mod throttle;
+pub mod tokens;
+pub mod totp;
+pub mod vault;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use custodian_domain::secret::Sealed;
+use custodian_domain::user::LockoutPolicy;
+
+use crate::clock::Clock;
+use crate::error::AppError;
+use index::AuthIndex;
+use jwt::TokenSigner;
+use password::{Argon2Params, PasswordHasher, PasswordPolicy};
+use secrets::{DataKey, Keyring};
+use throttle::{EmailThrottle, IpThrottle};
+use tokens::TokenHasher;
+use vault::{Vault, VaultError};
+
+/// Lifetimes of what the identity use cases hand out.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// A session's absolute lifetime (its refresh tokens die with it).
+    pub session: time::Duration,
+    /// An invitation's.
+    pub invitation: time::Duration,
+    /// A password reset token's.
+    pub reset: time::Duration,
+    /// An MFA challenge's.
+    pub challenge: time::Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Self {
+            session: time::Duration::days(30),
+            invitation: time::Duration::days(7),
+            reset: time::Duration::hours(1),
+            challenge: time::Duration::minutes(5),
+        }
+    }
+}
+
+/// How to build the security services.
+#[derive(Debug, Clone)]
+pub struct SecurityOptions {
+    /// The master key's file.
+    pub secret_key_file: std::path::PathBuf,
+    /// Access tokens' `iss` and `aud`, and the TOTP issuer.
+    pub issuer: String,
+    /// Shortest accepted password.
+    pub password_min_length: usize,
+    /// argon2id parameters.
+    pub argon2: Argon2Params,
+    /// Failed logins per client address before delays start.
+    pub login_ip_failures: u32,
+    /// How long an authenticated request waits for the index to catch up.
+    pub index_wait: std::time::Duration,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl SecurityOptions {
+    /// Defaults with the master key in `secret_key_file`.
+    pub fn new(secret_key_file: std::path::PathBuf) -> Self {
+        Self {
+            secret_key_file,
+            issuer: "custodian".to_owned(),
+            password_min_length: 8,
+            argon2: Argon2Params::default(),
+            login_ip_failures: 50,
+            index_wait: std::time::Duration::from_secs(2),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// The security services of the running service.
+#[derive(Debug)]
+pub struct Security {
+    /// The master key and its derived keys.
+    pub keyring: Keyring,
+    /// Per-user data keys.
+    pub vault: Vault,
+    /// argon2id on a bounded pool.
+    pub hasher: PasswordHasher,
+    /// What a password must be.
+    pub policy: PasswordPolicy,
+    /// Keyed hashes of opaque tokens.
+    pub tokens: TokenHasher,
+    /// Access tokens.
+    pub signer: TokenSigner,
+    /// Who may act right now.
+    pub index: Arc<AuthIndex>,
+    /// Failed logins per client address.
+    pub ip_throttle: IpThrottle,
+    /// Failed logins per unknown email.
+    pub email_throttle: EmailThrottle,
+    /// Account lockout after failed logins.
+    pub lockout: LockoutPolicy,
+    /// Token and session lifetimes.
+    pub lifetimes: Lifetimes,
+    /// The issuer named in TOTP enrollment URIs.
+    pub issuer: String,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Unwrapped data keys of users who are not erased.
+    key_cache: Mutex<HashMap<String, DataKey>>,
+}
+
+/// Most data keys kept unwrapped in memory.
+const KEY_CACHE_ENTRIES: usize = 100_000;
+
+impl Security {
+    /// Loads the master key (creating it if missing), the signing keys (creating the first), and
+    /// starts the authentication index on `store`. Background tasks stop with `shutdown`.
+    pub async fn start(
+        options: SecurityOptions,
+        db: custodian_projections::ViewDb,
+        store: Arc<dyn custodian_store::EventStore>,
+        clock: Arc<dyn Clock>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let keyring = Keyring::load_or_create(&options.secret_key_file)
+            .context("cannot load the master key")?;
+        let policy = PasswordPolicy {
+            min_length: options.password_min_length,
+            ..PasswordPolicy::default()
+        };
+        policy.validate().context("invalid password policy")?;
+        let hasher = PasswordHasher::new(options.argon2).context("invalid argon2id parameters")?;
+        let signer = TokenSigner::load(
+            db.clone(),
+            keyring.clone(),
+            options.issuer.clone(),
+            options.issuer.clone(),
+            jwt::DEFAULT_ACCESS_TOKEN_TTL,
+        )
+        .await
+        .context("cannot load the token signing keys")?;
+        let index = AuthIndex::start(store, options.index_wait, clock, shutdown.clone());
+        // Pick up signing keys rotated by another process (`custodian keys rotate-signing`).
+        let reloading = signer.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = tick.tick() => {
+                        if let Err(e) = reloading.reload().await {
+                            tracing::warn!(error = %e, "cannot reload the token signing keys");
+                        }
+                    }
+                }
+            }
+        });
+        let ip_policy = LockoutPolicy {
+            threshold: options.login_ip_failures,
+            ..LockoutPolicy::default()
+        };
+        Ok(Self {
+            vault: Vault::new(db, keyring.clone()),
+            tokens: TokenHasher::new(keyring.token_key()),
+            keyring,
+            hasher,
+            policy,
+            signer,
+            index,
+            ip_throttle: IpThrottle::new(ip_policy),
+            email_throttle: EmailThrottle::new(LockoutPolicy::default()),
+            lockout: LockoutPolicy::default(),
+            lifetimes: Lifetimes::default(),
+            issuer: options.issuer,
+            trusted_proxies: options.trusted_proxies,
+            key_cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The data key of `subject`; `None` once erased.
+    ///
+    /// Unwrapped keys are kept in memory, so an authenticated read costs no database round trip;
+    /// a key is dropped from memory as soon as the index has seen its user erased (by this
+    /// process or another), and never served after that.
+    pub async fn data_key(&self, subject: &str) -> Result<Option<DataKey>, AppError> {
+        if self.index.is_erased(subject) {
+            self.forget_key(subject);
+            return Ok(None);
+        }
+        if let Some(key) = self
+            .key_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(subject).cloned())
+        {
+            return Ok(Some(key));
+        }
+        let key = self.vault.get(subject).await.map_err(vault_error)?;
+        if let Some(key) = &key
+            && let Ok(mut cache) = self.key_cache.lock()
+        {
+            if cache.len() >= KEY_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(subject.to_owned(), key.clone());
+        }
+        Ok(key)
+    }
+
+    /// Drops a subject's key from memory.
+    pub fn forget_key(&self, subject: &str) {
+        if let Ok(mut cache) = self.key_cache.lock() {
+            cache.remove(subject);
+        }
+    }
+
+    /// Opens a value sealed under `subject`'s key, as UTF-8 text.
+    pub fn open_text(key: &DataKey, sealed: &Sealed, subject: &str) -> Result<String, AppError> {
+        let bytes = secrets::open(key, sealed, subject.as_bytes()).map_err(|e| {
+            AppError::internal(format!("cannot open sealed data of {subject}: {e}"))
+        })?;
+        String::from_utf8(bytes)
+            .map_err(|_| AppError::internal(format!("sealed data of {subject} is not UTF-8")))
+    }
+}
+
+/// A vault failure: the data keys' table cannot be used, which is the server's fault.
+pub fn vault_error(e: VaultError) -> AppError {
+    AppError::internal(format!("data key vault: {e}"))
+}

@@ -1,0 +1,118 @@
+//! The use cases of Custodian: everything the service does, callable without HTTP.
+//!
+//! [`App`] is the running service: the log, the views, the security services and a [`Clock`].
+//! Each capability is a module with one function per use case, taking the [`App`], the caller
+//! and a request, and returning a result or an [`AppError`]:
+//!
+//! - [`commands`]: the one runner every command goes through (load, decide, append, retry).
+//! - [`auth`]: keys, data keys, passwords, TOTP, tokens, the authentication index, throttles.
+//! - [`access`]: who may administer what.
+//! - [`validate`]: input rules shared by the use cases.
+//!
+//! Architecture invariant: this crate knows nothing of HTTP (no axum, tower or http dependency),
+//! reads the time only from its [`Clock`], and reads views only through the query functions of
+//! `custodian-projections`. It owns the SQL of the tables it keeps outside the log
+//! (`data_keys`, `signing_keys`).
+
+pub mod access;
+pub mod auth;
+pub mod clock;
+pub mod commands;
+pub mod error;
+pub mod identity;
+pub mod validate;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use custodian_domain::{StreamName, Timestamp};
+use custodian_projections::{Projection, Projections, RuntimeOptions, ViewDb};
+use custodian_store::EventStore;
+use tokio_util::sync::CancellationToken;
+
+pub use access::Principal;
+pub use auth::{Security, SecurityOptions};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::AppError;
+
+/// The running service: what every use case reads and writes through.
+#[derive(Clone)]
+pub struct App {
+    /// The log.
+    pub store: Arc<dyn EventStore>,
+    /// The views' database (and the tables kept outside the log).
+    pub db: ViewDb,
+    /// The views and their workers.
+    pub projections: Arc<Projections>,
+    /// Aggregate states folded by earlier commands.
+    pub states: Arc<commands::StateCache>,
+    /// Keys, passwords, tokens and the index of who may act.
+    pub security: Arc<Security>,
+    /// Where the time comes from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl App {
+    /// Starts the service on an open `store` whose database is at `location` (as the store was
+    /// opened): the security services and the workers of `projections` (all of them:
+    /// [`custodian_projections::all`]). Background work stops when `shutdown` is cancelled.
+    pub async fn start(
+        store: Arc<dyn EventStore>,
+        location: &str,
+        projections: Vec<Arc<dyn Projection>>,
+        options: SecurityOptions,
+        clock: Arc<dyn Clock>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let db = ViewDb::open(location)
+            .await
+            .context("cannot open the views' database")?;
+        let security = Security::start(
+            options,
+            db.clone(),
+            store.clone(),
+            clock.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        let projections = Projections::start(
+            db.clone(),
+            store.clone(),
+            projections,
+            RuntimeOptions::default(),
+            shutdown,
+        )
+        .await
+        .context("cannot start the projections")?;
+        Ok(Self {
+            store,
+            db,
+            projections: Arc::new(projections),
+            states: Arc::default(),
+            security: Arc::new(security),
+            clock,
+        })
+    }
+
+    /// The current time, from the injected clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The position a command answers with: that of its last event, or the log's head when it
+    /// changed nothing (so that reading with it as `Custodian-Min-Position` still sees the state
+    /// it left).
+    pub async fn answer_position(&self, written: u64) -> Result<u64, AppError> {
+        if written > 0 {
+            Ok(written)
+        } else {
+            Ok(self.store.head().await?.position)
+        }
+    }
+}
+
+/// A stream name built from validated parts; a failure is a bug, reported as one.
+pub fn stream(tenant: &str, aggregate: &str, id: &str) -> Result<StreamName, AppError> {
+    StreamName::new(tenant, aggregate, id)
+        .map_err(|e| AppError::internal(format!("cannot name a stream: {e}")))
+}

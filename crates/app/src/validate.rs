@@ -1,0 +1,129 @@
+//! Input rules shared by the use cases: lengths, email addresses, tenant slugs, listing cursors.
+//! Each failure is an [`AppError::Invalid`] (or `NotFound` for a path that cannot name anything)
+//! that names the field.
+
+use custodian_domain::id::is_type_id;
+
+use crate::auth::index::SYSTEM_TENANT;
+use crate::error::AppError;
+
+/// Longest accepted password, in characters (the policy's own maximum may be lower).
+pub const MAX_PASSWORD_CHARS: usize = 1024;
+
+/// Checks a string field's length in characters; the error names the field.
+pub fn check_len(field: &str, value: &str, min: usize, max: usize) -> Result<(), AppError> {
+    let n = value.chars().count();
+    if n < min || n > max {
+        return Err(AppError::invalid(format!(
+            "{field} must be {min} to {max} characters (got {n})"
+        )));
+    }
+    Ok(())
+}
+
+/// Validates and normalizes an email address: trimmed, at most 254 characters, RFC 5321 syntax;
+/// the domain part is lowercased (the local part is kept as given, but matching is
+/// case-insensitive through the blind index).
+pub fn normalize_email(email: &str) -> Result<String, AppError> {
+    let email = email.trim();
+    check_len("email", email, 3, 254)?;
+    let parsed = email_address::EmailAddress::parse_with_options(
+        email,
+        email_address::Options::default().without_display_text(),
+    )
+    .map_err(|e| AppError::invalid(format!("email is not a valid address: {e}")))?;
+    Ok(format!(
+        "{}@{}",
+        parsed.local_part(),
+        parsed.domain().to_ascii_lowercase()
+    ))
+}
+
+/// Validates a tenant slug as given in a path or body; an invalid one cannot exist, so it is
+/// `NotFound` in paths (`as_path`) and `Invalid` in bodies.
+pub fn check_tenant(tenant: &str, as_path: bool) -> Result<(), AppError> {
+    let ok = tenant == SYSTEM_TENANT || {
+        let mut chars = tenant.chars();
+        matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+            && (2..=63).contains(&tenant.len())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    match (ok, as_path) {
+        (true, _) => Ok(()),
+        (false, true) => Err(AppError::not_found(format!("no tenant {tenant:.64}"))),
+        (false, false) => Err(AppError::invalid(
+            "tenant must be a tenant's slug: 2 to 63 characters of a-z, 0-9 and '-'",
+        )),
+    }
+}
+
+/// A display name: trimmed, 1 to 200 characters.
+pub fn check_name(name: &str) -> Result<String, AppError> {
+    let name = name.trim();
+    check_len("name", name, 1, 200)?;
+    Ok(name.to_owned())
+}
+
+/// A listing cursor is the id of the last item of the previous page, with the listing's prefix.
+pub fn check_cursor(prefix: &str, cursor: Option<&str>) -> Result<(), AppError> {
+    match cursor {
+        Some(c) if !is_type_id(prefix, c) => Err(AppError::invalid(
+            "cursor is not a cursor this listing returned",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Keeps the first `limit` items, and the cursor after the last of them if there were more.
+pub fn page<T>(mut items: Vec<T>, limit: u32, id: impl Fn(&T) -> &str) -> (Vec<T>, Option<String>) {
+    let limit = limit as usize;
+    if items.len() > limit {
+        items.truncate(limit);
+        let next = items.last().map(|i| id(i).to_owned());
+        (items, next)
+    } else {
+        (items, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_and_their_domain_lowercased() {
+        assert_eq!(
+            normalize_email("  Ada@Example.ORG ").unwrap(),
+            "Ada@example.org"
+        );
+        assert!(matches!(
+            normalize_email("not an address"),
+            Err(AppError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_bad_slug_is_not_found_in_a_path_and_invalid_in_a_body() {
+        for slug in ["A", "a", "-ab", "ab_c", &"a".repeat(64)] {
+            assert!(matches!(
+                check_tenant(slug, true),
+                Err(AppError::NotFound(_))
+            ));
+            assert!(matches!(
+                check_tenant(slug, false),
+                Err(AppError::Invalid(_))
+            ));
+        }
+        for slug in ["ab", "acme-2", SYSTEM_TENANT] {
+            assert!(check_tenant(slug, true).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_page_names_the_cursor_only_when_more_remain() {
+        let (items, next) = page(vec!["a", "b", "c"], 2, |s| s);
+        assert_eq!((items, next.as_deref()), (vec!["a", "b"], Some("b")));
+        let (items, next) = page(vec!["a", "b"], 2, |s| s);
+        assert_eq!((items, next), (vec!["a", "b"], None));
+    }
+}
