@@ -14,14 +14,14 @@ use crate::commands;
 use crate::identity::{
     ClientIp, Identity, JsonBody, Principal, check_len, command_problem, now, stream,
 };
-use crate::login::{
+use crate::identity::{
     MAX_PASSWORD_CHARS, check_password, load_user, positioned, record_bad_code, revoke_sessions,
-    run_user, seal_password, totp_secret, user_problem,
+    run_user, user_problem,
 };
-use crate::problem::{PROBLEM_JSON, Problem, ProblemDocument};
-use crate::server::AppState;
-use crate::tenants::QueryParams;
-use crate::users::{SessionListQuery, SessionPage, sessions_of};
+use crate::identity::{QueryParams, SessionListQuery, SessionPage, sessions_of};
+use crate::respond::{PROBLEM_JSON, Problem, ProblemDocument};
+use crate::state::AppState;
+use custodian_app::users::{seal_password, totp_secret};
 
 /// How many recovery codes a set holds.
 pub const RECOVERY_CODES: usize = 10;
@@ -244,7 +244,7 @@ pub async fn change_password(
         .map_err(|e| Problem::validation(format!("new_password: {e}")))?;
     prove_password(&state, &principal, &req.current_password, ip).await?;
     let credential = seal_password(
-        &state.security,
+        &state,
         &principal.tenant,
         &principal.user_id,
         &req.new_password,
@@ -437,7 +437,7 @@ pub async fn totp_confirm(
     if user.totp_enabled {
         return Err(Problem::conflict("TOTP is already enabled"));
     }
-    let secret = totp_secret(&state.security, &principal.user_id, &user).await?;
+    let secret = totp_secret(&state, &principal.user_id, &user).await?;
     let step = totp::verify(&secret, &req.code, unix(at))
         .ok_or_else(|| Problem::unauthenticated("the code is invalid or was already used"))?;
     let (codes, hashes) = fresh_codes(&state.security)?;
@@ -500,7 +500,7 @@ async fn prove_fresh(
             {
                 return Err(user_problem(e));
             }
-            let secret = totp_secret(&state.security, &principal.user_id, &user).await?;
+            let secret = totp_secret(state, &principal.user_id, &user).await?;
             match totp::verify(&secret, code, unix(at)) {
                 Some(step) if user.last_totp_step.is_none_or(|last| step > last) => Ok(Some(step)),
                 _ => {

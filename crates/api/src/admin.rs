@@ -11,8 +11,8 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::problem::{PROBLEM_JSON, Problem, ProblemDocument};
-use crate::server::AppState;
+use crate::respond::{PROBLEM_JSON, Problem, ProblemDocument};
+use crate::state::AppState;
 
 /// The log's head and every projection generation's progress.
 #[derive(Debug, Serialize, ToSchema)]

@@ -212,6 +212,7 @@ async fn admin_bootstrap(
             name: name.as_deref().unwrap_or("Platform administrator"),
             password,
         },
+        custodian_app::Clock::now(&custodian_app::SystemClock),
     )
     .await;
     store.close().await;

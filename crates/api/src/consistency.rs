@@ -9,12 +9,10 @@ use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::problem::Problem;
-use crate::server::AppState;
+use crate::respond::Problem;
+use crate::state::AppState;
 
-/// Response header: the position a command's last event was written at, or the position a read's
-/// views had applied.
-pub const CUSTODIAN_POSITION: &str = "custodian-position";
+pub use crate::respond::CUSTODIAN_POSITION;
 /// Request header: answer this read only from views that have applied this position.
 pub const CUSTODIAN_MIN_POSITION: &str = "custodian-min-position";
 

@@ -32,8 +32,8 @@ use crate::identity::{
     ClientIp, Identity, JsonBody, check_len, check_tenant, command_problem, normalize_email, now,
     stream, user_agent,
 };
-use crate::problem::{PROBLEM_JSON, Problem, ProblemDocument};
-use crate::server::AppState;
+use crate::respond::{PROBLEM_JSON, Problem, ProblemDocument};
+use crate::state::AppState;
 
 /// Longest accepted password, in characters (the policy's own maximum may be lower).
 pub const MAX_PASSWORD_CHARS: usize = 1024;
@@ -398,11 +398,9 @@ pub async fn check_password(
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in (`status: authenticated`) or a second factor is needed (`status: mfa_required`)", body = Tokens),
-        (status = 400, description = "Malformed JSON", body = ProblemDocument, content_type = PROBLEM_JSON),
+        crate::openapi::JsonBodyProblems,
         (status = 401, description = "Wrong tenant, email or password (code `invalid_credentials`)", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 403, description = "The password was right but the tenant is suspended (code `forbidden`)", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 413, description = "Body too large", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 422, description = "A field is missing, of the wrong type, or invalid", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 429, description = "Too many failed attempts for this account or address (code `rate_limited`, with `Retry-After`)", body = ProblemDocument, content_type = PROBLEM_JSON),
     ),
 )]

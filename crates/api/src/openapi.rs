@@ -12,7 +12,7 @@ use axum::{Extension, Json};
 use utoipa::OpenApi;
 use utoipa::openapi::OpenApi as Document;
 
-use crate::problem::ProblemDocument;
+use crate::respond::ProblemDocument;
 
 /// The document's fixed part; see the module doc for where the paths come from.
 #[derive(OpenApi)]
@@ -116,4 +116,56 @@ pub(crate) async fn openapi_json(Extension(document): Extension<Arc<Document>>) 
 )]
 pub(crate) async fn docs() -> Html<&'static str> {
     Html(DOCS_PAGE)
+}
+
+// Reusable response sets. A route lists its success answer and the problems only it can give
+// inline, and refers to these for the problems many routes share, so the same rows are written
+// once: `responses((status = 200, ...), JsonBodyProblems, AuthProblems)`.
+
+/// The problems of any route that reads a JSON body: malformed (400), too large (413), not JSON
+/// (415) or of the wrong shape (422).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum JsonBodyProblems {
+    /// The body is not valid JSON (code `bad_request`).
+    #[response(status = 400, content_type = "application/problem+json")]
+    Malformed(#[to_schema] ProblemDocument<'static>),
+    /// The body is larger than 64 KiB (code `payload_too_large`).
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(#[to_schema] ProblemDocument<'static>),
+    /// The body is missing or not sent as `Content-Type: application/json` (code
+    /// `unsupported_media_type`).
+    #[response(status = 415, content_type = "application/problem+json")]
+    NotJson(#[to_schema] ProblemDocument<'static>),
+    /// A field is missing, unknown, of the wrong type, or invalid (code `validation_failed`).
+    #[response(status = 422, content_type = "application/problem+json")]
+    Invalid(#[to_schema] ProblemDocument<'static>),
+}
+
+/// The problems of any route that needs an access token: none or an invalid one (401), or the
+/// server is catching up with the log (503, with `Retry-After`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum AuthProblems {
+    /// Missing, invalid or expired access token, or its session, user or tenant may no longer
+    /// act (code `unauthenticated`).
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthenticated(#[to_schema] ProblemDocument<'static>),
+    /// The store or the authentication index is busy; retry after `Retry-After` (code
+    /// `unavailable`).
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(#[to_schema] ProblemDocument<'static>),
+}
+
+/// The problems of an administrator's route on a tenant's objects: not an administrator of it
+/// (403), or no such tenant or object, or not one the caller may see (404).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum AdminProblems {
+    /// The caller is not an administrator of the tenant (code `forbidden`).
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(#[to_schema] ProblemDocument<'static>),
+    /// No such tenant or object, or not one the caller may see (code `not_found`).
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(#[to_schema] ProblemDocument<'static>),
 }

@@ -8,9 +8,8 @@
 //! This module also holds what the administration endpoints share: path and query extractors that
 //! answer with problem documents, page sizes, and access to the views' tables.
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::response::Response;
 use custodian_domain::tenant::{self, Plan, Tenant, TenantCommand, TenantError, TenantEvent};
 use custodian_projections::Tables;
@@ -21,52 +20,16 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::index::SYSTEM_TENANT;
 use crate::commands::{self, Done};
+use crate::extract::{PathParams, QueryParams};
+use crate::identity::positioned;
 use crate::identity::{JsonBody, Principal, check_len, check_tenant, command_problem, now, stream};
-use crate::login::positioned;
-use crate::problem::{PROBLEM_JSON, Problem, ProblemDocument};
-use crate::server::AppState;
+use crate::respond::{PROBLEM_JSON, Problem, ProblemDocument};
+use crate::state::AppState;
 
 /// The page size when a listing does not say.
 pub const DEFAULT_LIMIT: u32 = 50;
 /// The largest page a listing returns.
 pub const MAX_LIMIT: u32 = 200;
-
-/// Path parameters; a path that does not parse names nothing that exists, so it is 404.
-#[derive(Debug, Clone)]
-pub struct PathParams<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        match Path::<T>::from_request_parts(parts, state).await {
-            Ok(Path(v)) => Ok(Self(v)),
-            Err(_) => Err(Problem::not_found(format!(
-                "no resource at {:.200}",
-                parts.uri.path()
-            ))),
-        }
-    }
-}
-
-/// Query parameters; a query string that does not parse is 422.
-#[derive(Debug, Clone)]
-pub struct QueryParams<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for QueryParams<T> {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        match Query::<T>::from_request_parts(parts, state).await {
-            Ok(Query(v)) => Ok(Self(v)),
-            Err(e) => Err(Problem::validation(format!(
-                "the query string is invalid: {}",
-                e.body_text()
-                    .trim_start_matches("Failed to deserialize query string: ")
-            ))),
-        }
-    }
-}
 
 /// Reads a snake_case name into one of the API's enums, as serde would.
 pub(crate) fn from_name<T: DeserializeOwned>(name: &str) -> Option<T> {
@@ -86,17 +49,6 @@ pub(crate) fn parse_limit(limit: Option<&str>) -> Result<u32, Problem> {
         .ok_or_else(|| {
             Problem::validation(format!("limit must be an integer from 1 to {MAX_LIMIT}"))
         })
-}
-
-/// A `true`/`false` query flag, `false` when absent.
-pub(crate) fn parse_flag(field: &str, value: Option<&str>) -> Result<bool, Problem> {
-    match value.map(str::trim) {
-        None | Some("false") => Ok(false),
-        Some("true") => Ok(true),
-        Some(_) => Err(Problem::validation(format!(
-            "{field} must be true or false"
-        ))),
-    }
 }
 
 /// The serving tables of a view; 503 while it has none yet (the server is starting).

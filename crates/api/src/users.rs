@@ -36,19 +36,19 @@ use crate::auth::secrets::{self, DataKey};
 use crate::auth::tokens::{OpaqueToken, TokenKind};
 use crate::commands::{self, Context};
 use crate::identity::{
+    Accepted, MAX_PASSWORD_CHARS, load_user, positioned, revoke_sessions, run_user, user_problem,
+};
+use crate::identity::{
     Identity, JsonBody, Principal, check_len, check_tenant, command_problem, normalize_email, now,
     stream, vault_problem,
 };
-use crate::login::{
-    Accepted, MAX_PASSWORD_CHARS, load_user, positioned, revoke_sessions, run_user, seal_password,
-    user_problem,
-};
-use crate::problem::{PROBLEM_JSON, Problem, ProblemDocument};
-use crate::server::AppState;
-use crate::tenants::{
+use crate::identity::{
     PathParams, QueryParams, answer_position, from_name, parse_flag, parse_limit, view_problem,
     view_tables,
 };
+use crate::respond::{PROBLEM_JSON, Problem, ProblemDocument};
+use crate::state::AppState;
+use custodian_app::users::seal_password;
 
 /// How long a reservation claimed by a user whose stream does not exist is left to its claimant:
 /// a creation appends the user's stream right after claiming, so a claim older than this without
@@ -865,11 +865,11 @@ pub async fn create_user(
     let identity = &state.security;
     let new = seal_new_user(identity, &tenant, email, name).await?;
     let credential = match &req.password {
-        Some(password) => match seal_password(identity, &tenant, &new.user_id, password).await {
+        Some(password) => match seal_password(&state, &tenant, &new.user_id, password).await {
             Ok(c) => Some(c),
             Err(e) => {
                 forget_key(identity, &new.user_id).await;
-                return Err(e);
+                return Err(e.into());
             }
         },
         None => None,

@@ -17,6 +17,7 @@ use crate::commands::Failed;
 /// | [`Conflict`](Self::Conflict) | re-read and decide again: the state does not allow it now | 409 |
 /// | [`Forbidden`](Self::Forbidden) | ask someone allowed to | 403 |
 /// | [`Unauthenticated`](Self::Unauthenticated), [`InvalidCredentials`](Self::InvalidCredentials), [`RefreshTokenReused`](Self::RefreshTokenReused) | authenticate again | 401 |
+/// | [`WrongProof`](Self::WrongProof) | give the right password or code | 403 |
 /// | [`Throttled`](Self::Throttled) | wait `retry_after` seconds | 429 |
 /// | [`Unavailable`](Self::Unavailable) | retry after `retry_after` seconds | 503 |
 /// | [`Internal`](Self::Internal) | report it: a bug or damaged data; the cause is for the operator's log only | 500 |
@@ -46,6 +47,10 @@ pub enum AppError {
     /// A login failed: one answer whatever was wrong (tenant, email, password, account state).
     #[error("the tenant, email or password is wrong")]
     InvalidCredentials,
+    /// A fresh proof of identity asked for by a sensitive change (the current password, a TOTP
+    /// or recovery code) was wrong. The caller is authenticated, so this is not a 401.
+    #[error("{0}")]
+    WrongProof(String),
     /// A spent refresh token was presented again; its session is now revoked.
     #[error("this refresh token was already used; the session has been revoked")]
     RefreshTokenReused,

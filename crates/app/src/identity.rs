@@ -41,3 +41,14 @@ pub async fn authenticate(app: &App, access_token: &str) -> Result<Principal, Ap
         user,
     })
 }
+
+/// A command's answer about one user: who, and the position of the last event written.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// The user concerned.
+    pub user_id: String,
+    /// Their tenant.
+    pub tenant: String,
+    /// The log position of the last event written (`Custodian-Min-Position` for reads).
+    pub position: u64,
+}

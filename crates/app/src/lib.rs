@@ -15,11 +15,17 @@
 //! (`data_keys`, `signing_keys`).
 
 pub mod access;
+pub mod account;
+pub mod admin;
 pub mod auth;
+pub mod bootstrap;
 pub mod clock;
 pub mod commands;
 pub mod error;
 pub mod identity;
+pub mod mfa;
+pub mod sessions;
+pub mod users;
 pub mod validate;
 
 use std::sync::Arc;
@@ -99,6 +105,14 @@ impl App {
         self.clock.now()
     }
 
+    /// The serving tables of a view, to pass to its query functions; unavailable while it has
+    /// none yet (the server is starting).
+    pub fn tables(&self, view: &str) -> Result<custodian_projections::Tables, AppError> {
+        self.projections
+            .active_tables(view)
+            .ok_or_else(|| AppError::unavailable(format!("the {view} view is not ready yet"), 1))
+    }
+
     /// The position a command answers with: that of its last event, or the log's head when it
     /// changed nothing (so that reading with it as `Custodian-Min-Position` still sees the state
     /// it left).
@@ -109,6 +123,16 @@ impl App {
             Ok(self.store.head().await?.position)
         }
     }
+}
+
+/// Where an unauthenticated request came from, as far as the service can tell: what login
+/// throttling and session records use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The client's address (behind trusted proxies, the one they forwarded for).
+    pub ip: Option<std::net::IpAddr>,
+    /// The client's `User-Agent`, at most 512 bytes.
+    pub user_agent: Option<String>,
 }
 
 /// A stream name built from validated parts; a failure is a bug, reported as one.

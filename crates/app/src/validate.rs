@@ -86,6 +86,39 @@ pub fn page<T>(mut items: Vec<T>, limit: u32, id: impl Fn(&T) -> &str) -> (Vec<T
     }
 }
 
+/// The page size when a listing does not say.
+pub const DEFAULT_LIMIT: u32 = 50;
+/// The largest page a listing returns.
+pub const MAX_LIMIT: u32 = 200;
+
+/// A page size from a query: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
+pub fn parse_limit(limit: Option<&str>) -> Result<u32, AppError> {
+    let Some(limit) = limit else {
+        return Ok(DEFAULT_LIMIT);
+    };
+    limit
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=MAX_LIMIT).contains(n))
+        .ok_or_else(|| AppError::invalid(format!("limit must be an integer from 1 to {MAX_LIMIT}")))
+}
+
+/// A `true`/`false` query flag, `false` when absent.
+pub fn parse_flag(field: &str, value: Option<&str>) -> Result<bool, AppError> {
+    match value.map(str::trim) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(AppError::invalid(format!("{field} must be true or false"))),
+    }
+}
+
+/// Reads a snake_case name into one of the API's enums, as serde would.
+pub fn from_name<T: serde::de::DeserializeOwned>(name: &str) -> Option<T> {
+    T::deserialize(serde::de::IntoDeserializer::<serde::de::value::Error>::into_deserializer(name))
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,7 @@ async fn setup() -> Admined {
             name: "Root",
             password: ADMIN_PASSWORD,
         },
+        custodian_app::Clock::now(&custodian_app::SystemClock),
     )
     .await
     .unwrap();

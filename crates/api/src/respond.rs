@@ -1,11 +1,27 @@
-//! RFC 9457 problem details: the one error shape every endpoint answers with.
+//! How handlers answer: JSON with the position a command wrote (`Custodian-Position`), and RFC
+//! 9457 problem details, the one error shape every endpoint answers with. An [`AppError`] becomes a
+//! [`Problem`] in one `match`.
 
+use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use custodian_app::AppError;
 use custodian_store::StoreError;
 use serde::Serialize;
 use utoipa::ToSchema;
+
+/// Response header: the position a command's last event was written at, or the position a read's
+/// views had applied.
+pub const CUSTODIAN_POSITION: &str = "custodian-position";
+
+/// A JSON answer with `Custodian-Position: position`.
+pub fn positioned<T: Serialize>(status: StatusCode, position: u64, body: T) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(CUSTODIAN_POSITION, HeaderValue::from(position));
+    response
+}
 
 /// The media type of a problem document.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -230,6 +246,12 @@ impl From<AppError> for Problem {
             AppError::Forbidden(d) => Problem::forbidden(d),
             AppError::Unauthenticated(d) => Problem::unauthenticated(d),
             AppError::InvalidCredentials => Problem::invalid_credentials(),
+            AppError::WrongProof(d) => Problem::new(
+                StatusCode::FORBIDDEN,
+                "invalid_credentials",
+                "Invalid credentials",
+                d,
+            ),
             e @ AppError::RefreshTokenReused => Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "refresh_token_reused",

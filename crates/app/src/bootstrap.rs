@@ -10,7 +10,7 @@ use std::sync::Arc;
 use custodian_domain::email::{self, EmailCommand, Reservation};
 use custodian_domain::id::type_id;
 use custodian_domain::user::{self, ROLE_PLATFORM_ADMIN, UserCommand, UserKind};
-use custodian_domain::{Actor, StreamName};
+use custodian_domain::{Actor, StreamName, Timestamp};
 use custodian_projections::ViewDb;
 use custodian_store::EventStore;
 use uuid::Uuid;
@@ -20,7 +20,6 @@ use crate::auth::password::{PasswordHasher, PasswordPolicy};
 use crate::auth::secrets::{self, Keyring};
 use crate::auth::vault::Vault;
 use crate::commands::{self, Context, Failed};
-use crate::identity::now;
 
 /// Why a bootstrap was refused.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +48,7 @@ pub struct Admin<'a> {
     pub password: &'a str,
 }
 
-/// Creates the first platform administrator; returns their user id.
+/// Creates the first platform administrator at `now`; returns their user id.
 pub async fn bootstrap(
     store: &Arc<dyn EventStore>,
     db: &ViewDb,
@@ -57,6 +56,7 @@ pub async fn bootstrap(
     hasher: &PasswordHasher,
     policy: &PasswordPolicy,
     admin: Admin<'_>,
+    now: Timestamp,
 ) -> Result<String, BootstrapError> {
     let head = store
         .head()
@@ -65,7 +65,7 @@ pub async fn bootstrap(
     if head.position != 0 {
         return Err(BootstrapError::NotEmpty(head.position));
     }
-    let email = crate::identity::normalize_email(admin.email)
+    let email = crate::validate::normalize_email(admin.email)
         .map_err(|p| BootstrapError::Invalid(p.to_string()))?;
     let name = admin.name.trim();
     if name.is_empty() || name.chars().count() > 200 {
@@ -93,7 +93,7 @@ pub async fn bootstrap(
     let index = keyring.email_index(SYSTEM_TENANT, &email);
     let ctx = Context {
         actor: Actor::system(),
-        now: now(),
+        now,
         correlation_id: None,
     };
     let failed = |e: String| BootstrapError::Failed(e);

@@ -1,0 +1,1 @@
+//! What an authenticated user does for themselves: their profile and password.

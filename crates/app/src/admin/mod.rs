@@ -1,0 +1,4 @@
+//! Administration: tenants, and the users of a tenant, by their administrators.
+
+pub mod tenants;
+pub mod users;

@@ -1,0 +1,1 @@
+//! Tenant administration (platform administrators).

@@ -1,0 +1,1 @@
+//! User administration within a tenant.

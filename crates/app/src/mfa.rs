@@ -1,0 +1,1 @@
+//! Second factors: TOTP enrollment, confirmation and removal, and recovery codes.

@@ -1,0 +1,193 @@
+//! Sessions: listing a user's sessions and ending them, for the user themselves and for their
+//! administrators.
+
+use custodian_domain::session::{self, RevokeReason, SessionCommand, SessionError};
+use custodian_projections::sessions as session_view;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::commands::{self, Context};
+use crate::error::AppError;
+use crate::validate::{check_cursor, page, parse_flag, parse_limit};
+use crate::{App, stream};
+
+/// A session as the `sessions` view holds it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    /// The session's id.
+    pub session_id: String,
+    /// Whose session.
+    pub user_id: String,
+    /// `active` or `revoked` (an active session may have expired: see `expires_at`).
+    pub status: String,
+    /// How the login completed: `password`, `password_totp` or `password_recovery_code`.
+    pub method: String,
+    /// Why it was revoked.
+    pub revoke_reason: Option<String>,
+    /// The client's address at login.
+    pub ip: Option<String>,
+    /// The client's `User-Agent` at login.
+    pub user_agent: Option<String>,
+    /// When the login started it.
+    pub started_at: String,
+    /// When its refresh token was last rotated.
+    pub last_refreshed_at: Option<String>,
+    /// It cannot be refreshed after this.
+    pub expires_at: String,
+    /// When it was revoked.
+    pub revoked_at: Option<String>,
+    /// Whether this is the session of the access token that asked.
+    pub current: bool,
+}
+
+/// A page of sessions, by id (start order).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionPage {
+    /// The sessions of this page.
+    pub items: Vec<SessionView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Session listing parameters.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SessionListQuery {
+    /// `true`: only sessions that are neither revoked nor expired; `false`: all. The caller's
+    /// own listing defaults to `true`, an administrator's to `false`.
+    #[param(value_type = Option<bool>)]
+    pub active: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    pub limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+fn session_view(s: session_view::SessionRow, current: Option<&str>) -> SessionView {
+    SessionView {
+        current: current == Some(s.session_id.as_str()),
+        session_id: s.session_id,
+        user_id: s.user_id,
+        status: s.status,
+        method: s.method,
+        revoke_reason: s.revoke_reason,
+        ip: s.ip,
+        user_agent: s.user_agent,
+        started_at: s.started_at,
+        last_refreshed_at: s.last_refreshed_at,
+        expires_at: s.expires_at,
+        revoked_at: s.revoked_at,
+    }
+}
+
+/// A page of a user's sessions from the sessions view; `active` defaults to `default_active`;
+/// `current` is marked as the asking session.
+pub async fn page_of_user(
+    app: &App,
+    tenant: &str,
+    user_id: &str,
+    q: &SessionListQuery,
+    default_active: bool,
+    current: Option<&str>,
+) -> Result<SessionPage, AppError> {
+    let active = match q.active.as_deref() {
+        None => default_active,
+        some => parse_flag("active", some)?,
+    };
+    let limit = parse_limit(q.limit.as_deref())?;
+    check_cursor("sess", q.cursor.as_deref())?;
+    let tables = app.tables("sessions")?;
+    let rows = session_view::list_sessions(
+        app.db.pool(),
+        &tables,
+        tenant,
+        user_id,
+        active,
+        &app.now().to_string(),
+        q.cursor.as_deref(),
+        limit + 1,
+    )
+    .await?;
+    let (rows, next_cursor) = page(rows, limit, |r| &r.session_id);
+    Ok(SessionPage {
+        items: rows.into_iter().map(|r| session_view(r, current)).collect(),
+        next_cursor,
+    })
+}
+
+/// What a refused session command means to a refresh-token holder: every way of being wrong is
+/// the same answer.
+pub fn session_error(e: SessionError) -> AppError {
+    match e {
+        SessionError::NotFound | SessionError::InvalidToken | SessionError::Ended => {
+            AppError::unauthenticated("the refresh token is invalid, spent or expired")
+        }
+        SessionError::AlreadyExists => AppError::conflict(e.to_string()),
+    }
+}
+
+/// Revokes one session of `tenant`; returns the position written (0 when it was already
+/// revoked). An unknown session is `NotFound`.
+pub async fn revoke_one(
+    app: &App,
+    ctx: &Context,
+    tenant: &str,
+    session_id: &str,
+    reason: RevokeReason,
+) -> Result<u64, AppError> {
+    let s = stream(tenant, "session", session_id)?;
+    let done = commands::execute(
+        &app.store,
+        Some(&app.states),
+        &s,
+        ctx,
+        None,
+        session::evolve,
+        |s| session::decide(s.as_ref(), SessionCommand::Revoke { reason }),
+    )
+    .await
+    .map_err(|e| AppError::from_failed(e, |e| AppError::not_found(e.to_string())))?;
+    Ok(done.position.unwrap_or_default())
+}
+
+/// Revokes every live session of a user except `keep`; returns how many were revoked and the
+/// last position written (0 if none).
+pub async fn revoke_all(
+    app: &App,
+    ctx: &Context,
+    tenant: &str,
+    user_id: &str,
+    keep: Option<&str>,
+    reason: RevokeReason,
+) -> Result<(u64, u64), AppError> {
+    app.security
+        .index
+        .catch_up()
+        .await
+        .map_err(|_| AppError::catching_up())?;
+    let mut position = 0;
+    let mut revoked = 0;
+    for session_id in app.security.index.live_sessions(tenant, user_id) {
+        if Some(session_id.as_str()) == keep {
+            continue;
+        }
+        let s = stream(tenant, "session", &session_id)?;
+        let done = commands::execute(
+            &app.store,
+            Some(&app.states),
+            &s,
+            ctx,
+            None,
+            session::evolve,
+            |s| session::decide(s.as_ref(), SessionCommand::Revoke { reason }),
+        )
+        .await
+        .map_err(|e| AppError::from_failed(e, session_error))?;
+        if let Some(p) = done.position {
+            revoked += 1;
+            position = position.max(p);
+        }
+    }
+    Ok((revoked, position))
+}
