@@ -12,7 +12,7 @@ use axum::{Extension, Json};
 use utoipa::OpenApi;
 use utoipa::openapi::OpenApi as Document;
 
-use crate::respond::ProblemDocument;
+use crate::respond::{PROBLEM_JSON, ProblemDocument};
 
 /// The document's fixed part; see the module doc for where the paths come from.
 #[derive(OpenApi)]
@@ -34,6 +34,58 @@ use crate::respond::ProblemDocument;
     ),
 )]
 pub struct ApiDoc;
+
+/// Completes the document once every route is in it: documents read-your-writes on every read
+/// under `/v1`, where the middleware applies it: the optional `Custodian-Min-Position` header, its
+/// 400 when it is not a position, and the 503 when the views do not reach it in time. One place,
+/// because one middleware answers them for every read.
+pub fn document_read_your_writes(openapi: &mut Document) {
+    {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{ObjectBuilder, Ref, ResponseBuilder, Type};
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    PROBLEM_JSON,
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ProblemDocument")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let Some(get) = item.get.as_mut().filter(|_| path.starts_with("/v1/")) else {
+                continue;
+            };
+            get.parameters.get_or_insert_with(Vec::new).push(
+                ParameterBuilder::new()
+                    .name(CUSTODIAN_MIN_POSITION_HEADER)
+                    .parameter_in(ParameterIn::Header)
+                    .description(Some(
+                        "Answer only from views that have applied this log position (a `Custodian-Position` a command returned): read-your-writes.",
+                    ))
+                    .schema(Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::Integer)
+                            .minimum(Some(0))
+                            .maximum(Some(i64::MAX)),
+                    ))
+                    .build(),
+            );
+            let responses = &mut get.responses.responses;
+            responses.entry("400".to_owned()).or_insert_with(|| {
+                problem("`Custodian-Min-Position` is not a position: an integer from 0 to 2^63-1 (code `bad_request`)").into()
+            });
+            responses.entry("503".to_owned()).or_insert_with(|| {
+                problem("The views did not reach `Custodian-Min-Position` within the read wait, or are not ready; retry after `Retry-After` (code `unavailable`)").into()
+            });
+        }
+    }
+}
+
+/// The read-your-writes request header, as the document names it.
+const CUSTODIAN_MIN_POSITION_HEADER: &str = "Custodian-Min-Position";
 
 /// Declares the `bearer` security scheme the authenticated operations refer to.
 struct BearerAuth;

@@ -41,7 +41,8 @@ use crate::{consistency, handlers};
 /// The application's routes, with `/openapi.json` describing exactly these routes and `/docs`
 /// rendering it.
 pub fn router(state: AppState) -> Router {
-    let (routes, document) = documented_routes().split_for_parts();
+    let (routes, mut document) = documented_routes().split_for_parts();
+    openapi::document_read_your_writes(&mut document);
     routes
         .layer(Extension(Arc::new(document)))
         .layer(axum::extract::DefaultBodyLimit::max(

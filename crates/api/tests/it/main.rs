@@ -3,5 +3,6 @@
 mod admin_identity;
 mod consistency;
 mod frame;
+mod fuzz;
 mod openapi;
 mod support;
