@@ -4,7 +4,6 @@
 //! Architecture invariant: handlers hold no business rules. They parse, call the domain or the store,
 //! and map every error to one RFC 9457 problem type.
 
-pub mod account;
 pub mod admin;
 pub use custodian_app::auth;
 pub use custodian_app::bootstrap;

@@ -1,11 +1,12 @@
-//! Sessions: listing a user's sessions and ending them, for the user themselves and for their
-//! administrators.
+//! Sessions: listing a user's sessions and ending them, for the user themselves (logout, their
+//! own listing and revocations) and for their administrators.
 
 use custodian_domain::session::{self, RevokeReason, SessionCommand, SessionError};
 use custodian_projections::sessions as session_view;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::access::Principal;
 use crate::commands::{self, Context};
 use crate::error::AppError;
 use crate::validate::{check_cursor, page, parse_flag, parse_limit};
@@ -190,4 +191,68 @@ pub async fn revoke_all(
         }
     }
     Ok((revoked, position))
+}
+
+/// A command's answer carrying only its position.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Done {
+    /// The log position of the last event written (0 when nothing changed).
+    pub position: u64,
+}
+
+/// Ends the caller's own session: its access and refresh tokens stop working at once.
+pub async fn logout(app: &App, principal: &Principal) -> Result<Done, AppError> {
+    let position = revoke_one(
+        app,
+        &principal.context(app.now()),
+        &principal.tenant,
+        &principal.session_id,
+        RevokeReason::Logout,
+    )
+    .await?;
+    Ok(Done { position })
+}
+
+/// A page of the caller's own sessions: only live ones unless `active=false`, the session of the
+/// asking token marked `current`.
+pub async fn list_mine(
+    app: &App,
+    principal: &Principal,
+    query: &SessionListQuery,
+) -> Result<SessionPage, AppError> {
+    page_of_user(
+        app,
+        &principal.tenant,
+        &principal.user_id,
+        query,
+        true,
+        Some(&principal.session_id),
+    )
+    .await
+}
+
+/// Ends one of the caller's own sessions. Any other session, of another user or of another
+/// tenant, does not exist for the caller (`NotFound`).
+pub async fn revoke_mine(
+    app: &App,
+    principal: &Principal,
+    session_id: &str,
+) -> Result<Done, AppError> {
+    let mine = app
+        .security
+        .index
+        .session(session_id)
+        .is_some_and(|s| s.tenant == principal.tenant && s.user_id == principal.user_id);
+    if !mine {
+        return Err(AppError::not_found("no such session"));
+    }
+    let position = revoke_one(
+        app,
+        &principal.context(app.now()),
+        &principal.tenant,
+        session_id,
+        RevokeReason::RevokedByUser,
+    )
+    .await?;
+    Ok(Done { position })
 }

@@ -1,5 +1,8 @@
 //! Use cases of the application layer, run without HTTP on a temporary SQLite ledger with a
 //! clock the tests move themselves.
 
+mod account;
 mod bootstrap;
+mod mfa;
+mod sessions;
 mod support;

@@ -119,3 +119,151 @@ impl Drop for TestApp {
         self.shutdown.cancel();
     }
 }
+
+/// A person of a tenant with a password, holding one session: what the self-service tests act as.
+pub struct Member {
+    /// Their tenant.
+    pub tenant: String,
+    /// Their user id.
+    pub user_id: String,
+    /// Their email address.
+    pub email: String,
+    /// Their password.
+    pub password: String,
+    /// The session they act in.
+    pub session_id: String,
+}
+
+impl TestApp {
+    /// Creates the tenant `slug` straight through its domain command, as the platform
+    /// administrator.
+    pub async fn seed_tenant(&self, slug: &str) {
+        use custodian_domain::tenant::{self, Plan, TenantCommand};
+        let s = custodian_app::stream(SYSTEM_TENANT, "tenant", slug).unwrap();
+        let ctx = self.root().await.context(self.clock.now());
+        custodian_app::commands::execute(
+            &self.app.store,
+            Some(&self.app.states),
+            &s,
+            &ctx,
+            None,
+            tenant::evolve,
+            |t| {
+                tenant::decide(
+                    t.as_ref(),
+                    TenantCommand::Create {
+                        name: slug.to_owned(),
+                        slug: slug.to_owned(),
+                        plan: Plan::Free,
+                    },
+                )
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Creates an active person of `tenant` with `email`, the name "Ada Lovelace" and `password`,
+    /// straight through the domain's commands; returns their user id.
+    pub async fn seed_person(&self, tenant: &str, email: &str, password: &str) -> String {
+        use custodian_app::auth::secrets;
+        use custodian_domain::user::{self, UserCommand, UserKind};
+        let user_id = custodian_domain::id::type_id("user", uuid::Uuid::now_v7());
+        let credential = custodian_app::users::seal_password(&self.app, tenant, &user_id, password)
+            .await
+            .unwrap();
+        let key = self.app.security.data_key(&user_id).await.unwrap().unwrap();
+        let seal = |text: &str| secrets::seal(&key, text.as_bytes(), user_id.as_bytes());
+        let command = UserCommand::Create {
+            kind: UserKind::Person,
+            email: seal(email),
+            name: seal("Ada Lovelace"),
+            email_index: self.app.security.keyring.email_index(tenant, email),
+            roles: vec![],
+            credential: Some(credential),
+        };
+        let s = custodian_app::stream(tenant, "user", &user_id).unwrap();
+        let ctx = self.root().await.context(self.clock.now());
+        custodian_app::commands::execute(
+            &self.app.store,
+            Some(&self.app.states),
+            &s,
+            &ctx,
+            None,
+            user::evolve,
+            |u| user::decide(u.as_ref(), command.clone()),
+        )
+        .await
+        .unwrap();
+        user_id
+    }
+
+    /// Starts a password session of `user_id` of `tenant` now, straight through the session's
+    /// domain command; returns its id.
+    pub async fn seed_session(&self, tenant: &str, user_id: &str) -> String {
+        use custodian_domain::session::{self, SessionCommand};
+        use custodian_domain::user::LoginMethod;
+        let session_id = custodian_domain::id::type_id("sess", uuid::Uuid::now_v7());
+        let now = self.clock.now();
+        let refresh = self
+            .app
+            .security
+            .tokens
+            .hash(&format!("refresh {session_id}"));
+        let s = custodian_app::stream(tenant, "session", &session_id).unwrap();
+        custodian_app::commands::execute(
+            &self.app.store,
+            Some(&self.app.states),
+            &s,
+            &custodian_app::users::user_actor(user_id, now),
+            None,
+            session::evolve,
+            |s| {
+                session::decide(
+                    s.as_ref(),
+                    SessionCommand::Start {
+                        user_id: user_id.to_owned(),
+                        refresh: refresh.clone(),
+                        method: LoginMethod::Password,
+                        expires_at: now.plus(self.app.security.lifetimes.session),
+                        ip: Some("192.0.2.1".to_owned()),
+                        user_agent: Some("tests".to_owned()),
+                    },
+                )
+            },
+        )
+        .await
+        .unwrap();
+        session_id
+    }
+
+    /// A new tenant `slug` with a person in it (email `ada@{slug}.test`) holding one session.
+    pub async fn member(&self, slug: &str) -> Member {
+        self.seed_tenant(slug).await;
+        let email = format!("ada@{slug}.test");
+        let password = "analytical engine 1843".to_owned();
+        let user_id = self.seed_person(slug, &email, &password).await;
+        let session_id = self.seed_session(slug, &user_id).await;
+        Member {
+            tenant: slug.to_owned(),
+            user_id,
+            email,
+            password,
+            session_id,
+        }
+    }
+
+    /// `member` as a principal acting in their session, as the index knows them now.
+    pub async fn as_member(&self, member: &Member) -> Principal {
+        self.principal(&member.tenant, &member.user_id, &member.session_id)
+            .await
+    }
+
+    /// The current state of a user, read from the log.
+    pub async fn user(&self, tenant: &str, user_id: &str) -> custodian_domain::user::User {
+        custodian_app::users::load_user(&self.app, tenant, user_id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no user {tenant}/{user_id}"))
+    }
+}
