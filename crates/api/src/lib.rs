@@ -14,7 +14,6 @@ pub mod consistency;
 pub mod extract;
 pub mod handlers;
 pub mod identity;
-pub mod login;
 pub mod openapi;
 pub mod respond;
 pub mod server;

@@ -3,6 +3,7 @@
 
 mod account;
 mod bootstrap;
+mod identity;
 mod mfa;
 mod sessions;
 mod support;

@@ -59,7 +59,7 @@ async fn a_session_of_another_user_or_none_at_all_is_not_found() {
     let t = TestApp::new().await;
     let ada = t.member("acme").await;
     let bob_id = t
-        .seed_person("acme", "bob@acme.test", "babbage's engine 1837")
+        .create_person("acme", "bob@acme.test", "babbage's engine 1837")
         .await;
     let bobs = t.seed_session("acme", &bob_id).await;
     let elsewhere = t.member("globex").await;
@@ -89,7 +89,7 @@ async fn list_mine_defaults_to_live_sessions_and_marks_the_current_one() {
     let second = t.seed_session(&m.tenant, &m.user_id).await;
     let third = t.seed_session(&m.tenant, &m.user_id).await;
     let bob_id = t
-        .seed_person("acme", "bob@acme.test", "babbage's engine 1837")
+        .create_person("acme", "bob@acme.test", "babbage's engine 1837")
         .await;
     t.seed_session("acme", &bob_id).await;
     let caller = t.as_member(&m).await;

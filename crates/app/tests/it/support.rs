@@ -120,6 +120,253 @@ impl Drop for TestApp {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Tenants and users made directly through the domain, for tests of what they do once they exist.
+
+/// A person's TOTP enrollment, confirmed at the clock's current step.
+pub struct Enrolled {
+    /// The seed, to compute codes with `custodian_app::auth::totp::code_at`.
+    pub seed: Vec<u8>,
+    /// The step spent by the confirmation.
+    pub step: u64,
+    /// The recovery codes, in clear.
+    pub recovery_codes: Vec<String>,
+}
+
+impl TestApp {
+    /// The current time as a Unix timestamp, for TOTP codes.
+    pub fn unix(&self) -> u64 {
+        u64::try_from(self.clock.now().as_datetime().unix_timestamp()).unwrap()
+    }
+
+    /// A command context for the platform administrator now.
+    async fn as_root(&self) -> custodian_app::commands::Context {
+        self.root().await.context(self.clock.now())
+    }
+
+    /// Runs a tenant command on `slug` as the platform administrator.
+    pub async fn tenant_command(
+        &self,
+        slug: &str,
+        command: custodian_domain::tenant::TenantCommand,
+    ) {
+        use custodian_domain::tenant;
+        let ctx = self.as_root().await;
+        let s = custodian_app::stream(SYSTEM_TENANT, "tenant", slug).unwrap();
+        custodian_app::commands::execute(
+            &self.app.store,
+            Some(&self.app.states),
+            &s,
+            &ctx,
+            None,
+            tenant::evolve,
+            |t: &Option<tenant::Tenant>| tenant::decide(t.as_ref(), command.clone()),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Creates an active tenant `slug`.
+    pub async fn create_tenant(&self, slug: &str) {
+        self.tenant_command(
+            slug,
+            custodian_domain::tenant::TenantCommand::Create {
+                name: format!("Tenant {slug}"),
+                slug: slug.to_owned(),
+                plan: custodian_domain::tenant::Plan::Free,
+            },
+        )
+        .await;
+    }
+
+    /// Runs a user command on `tenant`/`user_id` as the platform administrator.
+    pub async fn user_command(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        command: custodian_domain::user::UserCommand,
+    ) -> u64 {
+        let ctx = self.as_root().await;
+        custodian_app::users::run_user(&self.app, &ctx, tenant, user_id, |_| command.clone())
+            .await
+            .unwrap()
+            .position
+            .unwrap_or_default()
+    }
+
+    /// A fresh user id.
+    pub fn new_user_id() -> String {
+        custodian_domain::id::type_id("user", uuid::Uuid::now_v7())
+    }
+
+    /// Claims `email` in `tenant` for the new user `user_id` and creates them with `make(sealed
+    /// email, sealed name, email index)`.
+    async fn new_user(
+        &self,
+        tenant: &str,
+        email: &str,
+        user_id: &str,
+        make: impl FnOnce(
+            custodian_domain::secret::Sealed,
+            custodian_domain::secret::Sealed,
+            String,
+        ) -> custodian_domain::user::UserCommand,
+    ) {
+        use custodian_app::auth::secrets;
+        use custodian_domain::email::{self, EmailCommand, Reservation};
+        use custodian_domain::user;
+        let security = &self.app.security;
+        let key = security.vault.create(tenant, user_id).await.unwrap();
+        let sealed_email = secrets::seal(&key, email.as_bytes(), user_id.as_bytes());
+        let sealed_name = secrets::seal(&key, b"Ada Lovelace", user_id.as_bytes());
+        let index = security.keyring.email_index(tenant, email);
+        let ctx = self.as_root().await;
+        let claim = custodian_app::stream(tenant, "email", &index).unwrap();
+        custodian_app::commands::execute(
+            &self.app.store,
+            None,
+            &claim,
+            &ctx,
+            Reservation::default(),
+            email::evolve,
+            |r| {
+                email::decide(
+                    r,
+                    EmailCommand::Claim {
+                        user_id: user_id.to_owned(),
+                        holder_gone: false,
+                    },
+                )
+            },
+        )
+        .await
+        .unwrap();
+        let command = make(sealed_email, sealed_name, index);
+        let s = custodian_app::stream(tenant, "user", user_id).unwrap();
+        custodian_app::commands::execute(
+            &self.app.store,
+            Some(&self.app.states),
+            &s,
+            &ctx,
+            None,
+            user::evolve,
+            |u| user::decide(u.as_ref(), command.clone()),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Creates an active person of `tenant` with `password`; returns their user id.
+    pub async fn create_person(&self, tenant: &str, email: &str, password: &str) -> String {
+        let user_id = Self::new_user_id();
+        let credential = custodian_app::users::seal_password(&self.app, tenant, &user_id, password)
+            .await
+            .unwrap();
+        self.new_user(tenant, email, &user_id, |email, name, email_index| {
+            custodian_domain::user::UserCommand::Create {
+                kind: custodian_domain::user::UserKind::Person,
+                email,
+                name,
+                email_index,
+                roles: vec![],
+                credential: Some(credential),
+            }
+        })
+        .await;
+        user_id
+    }
+
+    /// Invites a person to `tenant`; returns their user id and the invitation token.
+    pub async fn invite_person(&self, tenant: &str, email: &str) -> (String, String) {
+        use custodian_app::auth::tokens::{OpaqueToken, TokenKind};
+        let security = &self.app.security;
+        let user_id = Self::new_user_id();
+        let token = OpaqueToken::new(TokenKind::Invitation, tenant, &user_id, 0)
+            .unwrap()
+            .to_string();
+        let invitation = security.tokens.hash(&token);
+        let expires_at = self.clock.now().plus(security.lifetimes.invitation);
+        self.new_user(tenant, email, &user_id, |email, name, email_index| {
+            custodian_domain::user::UserCommand::Invite {
+                kind: custodian_domain::user::UserKind::Person,
+                email,
+                name,
+                email_index,
+                roles: vec![],
+                invitation,
+                expires_at,
+            }
+        })
+        .await;
+        (user_id, token)
+    }
+
+    /// Issues a password reset token for `user_id` of `tenant`.
+    pub async fn issue_reset(&self, tenant: &str, user_id: &str) -> String {
+        use custodian_app::auth::tokens::{OpaqueToken, TokenKind};
+        let security = &self.app.security;
+        let token = OpaqueToken::new(TokenKind::PasswordReset, tenant, user_id, 0)
+            .unwrap()
+            .to_string();
+        self.user_command(
+            tenant,
+            user_id,
+            custodian_domain::user::UserCommand::IssuePasswordReset {
+                token: security.tokens.hash(&token),
+                expires_at: self.clock.now().plus(security.lifetimes.reset),
+            },
+        )
+        .await;
+        token
+    }
+
+    /// Enrolls `user_id` of `tenant` in TOTP, confirming with the code of the current step.
+    pub async fn enroll_totp(&self, tenant: &str, user_id: &str) -> Enrolled {
+        use custodian_app::auth::{secrets, tokens, totp};
+        use custodian_domain::user::UserCommand;
+        let security = &self.app.security;
+        let seed = totp::generate_secret();
+        let key = security.data_key(user_id).await.unwrap().unwrap();
+        let sealed = secrets::seal(&key, &seed, user_id.as_bytes());
+        self.user_command(
+            tenant,
+            user_id,
+            UserCommand::StartTotpEnrollment { secret: sealed },
+        )
+        .await;
+        let step = totp::verify(&seed, &totp::code_at(&seed, self.unix()), self.unix()).unwrap();
+        let recovery_codes = tokens::recovery_codes(10);
+        let hashes = recovery_codes
+            .iter()
+            .map(|c| security.tokens.hash_recovery_code(c).unwrap())
+            .collect();
+        self.user_command(
+            tenant,
+            user_id,
+            UserCommand::ConfirmTotp {
+                step,
+                recovery_codes: hashes,
+            },
+        )
+        .await;
+        Enrolled {
+            seed,
+            step,
+            recovery_codes,
+        }
+    }
+
+    /// The log's head position.
+    pub async fn head(&self) -> u64 {
+        self.app.store.head().await.unwrap().position
+    }
+
+    /// The events appended after `position`, in order.
+    pub async fn events_after(&self, position: u64) -> Vec<custodian_domain::EventRecord> {
+        self.app.store.read_all(position + 1, 10_000).await.unwrap()
+    }
+}
+
 /// A person of a tenant with a password, holding one session: what the self-service tests act as.
 pub struct Member {
     /// Their tenant.
@@ -135,69 +382,6 @@ pub struct Member {
 }
 
 impl TestApp {
-    /// Creates the tenant `slug` straight through its domain command, as the platform
-    /// administrator.
-    pub async fn seed_tenant(&self, slug: &str) {
-        use custodian_domain::tenant::{self, Plan, TenantCommand};
-        let s = custodian_app::stream(SYSTEM_TENANT, "tenant", slug).unwrap();
-        let ctx = self.root().await.context(self.clock.now());
-        custodian_app::commands::execute(
-            &self.app.store,
-            Some(&self.app.states),
-            &s,
-            &ctx,
-            None,
-            tenant::evolve,
-            |t| {
-                tenant::decide(
-                    t.as_ref(),
-                    TenantCommand::Create {
-                        name: slug.to_owned(),
-                        slug: slug.to_owned(),
-                        plan: Plan::Free,
-                    },
-                )
-            },
-        )
-        .await
-        .unwrap();
-    }
-
-    /// Creates an active person of `tenant` with `email`, the name "Ada Lovelace" and `password`,
-    /// straight through the domain's commands; returns their user id.
-    pub async fn seed_person(&self, tenant: &str, email: &str, password: &str) -> String {
-        use custodian_app::auth::secrets;
-        use custodian_domain::user::{self, UserCommand, UserKind};
-        let user_id = custodian_domain::id::type_id("user", uuid::Uuid::now_v7());
-        let credential = custodian_app::users::seal_password(&self.app, tenant, &user_id, password)
-            .await
-            .unwrap();
-        let key = self.app.security.data_key(&user_id).await.unwrap().unwrap();
-        let seal = |text: &str| secrets::seal(&key, text.as_bytes(), user_id.as_bytes());
-        let command = UserCommand::Create {
-            kind: UserKind::Person,
-            email: seal(email),
-            name: seal("Ada Lovelace"),
-            email_index: self.app.security.keyring.email_index(tenant, email),
-            roles: vec![],
-            credential: Some(credential),
-        };
-        let s = custodian_app::stream(tenant, "user", &user_id).unwrap();
-        let ctx = self.root().await.context(self.clock.now());
-        custodian_app::commands::execute(
-            &self.app.store,
-            Some(&self.app.states),
-            &s,
-            &ctx,
-            None,
-            user::evolve,
-            |u| user::decide(u.as_ref(), command.clone()),
-        )
-        .await
-        .unwrap();
-        user_id
-    }
-
     /// Starts a password session of `user_id` of `tenant` now, straight through the session's
     /// domain command; returns its id.
     pub async fn seed_session(&self, tenant: &str, user_id: &str) -> String {
@@ -239,10 +423,10 @@ impl TestApp {
 
     /// A new tenant `slug` with a person in it (email `ada@{slug}.test`) holding one session.
     pub async fn member(&self, slug: &str) -> Member {
-        self.seed_tenant(slug).await;
+        self.create_tenant(slug).await;
         let email = format!("ada@{slug}.test");
         let password = "analytical engine 1843".to_owned();
-        let user_id = self.seed_person(slug, &email, &password).await;
+        let user_id = self.create_person(slug, &email, &password).await;
         let session_id = self.seed_session(slug, &user_id).await;
         Member {
             tenant: slug.to_owned(),
