@@ -56,6 +56,7 @@ use std::time::{Duration, Instant, SystemTime};
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use custodian_api::auth::password::{Argon2Params, PasswordHasher};
+use custodian_testkit::table::{Table, percentile_ms, thousands};
 use futures::StreamExt as _;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde_json::{Value, json};
@@ -912,35 +913,51 @@ fn print_login_table(part: &LoginPart, params: Argon2Params) {
         params.memory_kib, params.iterations, params.parallelism
     );
     println!();
-    println!(
-        "| run (argon2id m={} KiB, t={}, p={}) | clients | logins | seconds | logins/s | slices' logins/s (min–max) | p50 ms | p99 ms | errors | ratio to baseline |",
-        params.memory_kib, params.iterations, params.parallelism
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    println!(
-        "| baseline: raw argon2id verify on {} threads (verifications) | – | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | 0 | 1.00 |",
-        b.threads,
+    let mut table = Table::new([
+        format!(
+            "run (argon2id m={} KiB, t={}, p={})",
+            params.memory_kib, params.iterations, params.parallelism
+        ),
+        "clients".into(),
+        "logins".into(),
+        "seconds".into(),
+        "logins/s".into(),
+        "slices' logins/s (min–max)".into(),
+        "p50 ms".into(),
+        "p99 ms".into(),
+        "errors".into(),
+        "ratio to baseline".into(),
+    ]);
+    table.row([
+        format!(
+            "baseline: raw argon2id verify on {} threads (verifications)",
+            b.threads
+        ),
+        "–".into(),
         thousands(b.verifications as u64),
-        b.elapsed.as_secs_f64(),
-        baseline,
+        format!("{:.1}", b.elapsed.as_secs_f64()),
+        format!("{baseline:.1}"),
         range(&b.slice_rates),
-        percentile_ms(&b.latencies, 50.0),
-        percentile_ms(&b.latencies, 99.0),
-    );
+        format!("{:.1}", percentile_ms(&b.latencies, 50.0)),
+        format!("{:.1}", percentile_ms(&b.latencies, 99.0)),
+        "0".into(),
+        "1.00".into(),
+    ]);
     for run in &part.runs {
-        println!(
-            "| `POST /v1/auth/login`, closed loop, one user per client | {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {:.2} |",
-            run.clients,
+        table.row([
+            "`POST /v1/auth/login`, closed loop, one user per client".into(),
+            run.clients.to_string(),
             thousands(run.ok as u64),
-            run.elapsed.as_secs_f64(),
-            run.per_second(),
+            format!("{:.1}", run.elapsed.as_secs_f64()),
+            format!("{:.1}", run.per_second()),
             range(&run.slice_rates),
-            percentile_ms(&run.latencies, 50.0),
-            percentile_ms(&run.latencies, 99.0),
-            run.errors,
-            run.per_second() / baseline,
-        );
+            format!("{:.1}", percentile_ms(&run.latencies, 50.0)),
+            format!("{:.1}", percentile_ms(&run.latencies, 99.0)),
+            run.errors.to_string(),
+            format!("{:.2}", run.per_second() / baseline),
+        ]);
     }
+    print!("{table}");
     println!();
     println!(
         "Baseline p50/p99 are per verification. Server CPU per login: {}.",
@@ -1145,25 +1162,31 @@ fn print_flood_table(quiet: &ReadRun, during: &ReadRun, logins: &LoginRun) {
         "Authenticated reads during a login flood: `GET /v1/auth/me` open loop at {FLOOD_RATE:.0} requests/s, alone and while {FLOOD_CLIENTS} clients log in without pause"
     );
     println!();
-    println!(
-        "| request | requests | achieved/s | p50 ms | p99 ms | max ms | errors | p99 ratio to alone |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut table = Table::new([
+        "request",
+        "requests",
+        "achieved/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "p99 ratio to alone",
+    ]);
     let alone = percentile_ms(&quiet.latencies, 99.0);
     for run in [quiet, during] {
         let p99 = percentile_ms(&run.latencies, 99.0);
-        println!(
-            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.2} |",
-            run.label,
+        table.row([
+            run.label.to_owned(),
             thousands(run.ok as u64),
-            run.achieved(),
-            percentile_ms(&run.latencies, 50.0),
-            p99,
-            percentile_ms(&run.latencies, 100.0),
-            run.errors,
-            p99 / alone
-        );
+            format!("{:.0}", run.achieved()),
+            format!("{:.3}", percentile_ms(&run.latencies, 50.0)),
+            format!("{p99:.3}"),
+            format!("{:.3}", percentile_ms(&run.latencies, 100.0)),
+            run.errors.to_string(),
+            format!("{:.2}", p99 / alone),
+        ]);
     }
+    print!("{table}");
     println!();
     println!(
         "The flood: {} logins/s, p50 {:.1} ms, p99 {:.1} ms, {} errors.",
@@ -1184,26 +1207,33 @@ fn print_read_table(part: &ReadPart, rate: f64) {
         thousands(rate.round() as u64)
     );
     println!();
-    println!(
-        "| request | requests | achieved/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | p99 ratio to healthz | median of {}-s slices' p99 ms |",
-        SLICE.as_secs()
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut table = Table::new([
+        "request".to_owned(),
+        "requests".into(),
+        "achieved/s".into(),
+        "p50 ms".into(),
+        "p99 ms".into(),
+        "p99.9 ms".into(),
+        "max ms".into(),
+        "errors".into(),
+        "p99 ratio to healthz".into(),
+        format!("median of {}-s slices' p99 ms", SLICE.as_secs()),
+    ]);
     for run in &part.runs {
-        println!(
-            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {:.2} | {:.3} |",
-            run.label,
+        table.row([
+            run.label.to_owned(),
             thousands(run.sent as u64),
             thousands(run.achieved().round() as u64),
-            percentile_ms(&run.latencies, 50.0),
-            percentile_ms(&run.latencies, 99.0),
-            percentile_ms(&run.latencies, 99.9),
-            percentile_ms(&run.latencies, 100.0),
-            run.errors,
-            percentile_ms(&run.latencies, 99.0) / healthz_p99,
-            median(&run.slice_p99),
-        );
+            format!("{:.3}", percentile_ms(&run.latencies, 50.0)),
+            format!("{:.3}", percentile_ms(&run.latencies, 99.0)),
+            format!("{:.3}", percentile_ms(&run.latencies, 99.9)),
+            format!("{:.3}", percentile_ms(&run.latencies, 100.0)),
+            run.errors.to_string(),
+            format!("{:.2}", percentile_ms(&run.latencies, 99.0) / healthz_p99),
+            format!("{:.3}", median(&run.slice_p99)),
+        ]);
     }
+    print!("{table}");
     println!();
     for run in &part.runs {
         println!(
@@ -1223,16 +1253,6 @@ fn print_read_table(part: &ReadPart, rate: f64) {
 // ---------------------------------------------------------------------------------------------
 // Numbers.
 
-/// Nearest-rank percentile, in milliseconds; 100 is the maximum.
-fn percentile_ms(latencies: &[Duration], p: f64) -> f64 {
-    let mut sorted = latencies.to_vec();
-    sorted.sort_unstable();
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted
-        .get(rank.clamp(1, sorted.len().max(1)) - 1)
-        .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
-}
-
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_unstable_by(f64::total_cmp);
@@ -1245,17 +1265,4 @@ fn median(values: &[f64]) -> f64 {
 
 fn per_request_ms(cpu: Duration, requests: usize) -> f64 {
     cpu.as_secs_f64() * 1000.0 / requests.max(1) as f64
-}
-
-/// `1234567` as `1,234,567`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

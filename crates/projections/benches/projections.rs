@@ -56,6 +56,8 @@ use custodian_domain::{
 use custodian_projections::tenants::TenantsView;
 use custodian_projections::{ApplyError, Projection, Projections, RuntimeOptions, Tables, ViewDb};
 use custodian_store::{EventStore, ExpectedVersion, StoreOptions};
+use custodian_testkit::table::{Table, percentile_ms, thousands};
+use custodian_testkit::{Backend, Ledger};
 use sqlx::{AnyConnection, Connection};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -75,73 +77,6 @@ const LAG_STREAMS: usize = 64;
 const TICK: Duration = Duration::from_millis(10);
 /// Longest a single wait for the view may take before the run fails.
 const MAX_WAIT: Duration = Duration::from_secs(600);
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Sqlite => "SQLite",
-            Self::Postgres => "PostgreSQL",
-        }
-    }
-
-    fn matches(self, wanted: &str) -> bool {
-        self.name().eq_ignore_ascii_case(wanted)
-            || (self == Self::Postgres && wanted.eq_ignore_ascii_case("postgres"))
-    }
-}
-
-/// A fresh, empty database for one backend; removed when dropped (SQLite) or by
-/// [`Database::remove`].
-struct Database {
-    location: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Database {
-    /// `None` when the backend is unavailable (PostgreSQL unreachable).
-    async fn fresh(backend: Backend) -> Result<Option<Self>> {
-        Ok(match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir()?;
-                Some(Self {
-                    location: dir.path().join("bench.db").display().to_string(),
-                    _dir: Some(dir),
-                })
-            }
-            Backend::Postgres => custodian_store::testing::fresh_postgres_database()
-                .await
-                .map(|location| Self {
-                    location,
-                    _dir: None,
-                }),
-        })
-    }
-
-    /// Drops a PostgreSQL database so a run leaves nothing behind; the SQLite directory goes with
-    /// the value.
-    async fn remove(self, backend: Backend) -> Result<()> {
-        if backend == Backend::Postgres {
-            let name = self
-                .location
-                .rsplit_once('/')
-                .map_or("", |(_, name)| name)
-                .to_owned();
-            let admin = custodian_store::testing::postgres_admin_url();
-            let mut conn = sqlx::PgConnection::connect(&admin).await?;
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await?;
-            conn.close().await?;
-        }
-        Ok(())
-    }
-}
 
 /// The run's knobs.
 #[derive(Clone)]
@@ -624,23 +559,6 @@ impl Lag {
     fn achieved_rate(&self) -> f64 {
         self.appends as f64 / self.elapsed.as_secs_f64()
     }
-
-    /// Nearest-rank percentile, in milliseconds.
-    fn percentile_ms(&self, p: f64) -> f64 {
-        let mut sorted = self.lags.clone();
-        sorted.sort_unstable();
-        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-        sorted
-            .get(rank.saturating_sub(1))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    }
-
-    fn max_ms(&self) -> f64 {
-        self.lags
-            .iter()
-            .max()
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    }
 }
 
 /// Appends at `rate` events/s for `seconds` while `projections` follow, and measures each append's
@@ -906,9 +824,9 @@ async fn run_backend(backend: Backend, location: &str, config: &Config) -> Resul
         "{name}: {} appends at {:.0}/s; lag p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         lag.appends,
         lag.achieved_rate(),
-        lag.percentile_ms(50.0),
-        lag.percentile_ms(99.0),
-        lag.max_ms()
+        percentile_ms(&lag.lags, 50.0),
+        percentile_ms(&lag.lags, 99.0),
+        percentile_ms(&lag.lags, 100.0)
     );
 
     views.pool().close().await;
@@ -947,11 +865,11 @@ async fn main() -> Result<()> {
     );
 
     let mut runs = Vec::new();
-    for backend in [Backend::Sqlite, Backend::Postgres] {
+    for backend in Backend::ALL {
         if only_backend.as_deref().is_some_and(|b| !backend.matches(b)) {
             continue;
         }
-        let Some(db) = Database::fresh(backend).await? else {
+        let Some(db) = Ledger::fresh(backend).await else {
             eprintln!("note: {} is unreachable; skipping it", backend.name());
             println!("\n{}: skipped (unreachable)", backend.name());
             continue;
@@ -960,7 +878,7 @@ async fn main() -> Result<()> {
         let location = db.location.clone();
         let knobs = config.clone();
         let run = tokio::spawn(async move { run_backend(backend, &location, &knobs).await }).await;
-        db.remove(backend).await?;
+        db.remove().await?;
         let run = run??;
         print_tables(&run);
         runs.push(run);
@@ -988,47 +906,46 @@ fn print_tables(run: &BackendRun) {
         thousands(run.fill_rate.round() as u64)
     );
     println!();
-    println!("| rebuild | events | seconds | events/s | ratio to baseline |");
-    println!("|---|---:|---:|---:|---:|");
+    let mut rebuilds = Table::new([
+        "rebuild",
+        "events",
+        "seconds",
+        "events/s",
+        "ratio to baseline",
+    ]);
     for r in &run.rebuilds {
-        println!(
-            "| {} | {} | {:.1} | {} | {:.2} |",
-            r.label,
+        rebuilds.row([
+            r.label.clone(),
             thousands(r.events),
-            r.elapsed.as_secs_f64(),
+            format!("{:.1}", r.elapsed.as_secs_f64()),
             thousands(r.events_per_second().round() as u64),
-            r.events_per_second() / baseline,
-        );
+            format!("{:.2}", r.events_per_second() / baseline),
+        ]);
     }
+    print!("{rebuilds}");
     println!();
     println!("{}", run.split_note);
     println!();
     let lag = &run.lag;
-    println!(
-        "| steady state | appends | achieved events/s | lag p50 ms | lag p99 ms | lag max ms |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|");
-    println!(
-        "| {} events/s target, single-event appends over {LAG_STREAMS} streams, `TenantsView` batch_size {} | {} | {} | {:.1} | {:.1} | {:.1} |",
-        thousands(lag.target_rate),
-        RuntimeOptions::default().batch_size,
+    let mut steady = Table::new([
+        "steady state",
+        "appends",
+        "achieved events/s",
+        "lag p50 ms",
+        "lag p99 ms",
+        "lag max ms",
+    ]);
+    steady.row([
+        format!(
+            "{} events/s target, single-event appends over {LAG_STREAMS} streams, `TenantsView` batch_size {}",
+            thousands(lag.target_rate),
+            RuntimeOptions::default().batch_size,
+        ),
         thousands(lag.appends as u64),
         thousands(lag.achieved_rate().round() as u64),
-        lag.percentile_ms(50.0),
-        lag.percentile_ms(99.0),
-        lag.max_ms(),
-    );
-}
-
-/// `1234567` as `1,234,567`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+        format!("{:.1}", percentile_ms(&lag.lags, 50.0)),
+        format!("{:.1}", percentile_ms(&lag.lags, 99.0)),
+        format!("{:.1}", percentile_ms(&lag.lags, 100.0)),
+    ]);
+    print!("{steady}");
 }

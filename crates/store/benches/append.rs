@@ -26,8 +26,10 @@ use std::time::{Duration, Instant};
 
 use custodian_domain::{Actor, EventType, NewEvent, StreamName, Timestamp};
 use custodian_store::{EventStore, ExpectedVersion, StoreOptions};
+use custodian_testkit::table::{Table, percentile_ms, thousands};
+use custodian_testkit::{Backend, Ledger};
+use sqlx::QueryBuilder;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, QueryBuilder};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 type Result<T> = std::result::Result<T, BoxError>;
@@ -46,67 +48,6 @@ const EVENT_TYPE: &str = "bench.appended";
 const OCCURRED_AT: &str = "2026-11-25T12:00:00Z";
 const CORRELATION_ID: &str = "req_bench";
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Sqlite => "SQLite",
-            Self::Postgres => "PostgreSQL",
-        }
-    }
-}
-
-/// A fresh, empty database for one run; removed when dropped (SQLite) or by [`Database::remove`].
-struct Database {
-    location: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Database {
-    /// `None` when the backend is unavailable (PostgreSQL unreachable).
-    async fn fresh(backend: Backend) -> Result<Option<Self>> {
-        Ok(match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir()?;
-                Some(Self {
-                    location: dir.path().join("bench.db").display().to_string(),
-                    _dir: Some(dir),
-                })
-            }
-            Backend::Postgres => custodian_store::testing::fresh_postgres_database()
-                .await
-                .map(|location| Self {
-                    location,
-                    _dir: None,
-                }),
-        })
-    }
-
-    /// Drops a PostgreSQL database so a run leaves nothing behind; the SQLite directory goes with
-    /// the value.
-    async fn remove(self, backend: Backend) -> Result<()> {
-        if backend == Backend::Postgres {
-            let name = self
-                .location
-                .rsplit_once('/')
-                .map_or("", |(_, name)| name)
-                .to_owned();
-            let admin = custodian_store::testing::postgres_admin_url();
-            let mut conn = sqlx::PgConnection::connect(&admin).await?;
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await?;
-            conn.close().await?;
-        }
-        Ok(())
-    }
-}
-
 /// One row of the results table.
 struct Measurement {
     backend: Backend,
@@ -122,16 +63,6 @@ struct Measurement {
 impl Measurement {
     fn events_per_second(&self) -> f64 {
         self.events as f64 / self.elapsed.as_secs_f64()
-    }
-
-    /// Nearest-rank percentile of the latencies, in milliseconds.
-    fn percentile_ms(&self, p: f64) -> f64 {
-        let mut sorted = self.latencies.clone();
-        sorted.sort_unstable();
-        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-        sorted
-            .get(rank.saturating_sub(1))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     }
 }
 
@@ -204,14 +135,11 @@ async fn main() -> Result<()> {
         .ok()
         .and_then(|v| v.parse().ok());
     let mut rows = Vec::new();
-    for backend in [Backend::Sqlite, Backend::Postgres] {
-        if only_backend
-            .as_deref()
-            .is_some_and(|b| !backend.name().eq_ignore_ascii_case(b))
-        {
+    for backend in Backend::ALL {
+        if only_backend.as_deref().is_some_and(|b| !backend.matches(b)) {
             continue;
         }
-        let Some(db) = Database::fresh(backend).await? else {
+        let Some(db) = Ledger::fresh(backend).await else {
             eprintln!("note: {} is unreachable; skipping it", backend.name());
             continue;
         };
@@ -222,8 +150,8 @@ async fn main() -> Result<()> {
             if only_writers.is_some_and(|w| w != writers) {
                 continue;
             }
-            let db = Database::fresh(backend)
-                .await?
+            let db = Ledger::fresh(backend)
+                .await
                 .ok_or_else(|| format!("{} became unreachable", backend.name()))?;
             let run = run_store(backend, db, writers, requested, &payload).await?;
             report(&run);
@@ -251,7 +179,7 @@ fn report(m: &Measurement) {
 /// Appends through the store with `writers` concurrent tasks.
 async fn run_store(
     backend: Backend,
-    db: Database,
+    db: Ledger,
     writers: usize,
     requested: usize,
     payload: &Payload,
@@ -303,7 +231,7 @@ async fn run_store(
     }
     store.close().await;
     drop(store);
-    db.remove(backend).await?;
+    db.remove().await?;
     Ok(Measurement {
         backend,
         writers: Some(writers),
@@ -397,7 +325,7 @@ struct FloorFixed {
 /// The floor: the same rows through plain batched `INSERT`s on one connection.
 async fn run_floor(
     backend: Backend,
-    db: Database,
+    db: Ledger,
     events: usize,
     payload: &Payload,
 ) -> Result<Measurement> {
@@ -450,7 +378,7 @@ async fn run_floor(
         )
         .into());
     }
-    db.remove(backend).await?;
+    db.remove().await?;
     Ok(Measurement {
         backend,
         writers: None,
@@ -532,8 +460,15 @@ impl FloorPool {
 }
 
 fn print_table(rows: &[Measurement]) {
-    println!("| backend | writers | events | events/s | p50 ms | p99 ms | ratio to floor |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut table = Table::new([
+        "backend",
+        "writers",
+        "events",
+        "events/s",
+        "p50 ms",
+        "p99 ms",
+        "ratio to floor",
+    ]);
     for m in rows {
         let floor = rows
             .iter()
@@ -547,30 +482,19 @@ fn print_table(rows: &[Measurement]) {
         } else {
             thousands(m.events as u64)
         };
-        println!(
-            "| {} | {writers} | {events} | {} | {:.2} | {:.2} | {:.2} |",
-            m.backend.name(),
+        table.row([
+            m.backend.name().to_owned(),
+            writers,
+            events,
             thousands(m.events_per_second().round() as u64),
-            m.percentile_ms(50.0),
-            m.percentile_ms(99.0),
-            m.events_per_second() / floor,
-        );
+            format!("{:.2}", percentile_ms(&m.latencies, 50.0)),
+            format!("{:.2}", percentile_ms(&m.latencies, 99.0)),
+            format!("{:.2}", m.events_per_second() / floor),
+        ]);
     }
+    print!("{table}");
     println!();
     println!(
         "Floor rows: one connection, multi-row INSERTs of {FLOOR_BATCH} rows per transaction; their p50/p99 are per transaction."
     );
-}
-
-/// `1234567` as `1,234,567`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

@@ -6,23 +6,24 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Stdio;
 use std::time::Duration;
 
-use custodian_store::StoreOptions;
+use custodian_testkit::Ledger;
+use custodian_testkit::deployment::{Server, forward_lines, verify};
 use tokio::process::Command;
 
-use crate::support::{Backend, Server, forward_lines, loadgen, verify};
+use crate::support::loadgen;
 
 const EVENTS_PER_APPEND: u64 = 3;
 const ACKS_BEFORE_KILL: usize = 400;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_keeps_every_acknowledged_append_through_kill_9() {
-    kill_mid_load_then_check(Backend::sqlite()).await;
+    kill_mid_load_then_check(Ledger::sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_keeps_every_acknowledged_append_through_kill_9() {
-    if let Some(backend) = Backend::postgres().await {
-        kill_mid_load_then_check(backend).await;
+    if let Some(ledger) = Ledger::postgres().await {
+        kill_mid_load_then_check(ledger).await;
     }
 }
 
@@ -46,8 +47,8 @@ fn parse_ack(line: &str) -> Ack {
     }
 }
 
-async fn kill_mid_load_then_check(backend: Backend) {
-    let location = backend.location();
+async fn kill_mid_load_then_check(ledger: Ledger) {
+    let location = ledger.location.clone();
     let mut child = Command::new(loadgen())
         .args([
             "--database",
@@ -84,7 +85,7 @@ async fn kill_mid_load_then_check(backend: Backend) {
 
     // The server starts on the crashed store.
     let cwd = tempfile::tempdir().unwrap();
-    let server = Server::start(&backend.serve_args(), cwd.path(), &[]).await;
+    let server = Server::start(&ledger.serve_args(), cwd.path(), &[]).await;
     let ready: serde_json::Value = reqwest::get(format!("{}/readyz", server.base))
         .await
         .unwrap()
@@ -94,15 +95,7 @@ async fn kill_mid_load_then_check(backend: Backend) {
     let (code, _) = server.terminate().await;
     assert_eq!(code, Some(0));
 
-    let store = custodian_store::open(
-        &location,
-        StoreOptions {
-            read_only: true,
-            ..StoreOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let store = ledger.open_read_only().await;
     let records = store.read_all(1, usize::MAX >> 2).await.unwrap();
     assert_eq!(ready["head"]["position"], records.len() as u64);
 

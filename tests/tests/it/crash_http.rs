@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use custodian_testkit::deployment::{Deployment, verify};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-use crate::support::{Deployment, verify};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_keeps_every_acknowledged_user_through_kill_9() {
@@ -47,8 +46,12 @@ const CLAIM_TAKEOVER: Duration = Duration::from_secs(31);
 // The store.
 
 /// What only this test reads of a deployment's store.
-impl Deployment {
+trait UserStreams {
     /// The ids of the users whose stream the log holds in `tenant`.
+    async fn user_streams(&self, tenant: &str) -> HashSet<String>;
+}
+
+impl UserStreams for Deployment {
     async fn user_streams(&self, tenant: &str) -> HashSet<String> {
         let prefix = format!("{tenant}/user/");
         let mut ids = HashSet::new();
@@ -474,7 +477,7 @@ async fn create_users_kill_9_then_check(home: Deployment) {
         "the log's user streams and the listing differ"
     );
 
-    let (code, out) = verify(&home.backend.location()).await;
+    let (code, out) = verify(&home.ledger.location).await;
     assert_eq!(code, Some(0), "verify failed: {out}");
 }
 

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use custodian_testkit::Backend;
+use custodian_testkit::deployment::{Deployment, Server, verify};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
-
-use crate::support::{Backend, Deployment, Server, verify};
 
 /// Runs each flow once on SQLite and once on PostgreSQL (skipped outside CI when PostgreSQL is
 /// unreachable, a failure in CI).
@@ -61,8 +61,20 @@ const USER_AGENT: &str = "custodian-identity-tests/1";
 // The ledger: what the flows read of the store behind the binary.
 
 /// What only these flows read of a deployment's store.
-impl Deployment {
+trait Inspect {
     /// Every record of the log, as JSON.
+    async fn events(&self) -> Vec<Value>;
+
+    /// Every byte the database holds that a thief of the disk or of a dump would get: on SQLite
+    /// the database file and its WAL and shared-memory files, on PostgreSQL every row of every
+    /// table of the test's database as text.
+    async fn database_contents(&self) -> Vec<u8>;
+
+    /// The wrapped data key of `subject` in the vault, if it has one.
+    async fn wrapped_data_key(&self, subject: &str) -> Option<String>;
+}
+
+impl Inspect for Deployment {
     async fn events(&self) -> Vec<Value> {
         self.read_log()
             .await
@@ -71,30 +83,26 @@ impl Deployment {
             .collect()
     }
 
-    /// Every byte the database holds that a thief of the disk or of a dump would get: on SQLite
-    /// the database file and its WAL and shared-memory files, on PostgreSQL every row of every
-    /// table of the test's database as text.
     async fn database_contents(&self) -> Vec<u8> {
-        match &self.backend {
-            Backend::Sqlite { dir } => {
+        match self.ledger.backend {
+            Backend::Sqlite => {
+                let dir = self.data_dir();
                 let mut bytes = vec![];
-                for entry in std::fs::read_dir(dir.path()).unwrap() {
+                for entry in std::fs::read_dir(&dir).unwrap() {
                     let path = entry.unwrap().path();
                     let name = path.file_name().unwrap().to_string_lossy().into_owned();
                     if name.starts_with("custodian.db") {
                         bytes.extend(std::fs::read(&path).unwrap());
                     }
                 }
-                assert!(
-                    !bytes.is_empty(),
-                    "no database files in {}",
-                    dir.path().display()
-                );
+                assert!(!bytes.is_empty(), "no database files in {}", dir.display());
                 bytes
             }
-            Backend::Postgres { url } => {
+            Backend::Postgres => {
                 use sqlx::Connection as _;
-                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                let mut conn = sqlx::PgConnection::connect(&self.ledger.location)
+                    .await
+                    .unwrap();
                 let tables: Vec<String> = sqlx::query_scalar(
                     "SELECT table_name::text FROM information_schema.tables \
                      WHERE table_catalog = current_database() AND table_schema = 'public' \
@@ -124,13 +132,12 @@ impl Deployment {
         }
     }
 
-    /// The wrapped data key of `subject` in the vault, if it has one.
     async fn wrapped_data_key(&self, subject: &str) -> Option<String> {
         use sqlx::Connection as _;
         let sql = "SELECT wrapped FROM data_keys WHERE subject = $1";
-        match &self.backend {
-            Backend::Sqlite { .. } => {
-                let url = format!("sqlite://{}?mode=ro", self.backend.location());
+        match self.ledger.backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}?mode=ro", self.ledger.location);
                 let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
                 let key = sqlx::query_scalar(sql)
                     .bind(subject)
@@ -140,8 +147,10 @@ impl Deployment {
                 conn.close().await.unwrap();
                 key
             }
-            Backend::Postgres { url } => {
-                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.ledger.location)
+                    .await
+                    .unwrap();
                 let key = sqlx::query_scalar(sql)
                     .bind(subject)
                     .fetch_optional(&mut conn)
@@ -2550,7 +2559,7 @@ async fn erasure_leaves_no_personal_data(ledger: Deployment) {
     let (code, _) = server.terminate().await;
     assert_eq!(code, Some(0));
     let stopped = leftovers(&ledger, &needles).await;
-    let (code, out) = verify(&ledger.backend.location()).await;
+    let (code, out) = verify(&ledger.ledger.location).await;
     assert_eq!(code, Some(0), "the chain no longer verifies: {out}");
     assert!(
         running.is_empty() && stopped.is_empty(),
@@ -2678,7 +2687,7 @@ async fn no_secret_reaches_the_database_or_the_logs(ledger: Deployment) {
     for p in personal {
         assert!(!contains(&bytes, p), "{p:?} is in the database in clear");
     }
-    let (code, out) = verify(&ledger.backend.location()).await;
+    let (code, out) = verify(&ledger.ledger.location).await;
     assert_eq!(code, Some(0), "{out}");
 }
 

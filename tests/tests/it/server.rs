@@ -2,7 +2,8 @@
 
 use std::process::Command;
 
-use crate::support::{Backend, Server, workspace_binary};
+use custodian_testkit::Ledger;
+use custodian_testkit::deployment::{Server, workspace_binary};
 
 #[tokio::test]
 async fn serve_without_flags_creates_the_embedded_store_in_the_working_directory() {
@@ -31,11 +32,11 @@ async fn serve_without_flags_creates_the_embedded_store_in_the_working_directory
 
 #[tokio::test]
 async fn serve_runs_on_postgres_given_a_database_url() {
-    let Some(backend) = Backend::postgres().await else {
+    let Some(ledger) = Ledger::postgres().await else {
         return;
     };
     let cwd = tempfile::tempdir().unwrap();
-    let server = Server::start(&backend.serve_args(), cwd.path(), &[]).await;
+    let server = Server::start(&ledger.serve_args(), cwd.path(), &[]).await;
     let r = reqwest::get(format!("{}/readyz", server.base))
         .await
         .unwrap();
@@ -128,9 +129,9 @@ fn serve_help_documents_every_setting_and_its_variable() {
 
 #[tokio::test]
 async fn projections_can_be_inspected_and_rebuilt_from_the_command_line() {
-    let backend = Backend::sqlite();
+    let ledger = Ledger::sqlite();
     let cwd = tempfile::tempdir().unwrap();
-    let server = Server::start(&backend.serve_args(), cwd.path(), &[]).await;
+    let server = Server::start(&ledger.serve_args(), cwd.path(), &[]).await;
     let status_of = |body: &serde_json::Value, generation: u64| {
         body["projections"]
             .as_array()
@@ -156,7 +157,7 @@ async fn projections_can_be_inspected_and_rebuilt_from_the_command_line() {
         all.extend_from_slice(args);
         let mut c = Command::new(workspace_binary("custodian"));
         c.args(all)
-            .args(backend.serve_args())
+            .args(ledger.serve_args())
             .current_dir(cwd.path());
         c.output().unwrap()
     };

@@ -77,9 +77,9 @@ pub async fn spawn_app_with(
 }
 
 pub async fn spawn_app() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let location = dir.path().join("custodian.db").display().to_string();
-    spawn_app_on(location, Some(dir), None, Duration::from_secs(2)).await
+    let ledger = custodian_testkit::Ledger::sqlite();
+    let location = ledger.location.clone();
+    spawn_app_on(location, ledger.into_dir(), None, Duration::from_secs(2)).await
 }
 
 pub async fn problem(response: reqwest::Response) -> (u16, serde_json::Value) {

@@ -6,33 +6,11 @@ use std::time::Duration;
 
 use custodian_projections::Projection;
 use custodian_store::ExpectedVersion;
+use custodian_testkit::{Ledger, event, stream};
 
-use crate::support::{Counter, Ledger, counts, event, stream};
+use crate::support::{Counter, Views as _, counts};
 
-macro_rules! both_backends {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(crate::support::Ledger::sqlite()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    if let Some(ledger) = crate::support::Ledger::postgres().await {
-                        super::$test(ledger).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-both_backends!(
+custodian_testkit::on_every_backend!(
     a_failure_in_mid_batch_is_retried_and_reported_without_double_apply,
     a_worker_stopped_mid_batch_resumes_exactly_where_it_committed,
 );
@@ -43,7 +21,7 @@ async fn append_spread(store: &Arc<dyn custodian_store::EventStore>, n: u64) {
             .append(
                 &stream(&format!("acme/thing/t{}", i % 5)),
                 ExpectedVersion::Any,
-                vec![event(i)],
+                vec![event("thing.happened", serde_json::json!({ "n": i }))],
             )
             .await
             .unwrap();
@@ -60,7 +38,7 @@ fn expected(n: u64) -> Vec<(String, i64)> {
 }
 
 async fn a_failure_in_mid_batch_is_retried_and_reported_without_double_apply(ledger: Ledger) {
-    let store = ledger.store().await;
+    let store = ledger.open().await;
     append_spread(&store, 40).await;
     let counter = Arc::new(Counter::default());
     // Batches are 16 events: position 8 is half-way through the first one.
@@ -113,7 +91,7 @@ async fn a_failure_in_mid_batch_is_retried_and_reported_without_double_apply(led
 }
 
 async fn a_worker_stopped_mid_batch_resumes_exactly_where_it_committed(ledger: Ledger) {
-    let store = ledger.store().await;
+    let store = ledger.open().await;
     append_spread(&store, 60).await;
     let counter = Arc::new(Counter::default());
     counter.delay_ms.store(3, Ordering::SeqCst);

@@ -12,41 +12,20 @@ use custodian_domain::user::{
     self, LockoutPolicy, LoginFailure, LoginMethod, ROLE_TENANT_ADMIN, User, UserCommand,
     UserEvent, UserKind, UserStatus,
 };
-use custodian_domain::{Actor, DomainEvent, EventType, NewEvent, Timestamp};
+use custodian_domain::{DomainEvent, Timestamp};
 use custodian_projections::sessions::{self as sessions_view, SessionRow, SessionsView};
 use custodian_projections::users::{
     self as users_view, CredentialRow, UserFilter, UserRow, UsersView,
 };
 use custodian_projections::{Projection, Projections, Tables, ViewDb, request_rebuild};
 use custodian_store::{EventStore, ExpectedVersion};
+use custodian_testkit::sample::decided;
+use custodian_testkit::{Ledger, stream};
 use sqlx::Row;
 
-use crate::support::{Ledger, stream};
+use crate::support::Views as _;
 
-macro_rules! both_backends {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(crate::support::Ledger::sqlite()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    if let Some(ledger) = crate::support::Ledger::postgres().await {
-                        super::$test(ledger).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-both_backends!(
+custodian_testkit::on_every_backend!(
     a_user_lifecycle_and_its_credential_facts_are_folded,
     users_are_listed_by_page_and_filter_within_their_tenant_only,
     sessions_are_listed_active_or_all_and_reuse_revokes,
@@ -268,19 +247,7 @@ async fn append<E: DomainEvent>(
     if events.is_empty() {
         return;
     }
-    let new = events
-        .iter()
-        .map(|e| NewEvent {
-            id: uuid::Uuid::now_v7(),
-            event_type: EventType::parse(e.event_type()).unwrap(),
-            schema: e.schema_version(),
-            actor: Actor::system(),
-            occurred_at: at,
-            correlation_id: None,
-            causation_id: None,
-            data: e.data(),
-        })
-        .collect();
+    let new = events.iter().map(|e| decided(e, at)).collect();
     store
         .append(&stream(name), ExpectedVersion::Exact(version), new)
         .await
@@ -467,7 +434,7 @@ async fn assert_rebuilt_equals_live(world: &World, views: &ViewDb, projections: 
 }
 
 async fn a_user_lifecycle_and_its_credential_facts_are_folded(ledger: Ledger) {
-    let store = ledger.store().await;
+    let store = ledger.open().await;
     let views = ledger.views().await;
     let projections = ledger.start(&store, identity_views()).await;
     let pool = views.pool();
@@ -686,7 +653,7 @@ async fn a_user_lifecycle_and_its_credential_facts_are_folded(ledger: Ledger) {
 }
 
 async fn users_are_listed_by_page_and_filter_within_their_tenant_only(ledger: Ledger) {
-    let store = ledger.store().await;
+    let store = ledger.open().await;
     let views = ledger.views().await;
     let projections = ledger.start(&store, identity_views()).await;
     let pool = views.pool();
@@ -915,7 +882,7 @@ async fn users_are_listed_by_page_and_filter_within_their_tenant_only(ledger: Le
 }
 
 async fn sessions_are_listed_active_or_all_and_reuse_revokes(ledger: Ledger) {
-    let store = ledger.store().await;
+    let store = ledger.open().await;
     let views = ledger.views().await;
     let projections = ledger.start(&store, identity_views()).await;
     let pool = views.pool();

@@ -6,14 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use custodian_domain::tenant::{self, Plan, Tenant, TenantCommand, TenantStatus};
-use custodian_domain::{Actor, DomainEvent, EventType, NewEvent, Timestamp};
+use custodian_domain::{NewEvent, Timestamp};
 use custodian_projections::tenants::TenantsView;
 use custodian_projections::{Projection, Projections, ViewDb, request_rebuild};
 use custodian_store::ExpectedVersion;
+use custodian_testkit::sample::{OCCURRED_AT, decided};
+use custodian_testkit::{Ledger, stream};
 use proptest::prelude::*;
 use sqlx::Row;
 
-use crate::support::{Ledger, stream};
+use crate::support::Views as _;
 
 type Row8 = (String, String, String, String, String, i64);
 
@@ -58,7 +60,7 @@ fn plan_str(p: Plan) -> &'static str {
 }
 
 async fn check(ledger: Ledger, history: Vec<(usize, TenantCommand)>) {
-    let store = ledger.store().await;
+    let store = ledger.open().await;
     let views = ledger.views().await;
     let projections = ledger
         .start(&store, vec![Arc::new(TenantsView) as Arc<dyn Projection>])
@@ -84,16 +86,7 @@ async fn check(ledger: Ledger, history: Vec<(usize, TenantCommand)>) {
         }
         let new: Vec<NewEvent> = events
             .iter()
-            .map(|e| NewEvent {
-                id: uuid::Uuid::now_v7(),
-                event_type: EventType::parse(e.event_type()).unwrap(),
-                schema: e.schema_version(),
-                actor: Actor::system(),
-                occurred_at: Timestamp::parse("2026-11-25T12:00:00Z").unwrap(),
-                correlation_id: None,
-                causation_id: None,
-                data: e.data(),
-            })
+            .map(|e| decided(e, Timestamp::parse(OCCURRED_AT).unwrap()))
             .collect();
         store
             .append(

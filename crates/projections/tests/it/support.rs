@@ -1,49 +1,37 @@
-//! A log and its views on a real database, and a counting projection with a failure switch.
+//! The views of a test's ledger (from `custodian-testkit`), and a counting projection with a
+//! failure switch.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use custodian_domain::{Actor, EventRecord, EventType, NewEvent, StreamName, Timestamp};
+use custodian_domain::EventRecord;
 use custodian_projections::{ApplyError, Projection, Projections, RuntimeOptions, Tables, ViewDb};
-use custodian_store::{EventStore, StoreOptions};
+use custodian_store::EventStore;
+use custodian_testkit::Ledger;
 use sqlx::{AnyConnection, Row};
 use tokio_util::sync::CancellationToken;
 
-/// A backend's log location, kept alive for the test.
-pub struct Ledger {
-    pub location: String,
-    _dir: Option<tempfile::TempDir>,
+/// The views of a test's ledger, in the log's own database.
+pub trait Views {
+    /// The views' database.
+    async fn views(&self) -> ViewDb;
+
+    /// Starts the runtime over `store` with `projections` and [`fast_options`].
+    async fn start(
+        &self,
+        store: &Arc<dyn EventStore>,
+        projections: Vec<Arc<dyn Projection>>,
+    ) -> Projections;
 }
 
-impl Ledger {
-    pub fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        Self {
-            location: dir.path().join("custodian.db").display().to_string(),
-            _dir: Some(dir),
-        }
-    }
-
-    pub async fn postgres() -> Option<Self> {
-        Some(Self {
-            location: custodian_store::testing::fresh_postgres_database().await?,
-            _dir: None,
-        })
-    }
-
-    pub async fn store(&self) -> Arc<dyn EventStore> {
-        custodian_store::open(&self.location, StoreOptions::default())
-            .await
-            .unwrap()
-    }
-
-    pub async fn views(&self) -> ViewDb {
+impl Views for Ledger {
+    async fn views(&self) -> ViewDb {
         ViewDb::open(&self.location).await.unwrap()
     }
 
-    pub async fn start(
+    async fn start(
         &self,
         store: &Arc<dyn EventStore>,
         projections: Vec<Arc<dyn Projection>>,
@@ -67,23 +55,6 @@ pub fn fast_options() -> RuntimeOptions {
         max_backoff: Duration::from_millis(50),
         idle_check: Duration::from_millis(50),
     }
-}
-
-pub fn event(n: u64) -> NewEvent {
-    NewEvent {
-        id: uuid::Uuid::now_v7(),
-        event_type: EventType::parse("thing.happened").unwrap(),
-        schema: 1,
-        actor: Actor::system(),
-        occurred_at: Timestamp::parse("2026-11-25T12:00:00Z").unwrap(),
-        correlation_id: None,
-        causation_id: None,
-        data: serde_json::json!({ "n": n }),
-    }
-}
-
-pub fn stream(s: &str) -> StreamName {
-    StreamName::parse(s).unwrap()
 }
 
 /// Counts events per stream; can be told to fail `fail_times` times on position `fail_at`, after

@@ -1,8 +1,10 @@
 //! The `custodian-replay` binary: what it prints, where, and its exit status.
 
-use crate::support::{Backend, Fixture, missing_path, on_every_backend, run_binary};
+use custodian_testkit::{Backend, Ledger};
 
-on_every_backend!(
+use crate::support::{Log as _, missing_path, run_binary};
+
+custodian_testkit::on_every_backend!(
     an_intact_log_prints_the_head_and_exits_0,
     changed_data_exits_1_naming_its_position,
     a_rehashed_forgery_exits_1_naming_the_next_position,
@@ -12,7 +14,7 @@ on_every_backend!(
     a_database_without_a_log_exits_2,
 );
 
-async fn an_intact_log_prints_the_head_and_exits_0(fixture: Fixture) {
+async fn an_intact_log_prints_the_head_and_exits_0(fixture: Ledger) {
     fixture.populate(300).await;
     let store = fixture.open_read_only().await;
     let head = store.head().await.unwrap();
@@ -31,7 +33,7 @@ async fn an_intact_log_prints_the_head_and_exits_0(fixture: Fixture) {
     assert_eq!(run.stderr, "");
 }
 
-async fn changed_data_exits_1_naming_its_position(fixture: Fixture) {
+async fn changed_data_exits_1_naming_its_position(fixture: Ledger) {
     fixture.populate(300).await;
     let mut db = fixture.connect().await;
     db.drop_append_only_triggers().await;
@@ -53,7 +55,7 @@ async fn changed_data_exits_1_naming_its_position(fixture: Fixture) {
     assert_eq!(run.stderr, "");
 }
 
-async fn a_rehashed_forgery_exits_1_naming_the_next_position(fixture: Fixture) {
+async fn a_rehashed_forgery_exits_1_naming_the_next_position(fixture: Ledger) {
     fixture.populate(300).await;
     let mut db = fixture.connect().await;
     db.drop_append_only_triggers().await;
@@ -75,7 +77,7 @@ async fn a_rehashed_forgery_exits_1_naming_the_next_position(fixture: Fixture) {
     );
 }
 
-async fn an_unreadable_row_exits_1_naming_its_position(fixture: Fixture) {
+async fn an_unreadable_row_exits_1_naming_its_position(fixture: Ledger) {
     fixture.populate(300).await;
     let mut db = fixture.connect().await;
     db.drop_append_only_triggers().await;
@@ -91,7 +93,7 @@ async fn an_unreadable_row_exits_1_naming_its_position(fixture: Fixture) {
     );
 }
 
-async fn an_empty_log_exits_0_with_0_events(fixture: Fixture) {
+async fn an_empty_log_exits_0_with_0_events(fixture: Ledger) {
     fixture.populate(0).await;
     let run = fixture.run_verify().await;
     assert_eq!(run.code, Some(0), "{run:?}");
@@ -99,7 +101,7 @@ async fn an_empty_log_exits_0_with_0_events(fixture: Fixture) {
     assert_eq!(run.stderr, "");
 }
 
-async fn a_missing_database_exits_2_and_creates_nothing(fixture: Fixture) {
+async fn a_missing_database_exits_2_and_creates_nothing(fixture: Ledger) {
     match fixture.backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
@@ -138,7 +140,7 @@ async fn a_missing_database_exits_2_and_creates_nothing(fixture: Fixture) {
     }
 }
 
-async fn a_database_without_a_log_exits_2(fixture: Fixture) {
+async fn a_database_without_a_log_exits_2(fixture: Ledger) {
     // A database that exists but holds no Custodian schema: there is no log to verify.
     if fixture.backend == Backend::Sqlite {
         std::fs::write(&fixture.location, b"").unwrap();

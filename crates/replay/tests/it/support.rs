@@ -1,87 +1,42 @@
-//! Backends under test, a log to verify on each, and the tampering an attacker with database access
-//! could do.
+//! A log to verify on each backend's ledger (from `custodian-testkit`), and the tampering an
+//! attacker with database access could do.
 
 use std::path::PathBuf;
 use std::process::Output;
-use std::sync::Arc;
 
-use custodian_domain::{Actor, EventHash, EventType, NewEvent, StreamName, Timestamp};
-use custodian_store::{EventStore, ExpectedVersion, StoreOptions};
+use custodian_domain::{EventHash, NewEvent};
+use custodian_store::ExpectedVersion;
+use custodian_testkit::{Backend, Ledger, stream};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, PgConnection, SqliteConnection};
 
-/// Instantiates each listed test once per backend: `sqlite::name` and `postgres::name`, the latter
-/// skipped (with a note) only when PostgreSQL is unreachable outside CI.
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(crate::support::Fixture::sqlite()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    if let Some(fixture) = crate::support::Fixture::postgres().await {
-                        super::$test(fixture).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-pub(crate) use on_every_backend;
-
-/// Which database a fixture is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Where a test's log lives.
-pub struct Fixture {
-    pub backend: Backend,
-    pub location: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Fixture {
-    pub fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        Self {
-            backend: Backend::Sqlite,
-            location: dir.path().join("custodian.db").display().to_string(),
-            _dir: Some(dir),
-        }
-    }
-
-    pub async fn postgres() -> Option<Self> {
-        Some(Self {
-            backend: Backend::Postgres,
-            location: custodian_store::testing::fresh_postgres_database().await?,
-            _dir: None,
-        })
-    }
-
+/// What the replay tests do with a ledger besides opening it.
+pub trait Log {
     /// Creates the schema and appends `n` events, then closes the writer.
-    pub async fn populate(&self, n: usize) {
-        let store = custodian_store::open(&self.location, StoreOptions::default())
-            .await
-            .unwrap();
+    async fn populate(&self, n: usize);
+
+    /// A direct connection to the database, bypassing the store.
+    async fn connect(&self) -> Db;
+
+    /// Runs `custodian-replay verify` on this log.
+    async fn run_verify(&self) -> Run;
+}
+
+impl Log for Ledger {
+    async fn populate(&self, n: usize) {
+        let store = self.open().await;
         let streams = ["acme/user/u1", "acme/group/g1", "globex/user/u2"];
         let mut i = 0;
         while i < n {
             // Appends of varying size across several streams and tenants.
             let size = (i % 7 + 1).min(n - i);
             let batch = (i..i + size).map(event).collect();
-            let stream = StreamName::parse(streams[i % streams.len()]).unwrap();
             store
-                .append(&stream, ExpectedVersion::Any, batch)
+                .append(
+                    &stream(streams[i % streams.len()]),
+                    ExpectedVersion::Any,
+                    batch,
+                )
                 .await
                 .unwrap();
             i += size;
@@ -89,21 +44,7 @@ impl Fixture {
         store.close().await;
     }
 
-    /// Opens the log read-only, the way `verify` does.
-    pub async fn open_read_only(&self) -> Arc<dyn EventStore> {
-        custodian_store::open(
-            &self.location,
-            StoreOptions {
-                read_only: true,
-                ..StoreOptions::default()
-            },
-        )
-        .await
-        .unwrap()
-    }
-
-    /// A direct connection to the database, bypassing the store.
-    pub async fn connect(&self) -> Db {
+    async fn connect(&self) -> Db {
         match self.backend {
             Backend::Sqlite => Db::Sqlite(
                 SqliteConnection::connect_with(
@@ -116,8 +57,7 @@ impl Fixture {
         }
     }
 
-    /// Runs `custodian-replay verify` on this log.
-    pub async fn run_verify(&self) -> Run {
+    async fn run_verify(&self) -> Run {
         run_binary(&["verify", &self.location]).await
     }
 }
@@ -125,14 +65,11 @@ impl Fixture {
 /// The event appended as the `i`-th (0-based): position `i + 1`.
 pub fn event(i: usize) -> NewEvent {
     NewEvent {
-        id: uuid::Uuid::now_v7(),
-        event_type: EventType::parse("user.renamed").unwrap(),
-        schema: 1,
-        actor: Actor::system(),
-        occurred_at: Timestamp::parse("2026-11-25T12:00:00Z").unwrap(),
         correlation_id: Some(format!("req_{i}")),
-        causation_id: None,
-        data: serde_json::json!({ "i": i, "name": format!("user number {i}") }),
+        ..custodian_testkit::event(
+            "user.renamed",
+            serde_json::json!({ "i": i, "name": format!("user number {i}") }),
+        )
     }
 }
 
@@ -253,7 +190,7 @@ impl Db {
     }
 
     /// Forges `position`'s `hash` to match its (tampered) contents, as read back through the store.
-    pub async fn rehash(&mut self, fixture: &Fixture, position: u64) -> EventHash {
+    pub async fn rehash(&mut self, fixture: &Ledger, position: u64) -> EventHash {
         let store = fixture.open_read_only().await;
         let record = store.read_all(position, 1).await.unwrap().remove(0);
         store.close().await;

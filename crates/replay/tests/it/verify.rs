@@ -4,10 +4,11 @@
 use custodian_domain::{ChainBreak, EventHash};
 use custodian_replay::{BreakReason, VerifyReport, verify, verify_in_pages};
 use custodian_store::Head;
+use custodian_testkit::Ledger;
 
-use crate::support::{Fixture, on_every_backend};
+use crate::support::Log as _;
 
-on_every_backend!(
+custodian_testkit::on_every_backend!(
     an_intact_log_verifies_to_the_stored_head,
     page_size_does_not_change_the_result,
     changed_data_is_found_at_its_position,
@@ -21,14 +22,14 @@ on_every_backend!(
 
 const PAGE_SIZES: [usize; 7] = [1, 2, 7, 136, 299, 300, 1000];
 
-async fn report(fixture: &Fixture, page_size: usize) -> VerifyReport {
+async fn report(fixture: &Ledger, page_size: usize) -> VerifyReport {
     let store = fixture.open_read_only().await;
     let report = verify_in_pages(&*store, page_size, |_| {}).await.unwrap();
     store.close().await;
     report
 }
 
-async fn an_intact_log_verifies_to_the_stored_head(fixture: Fixture) {
+async fn an_intact_log_verifies_to_the_stored_head(fixture: Ledger) {
     fixture.populate(300).await;
     let store = fixture.open_read_only().await;
     let head = store.head().await.unwrap();
@@ -48,7 +49,7 @@ async fn an_intact_log_verifies_to_the_stored_head(fixture: Fixture) {
     assert_eq!(seen, [64, 128, 192, 256, 300]);
 }
 
-async fn page_size_does_not_change_the_result(fixture: Fixture) {
+async fn page_size_does_not_change_the_result(fixture: Ledger) {
     fixture.populate(300).await;
     let expected = report(&fixture, 1000).await;
     assert!(expected.is_verified());
@@ -57,7 +58,7 @@ async fn page_size_does_not_change_the_result(fixture: Fixture) {
     }
 }
 
-async fn changed_data_is_found_at_its_position(fixture: Fixture) {
+async fn changed_data_is_found_at_its_position(fixture: Ledger) {
     fixture.populate(300).await;
     let mut db = fixture.connect().await;
     db.drop_append_only_triggers().await;
@@ -79,7 +80,7 @@ async fn changed_data_is_found_at_its_position(fixture: Fixture) {
     }
 }
 
-async fn a_rehashed_forgery_breaks_the_next_link(fixture: Fixture) {
+async fn a_rehashed_forgery_breaks_the_next_link(fixture: Ledger) {
     fixture.populate(300).await;
     let store = fixture.open_read_only().await;
     let original = store.read_all(137, 1).await.unwrap().remove(0).hash;
@@ -107,7 +108,7 @@ async fn a_rehashed_forgery_breaks_the_next_link(fixture: Fixture) {
     }
 }
 
-async fn a_deleted_event_is_a_gap_at_its_position(fixture: Fixture) {
+async fn a_deleted_event_is_a_gap_at_its_position(fixture: Ledger) {
     fixture.populate(300).await;
     let mut db = fixture.connect().await;
     db.drop_append_only_triggers().await;
@@ -129,7 +130,7 @@ async fn a_deleted_event_is_a_gap_at_its_position(fixture: Fixture) {
     }
 }
 
-async fn an_unreadable_row_is_a_break_at_its_position(fixture: Fixture) {
+async fn an_unreadable_row_is_a_break_at_its_position(fixture: Ledger) {
     fixture.populate(300).await;
     let mut db = fixture.connect().await;
     db.drop_append_only_triggers().await;
@@ -151,7 +152,7 @@ async fn an_unreadable_row_is_a_break_at_its_position(fixture: Fixture) {
     }
 }
 
-async fn the_first_break_wins_over_a_later_unreadable_row(fixture: Fixture) {
+async fn the_first_break_wins_over_a_later_unreadable_row(fixture: Ledger) {
     // The store refuses a page with an unreadable row whole; the rows before it must still be
     // checked, or the tampering at 137 would hide behind the corruption at 200.
     fixture.populate(300).await;
@@ -176,7 +177,7 @@ async fn the_first_break_wins_over_a_later_unreadable_row(fixture: Fixture) {
     }
 }
 
-async fn a_gap_just_before_an_unreadable_row_is_the_first_break(fixture: Fixture) {
+async fn a_gap_just_before_an_unreadable_row_is_the_first_break(fixture: Ledger) {
     fixture.populate(300).await;
     let mut db = fixture.connect().await;
     db.drop_append_only_triggers().await;
@@ -199,7 +200,7 @@ async fn a_gap_just_before_an_unreadable_row_is_the_first_break(fixture: Fixture
     }
 }
 
-async fn an_empty_log_verifies_with_zero_events(fixture: Fixture) {
+async fn an_empty_log_verifies_with_zero_events(fixture: Ledger) {
     fixture.populate(0).await;
     let store = fixture.open_read_only().await;
     let report = verify(&*store, |_| {}).await.unwrap();

@@ -6,35 +6,13 @@ use std::time::Duration;
 
 use custodian_domain::{ChainVerifier, EventRecord};
 use custodian_store::{EventStore, ExpectedVersion, StoreError, StoreOptions};
+use custodian_testkit::{Ledger, stream};
 use futures::StreamExt;
 use tokio::sync::Barrier;
 
-use crate::support::{Fixture, event, events, stream};
+use crate::support::{event, events};
 
-macro_rules! conformance {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(crate::support::Fixture::sqlite()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    if let Some(fixture) = crate::support::Fixture::postgres().await {
-                        super::$test(fixture).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+custodian_testkit::on_every_backend!(
     appends_get_gapless_positions_and_a_linked_chain,
     reads_start_at_any_position_and_respect_the_limit,
     stream_reads_return_one_stream_in_version_order,
@@ -61,7 +39,7 @@ fn verify(records: &[EventRecord]) -> u64 {
     v.head().0
 }
 
-async fn appends_get_gapless_positions_and_a_linked_chain(f: Fixture) {
+async fn appends_get_gapless_positions_and_a_linked_chain(f: Ledger) {
     let store = f.open().await;
     assert_eq!(store.head().await.unwrap().position, 0);
     let sent = events(3);
@@ -94,7 +72,7 @@ async fn appends_get_gapless_positions_and_a_linked_chain(f: Fixture) {
     assert_eq!((head.position, head.hash), (5, records[4].hash));
 }
 
-async fn reads_start_at_any_position_and_respect_the_limit(f: Fixture) {
+async fn reads_start_at_any_position_and_respect_the_limit(f: Ledger) {
     let store = f.open().await;
     for i in 0..10 {
         store
@@ -115,7 +93,7 @@ async fn reads_start_at_any_position_and_respect_the_limit(f: Fixture) {
     assert!(store.read_all(0, 1).await.unwrap()[0].position == 1);
 }
 
-async fn stream_reads_return_one_stream_in_version_order(f: Fixture) {
+async fn stream_reads_return_one_stream_in_version_order(f: Ledger) {
     let store = f.open().await;
     for i in 0..6 {
         let s = if i % 2 == 0 {
@@ -157,7 +135,7 @@ async fn stream_reads_return_one_stream_in_version_order(f: Fixture) {
     );
 }
 
-async fn expected_version_is_enforced_and_a_mismatch_writes_nothing(f: Fixture) {
+async fn expected_version_is_enforced_and_a_mismatch_writes_nothing(f: Ledger) {
     let store = f.open().await;
     let s = stream("acme/user/u1");
     let ok = |r: Result<custodian_store::AppendOutcome, StoreError>| r.unwrap().stream_version;
@@ -209,7 +187,7 @@ async fn expected_version_is_enforced_and_a_mismatch_writes_nothing(f: Fixture) 
     verify(&records);
 }
 
-async fn multi_event_appends_are_all_or_nothing(f: Fixture) {
+async fn multi_event_appends_are_all_or_nothing(f: Ledger) {
     let store = f.open().await;
     let s = stream("acme/user/u1");
     let out = store
@@ -238,7 +216,7 @@ async fn multi_event_appends_are_all_or_nothing(f: Fixture) {
     assert_eq!(all(&store).await.len(), 3);
 }
 
-async fn a_retry_with_the_same_ids_is_idempotent(f: Fixture) {
+async fn a_retry_with_the_same_ids_is_idempotent(f: Ledger) {
     let store = f.open().await;
     let s = stream("acme/user/u1");
     let batch = events(2);
@@ -292,7 +270,7 @@ async fn a_retry_with_the_same_ids_is_idempotent(f: Fixture) {
     assert_eq!(all(&store).await.len(), 3);
 }
 
-async fn bad_appends_are_typed_errors_and_write_nothing(f: Fixture) {
+async fn bad_appends_are_typed_errors_and_write_nothing(f: Ledger) {
     let store = f
         .open_with(StoreOptions {
             max_event_bytes: 1024,
@@ -331,7 +309,7 @@ async fn bad_appends_are_typed_errors_and_write_nothing(f: Fixture) {
     store.append(&s, ExpectedVersion::Any, fits).await.unwrap();
 }
 
-async fn follow_delivers_every_event_once_across_catch_up_and_live(f: Fixture) {
+async fn follow_delivers_every_event_once_across_catch_up_and_live(f: Ledger) {
     let store = f.open().await;
     for i in 0..25 {
         store
@@ -407,7 +385,7 @@ async fn follow_delivers_every_event_once_across_catch_up_and_live(f: Fixture) {
     assert_eq!(late.position, total + 1);
 }
 
-async fn racing_exact_appends_have_exactly_one_winner_per_version(f: Fixture) {
+async fn racing_exact_appends_have_exactly_one_winner_per_version(f: Ledger) {
     const TASKS: usize = 32;
     const ROUNDS: u64 = 10;
     let store = f.open().await;
@@ -455,7 +433,7 @@ async fn racing_exact_appends_have_exactly_one_winner_per_version(f: Fixture) {
     assert_eq!(verify(&records), ROUNDS);
 }
 
-async fn concurrent_appends_to_distinct_streams_stay_gapless(f: Fixture) {
+async fn concurrent_appends_to_distinct_streams_stay_gapless(f: Ledger) {
     const TASKS: usize = 32;
     const APPENDS: usize = 25;
     let store = f.open().await;
@@ -500,7 +478,7 @@ async fn concurrent_appends_to_distinct_streams_stay_gapless(f: Fixture) {
     }
 }
 
-async fn the_log_survives_reopening_and_continues_the_chain(f: Fixture) {
+async fn the_log_survives_reopening_and_continues_the_chain(f: Ledger) {
     let store = f.open().await;
     store
         .append(&stream("acme/user/u1"), ExpectedVersion::Any, events(4))
@@ -526,7 +504,7 @@ async fn the_log_survives_reopening_and_continues_the_chain(f: Fixture) {
     assert_eq!(verify(&records), 5);
 }
 
-async fn close_finishes_appends_already_taken(f: Fixture) {
+async fn close_finishes_appends_already_taken(f: Ledger) {
     let store = f.open().await;
     let mut handles = Vec::new();
     for t in 0..16 {
@@ -579,7 +557,7 @@ mod postgres_only {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_processes_on_one_database_share_one_gapless_log() {
-        let Some(f) = Fixture::postgres().await else {
+        let Some(f) = Ledger::postgres().await else {
             return;
         };
         let a = f.open().await;
