@@ -623,10 +623,19 @@ pub async fn refresh(app: &App, origin: &Origin, req: RefreshRequest) -> Result<
         .wait_for(position)
         .await
         .map_err(|_| AppError::catching_up())?;
+    // The rotation itself proved the session live at the version it appended to. A revocation
+    // appended after it (a concurrent presentation of the same token, which counts as reuse)
+    // stops these new tokens at their first use, so it does not turn this answer into a failure:
+    // exactly one of two racing presentations gets a pair, whatever order the index applies them.
+    security
+        .index
+        .tenant(&tenant)
+        .map_err(|r| AppError::unauthenticated(r.to_string()))?;
     let user = security
         .index
-        .check(&tenant, &indexed.user_id, &session_id, at)
-        .map_err(|r| AppError::unauthenticated(r.to_string()))?;
+        .user(&tenant, &indexed.user_id)
+        .filter(|u| u.status == custodian_domain::user::UserStatus::Active)
+        .ok_or_else(|| AppError::unauthenticated(Refusal::UserInactive.to_string()))?;
     issue(
         app,
         Session {
