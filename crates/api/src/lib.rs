@@ -22,4 +22,3 @@ pub mod server;
 pub mod state;
 pub mod telemetry;
 pub mod tenants;
-pub mod users;

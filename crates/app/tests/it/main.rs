@@ -1,5 +1,6 @@
 //! Use cases of the application layer, run without HTTP on a temporary SQLite ledger with a
 //! clock the tests move themselves.
 
+mod admin_users;
 mod bootstrap;
 mod support;

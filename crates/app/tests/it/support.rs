@@ -119,3 +119,36 @@ impl Drop for TestApp {
         self.shutdown.cancel();
     }
 }
+
+impl TestApp {
+    /// Creates the tenant `slug` (plan free) as the platform administrator, through the tenant
+    /// aggregate's command, and waits until the authentication index knows it. Returns the
+    /// position of its creation.
+    pub async fn create_tenant(&self, slug: &str) -> u64 {
+        use custodian_domain::tenant::{self, Plan, TenantCommand};
+        let stream = custodian_app::stream(SYSTEM_TENANT, "tenant", slug).unwrap();
+        let ctx = self.root().await.context(self.clock.now());
+        let done = custodian_app::commands::execute(
+            &self.app.store,
+            Some(&self.app.states),
+            &stream,
+            &ctx,
+            None,
+            tenant::evolve,
+            |t| {
+                tenant::decide(
+                    t.as_ref(),
+                    TenantCommand::Create {
+                        name: slug.to_owned(),
+                        slug: slug.to_owned(),
+                        plan: Plan::Free,
+                    },
+                )
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot create tenant {slug}: {e:?}"));
+        self.app.security.index.catch_up().await.unwrap();
+        done.position.unwrap()
+    }
+}
