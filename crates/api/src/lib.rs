@@ -20,4 +20,3 @@ pub mod server;
 pub mod state;
 pub mod telemetry;
 pub mod tenants;
-pub mod users;

@@ -181,17 +181,17 @@ pub(crate) async fn docs() -> Html<&'static str> {
 pub enum JsonBodyProblems {
     /// The body is not valid JSON (code `bad_request`).
     #[response(status = 400, content_type = "application/problem+json")]
-    Malformed(#[to_schema] ProblemDocument<'static>),
+    Malformed(ProblemDocument<'static>),
     /// The body is larger than 64 KiB (code `payload_too_large`).
     #[response(status = 413, content_type = "application/problem+json")]
-    TooLarge(#[to_schema] ProblemDocument<'static>),
+    TooLarge(ProblemDocument<'static>),
     /// The body is missing or not sent as `Content-Type: application/json` (code
     /// `unsupported_media_type`).
     #[response(status = 415, content_type = "application/problem+json")]
-    NotJson(#[to_schema] ProblemDocument<'static>),
+    NotJson(ProblemDocument<'static>),
     /// A field is missing, unknown, of the wrong type, or invalid (code `validation_failed`).
     #[response(status = 422, content_type = "application/problem+json")]
-    Invalid(#[to_schema] ProblemDocument<'static>),
+    Invalid(ProblemDocument<'static>),
 }
 
 /// The problems of any route that needs an access token: none or an invalid one (401), or the
@@ -202,11 +202,11 @@ pub enum AuthProblems {
     /// Missing, invalid or expired access token, or its session, user or tenant may no longer
     /// act (code `unauthenticated`).
     #[response(status = 401, content_type = "application/problem+json")]
-    Unauthenticated(#[to_schema] ProblemDocument<'static>),
+    Unauthenticated(ProblemDocument<'static>),
     /// The store or the authentication index is busy; retry after `Retry-After` (code
     /// `unavailable`).
     #[response(status = 503, content_type = "application/problem+json")]
-    Unavailable(#[to_schema] ProblemDocument<'static>),
+    Unavailable(ProblemDocument<'static>),
 }
 
 /// The problems of an administrator's route on a tenant's objects: not an administrator of it
@@ -216,8 +216,8 @@ pub enum AuthProblems {
 pub enum AdminProblems {
     /// The caller is not an administrator of the tenant (code `forbidden`).
     #[response(status = 403, content_type = "application/problem+json")]
-    Forbidden(#[to_schema] ProblemDocument<'static>),
+    Forbidden(ProblemDocument<'static>),
     /// No such tenant or object, or not one the caller may see (code `not_found`).
     #[response(status = 404, content_type = "application/problem+json")]
-    NotFound(#[to_schema] ProblemDocument<'static>),
+    NotFound(ProblemDocument<'static>),
 }

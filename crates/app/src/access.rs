@@ -5,7 +5,8 @@
 //! tenant; a tenant's administrators (`tenant_admin`) administer that tenant only; anyone else of
 //! the tenant is refused (403); anyone of another tenant is told the tenant does not exist (404),
 //! so existence does not leak across tenants. `_system` itself is administered by platform
-//! administrators only. Nobody disables or erases themselves.
+//! administrators only. Nobody disables or erases themselves. Only platform administrators grant
+//! `platform_admin`, and only in `_system`.
 
 use custodian_domain::id::is_type_id;
 use custodian_domain::user::{ROLE_PLATFORM_ADMIN, ROLE_TENANT_ADMIN};
@@ -140,6 +141,43 @@ pub fn platform_admin_for(principal: &Principal, tenant: &str) -> Result<(), App
     } else {
         Err(AppError::not_found(format!("no tenant {tenant}")))
     }
+}
+
+/// The built-in roles `principal` may grant to a user of `tenant`, deduplicated in the order given:
+/// `tenant_admin` anywhere; `platform_admin` only in `_system` and only from a platform
+/// administrator (anyone else is `Forbidden`). Any other name is `Invalid`.
+pub fn check_roles(
+    principal: &Principal,
+    tenant: &str,
+    roles: Option<Vec<String>>,
+) -> Result<Vec<String>, AppError> {
+    let mut out: Vec<String> = vec![];
+    for role in roles.unwrap_or_default() {
+        match role.as_str() {
+            ROLE_TENANT_ADMIN => {}
+            ROLE_PLATFORM_ADMIN if tenant == SYSTEM_TENANT => {
+                if !principal.is_platform_admin() {
+                    return Err(AppError::forbidden(
+                        "only a platform administrator can grant platform_admin",
+                    ));
+                }
+            }
+            ROLE_PLATFORM_ADMIN => {
+                return Err(AppError::invalid(
+                    "roles: platform_admin can only be granted in the _system tenant",
+                ));
+            }
+            other => {
+                return Err(AppError::invalid(format!(
+                    "roles: unknown role {other:.64?}; the built-in roles are tenant_admin and platform_admin"
+                )));
+            }
+        }
+        if !out.contains(&role) {
+            out.push(role);
+        }
+    }
+    Ok(out)
 }
 
 /// The answer for a user that does not exist, or that the caller may not know exists.

@@ -2,6 +2,7 @@
 //! clock the tests move themselves.
 
 mod account;
+mod admin_users;
 mod bootstrap;
 mod identity;
 mod mfa;

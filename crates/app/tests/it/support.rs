@@ -144,16 +144,17 @@ impl TestApp {
         self.root().await.context(self.clock.now())
     }
 
-    /// Runs a tenant command on `slug` as the platform administrator.
+    /// Runs a tenant command on `slug` as the platform administrator and waits until the
+    /// authentication index has applied it; returns its position.
     pub async fn tenant_command(
         &self,
         slug: &str,
         command: custodian_domain::tenant::TenantCommand,
-    ) {
+    ) -> u64 {
         use custodian_domain::tenant;
         let ctx = self.as_root().await;
         let s = custodian_app::stream(SYSTEM_TENANT, "tenant", slug).unwrap();
-        custodian_app::commands::execute(
+        let done = custodian_app::commands::execute(
             &self.app.store,
             Some(&self.app.states),
             &s,
@@ -163,11 +164,14 @@ impl TestApp {
             |t: &Option<tenant::Tenant>| tenant::decide(t.as_ref(), command.clone()),
         )
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("tenant command on {slug} refused: {e:?}"));
+        let position = done.position.unwrap_or_default();
+        self.app.security.index.wait_for(position).await.unwrap();
+        position
     }
 
-    /// Creates an active tenant `slug`.
-    pub async fn create_tenant(&self, slug: &str) {
+    /// Creates an active tenant `slug` (plan free); returns the position of its creation.
+    pub async fn create_tenant(&self, slug: &str) -> u64 {
         self.tenant_command(
             slug,
             custodian_domain::tenant::TenantCommand::Create {
@@ -176,7 +180,7 @@ impl TestApp {
                 plan: custodian_domain::tenant::Plan::Free,
             },
         )
-        .await;
+        .await
     }
 
     /// Runs a user command on `tenant`/`user_id` as the platform administrator.
