@@ -5,7 +5,6 @@
 //! and map every error to one RFC 9457 problem type.
 
 pub mod account;
-pub mod admin;
 pub use custodian_app::auth;
 pub use custodian_app::bootstrap;
 pub mod cli;
@@ -16,10 +15,10 @@ pub mod extract;
 pub mod handlers;
 pub mod identity;
 pub mod login;
+pub mod metrics;
 pub mod openapi;
 pub mod respond;
 pub mod server;
 pub mod state;
 pub mod telemetry;
-pub mod tenants;
 pub mod users;

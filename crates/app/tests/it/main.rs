@@ -1,5 +1,7 @@
 //! Use cases of the application layer, run without HTTP on a temporary SQLite ledger with a
 //! clock the tests move themselves.
 
+mod admin_tenants;
 mod bootstrap;
+mod operations;
 mod support;
