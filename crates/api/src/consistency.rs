@@ -16,6 +16,20 @@ pub use crate::respond::CUSTODIAN_POSITION;
 /// Request header: answer this read only from views that have applied this position.
 pub const CUSTODIAN_MIN_POSITION: &str = "custodian-min-position";
 
+/// The largest position a log can hold: positions are stored as signed 64-bit integers.
+pub const MAX_POSITION: u64 = i64::MAX as u64;
+
+/// A `Custodian-Min-Position` value: an integer from 0 to [`MAX_POSITION`]. Anything else, a
+/// number too large for any log included, cannot name a position, so it is no position at all.
+pub fn min_position(raw: &HeaderValue) -> Option<u64> {
+    raw.to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n <= MAX_POSITION)
+}
+
 /// Waits for `Custodian-Min-Position` on reads, and stamps `Custodian-Position` on their answers.
 pub async fn read_your_writes(
     State(state): State<AppState>,
@@ -25,9 +39,9 @@ pub async fn read_your_writes(
     let is_read = matches!(*request.method(), Method::GET | Method::HEAD)
         && request.uri().path().starts_with("/v1/");
     if is_read && let Some(raw) = request.headers().get(CUSTODIAN_MIN_POSITION) {
-        let Some(wanted) = raw.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) else {
+        let Some(wanted) = min_position(raw) else {
             return Problem::bad_request(
-                    "Custodian-Min-Position must be a non-negative integer (a position from a Custodian-Position header)",
+                    "Custodian-Min-Position must be an integer from 0 to 9223372036854775807 (a position from a Custodian-Position header)",
                 )
                 .into_response();
         };
@@ -47,4 +61,32 @@ pub async fn read_your_writes(
             .insert(CUSTODIAN_POSITION, HeaderValue::from(applied));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_min_position_is_an_integer_a_log_can_hold() {
+        for (raw, wanted) in [
+            ("0", Some(0)),
+            (" 42 ", Some(42)),
+            ("9223372036854775807", Some(MAX_POSITION)),
+            ("9223372036854775808", None),
+            ("18446744073709551615", None),
+            ("18446744073709551616", None),
+            ("-1", None),
+            ("1.5", None),
+            ("1e3", None),
+            ("ten", None),
+            ("", None),
+        ] {
+            assert_eq!(
+                min_position(&HeaderValue::from_static(raw)),
+                wanted,
+                "{raw:?}"
+            );
+        }
+    }
 }

@@ -1,10 +1,10 @@
-//! The HTTP face of Custodian: an axum server that turns requests into commands on the log and
-//! serves reads from it, and the `custodian` command line that starts it.
+//! The HTTP face of Custodian: an axum server that turns requests into use cases of
+//! `custodian-app` and answers them, and the `custodian` command line that starts it.
 //!
-//! Architecture invariant: handlers hold no business rules. They parse, call the domain or the store,
-//! and map every error to one RFC 9457 problem type.
+//! Architecture invariant: a handler extracts what it needs from the request (`extract`), calls
+//! one use case, and answers (`respond`); it holds no business rule, and no handler module imports
+//! another. Every error becomes one RFC 9457 problem type, in one `match` (`respond`).
 
-pub mod admin;
 pub use custodian_app::auth;
 pub use custodian_app::bootstrap;
 pub mod cli;
@@ -14,9 +14,9 @@ pub mod consistency;
 pub mod extract;
 pub mod handlers;
 pub mod identity;
+pub mod metrics;
 pub mod openapi;
 pub mod respond;
 pub mod server;
 pub mod state;
 pub mod telemetry;
-pub mod tenants;

@@ -184,3 +184,13 @@ pub fn check_roles(
 pub fn no_user() -> AppError {
     AppError::not_found("no such user")
 }
+
+/// Reading a tenant's own record: platform administrators and the tenant's own users. Anyone else
+/// is told the tenant does not exist.
+pub fn member_of(principal: &Principal, tenant: &str) -> Result<(), AppError> {
+    if principal.is_platform_admin() || principal.tenant == tenant {
+        Ok(())
+    } else {
+        Err(AppError::not_found(format!("no tenant {tenant}")))
+    }
+}

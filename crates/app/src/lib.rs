@@ -24,6 +24,7 @@ pub mod commands;
 pub mod error;
 pub mod identity;
 pub mod mfa;
+pub mod operations;
 pub mod sessions;
 pub mod users;
 pub mod validate;

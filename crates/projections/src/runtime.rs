@@ -255,10 +255,13 @@ impl Projections {
     }
 
     /// Every generation's status with its lag behind the log's head: in events, and in seconds
-    /// since the oldest event it has not applied occurred.
-    pub async fn lag_report(&self) -> Result<LagReport, custodian_store::StoreError> {
+    /// from when the oldest event it has not applied occurred until `now`.
+    pub async fn lag_report(
+        &self,
+        now: custodian_domain::Timestamp,
+    ) -> Result<LagReport, custodian_store::StoreError> {
         let head = self.shared.store.head().await?.position;
-        let now = time::OffsetDateTime::now_utc();
+        let now = now.as_datetime();
         let mut projections = Vec::new();
         for status in self.statuses() {
             let lag_events = head.saturating_sub(status.position);

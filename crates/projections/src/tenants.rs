@@ -1,9 +1,11 @@
-//! The `tenants` view: one row per tenant, as its events have made it.
+//! The `tenants` view: one row per tenant, as its events have made it, and the queries that read
+//! it ([`find_tenant`], [`list_tenants`]).
 
 use async_trait::async_trait;
 use custodian_domain::tenant::{Plan, TenantEvent, TenantStatus};
 use custodian_domain::{DomainEvent, EventRecord};
-use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::runtime::{ApplyError, Projection, Tables};
 
@@ -24,6 +26,102 @@ fn status_name(s: TenantStatus) -> &'static str {
         TenantStatus::Active => "active",
         TenantStatus::Suspended => "suspended",
     }
+}
+
+/// One tenant, as the view holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRow {
+    /// The tenant's id: the id of its stream `_system/tenant/{tenant_id}`, which is its slug for
+    /// every tenant created through the service.
+    pub tenant_id: String,
+    /// The slug its creation event gave.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+    /// What it pays for.
+    pub plan: Plan,
+    /// Whether it may act.
+    pub status: TenantStatus,
+    /// The version of its stream the row reflects (its last event).
+    pub version: u64,
+    /// When it was created.
+    pub created_at: String,
+    /// When its last event occurred.
+    pub updated_at: String,
+}
+
+const COLUMNS: &str = "tenant_id, slug, name, plan, status, version, created_at, updated_at";
+
+/// A value the view never writes: the table was changed by something other than its worker.
+fn undecodable(what: String) -> sqlx::Error {
+    sqlx::Error::Decode(what.into())
+}
+
+fn tenant_row(r: &AnyRow) -> Result<TenantRow, sqlx::Error> {
+    let plan: String = r.try_get("plan")?;
+    let status: String = r.try_get("status")?;
+    Ok(TenantRow {
+        tenant_id: r.try_get("tenant_id")?,
+        slug: r.try_get("slug")?,
+        name: r.try_get("name")?,
+        plan: [Plan::Free, Plan::Team, Plan::Enterprise]
+            .into_iter()
+            .find(|p| plan_name(*p) == plan)
+            .ok_or_else(|| undecodable(format!("unknown plan {plan:?} in the tenants view")))?,
+        status: [TenantStatus::Active, TenantStatus::Suspended]
+            .into_iter()
+            .find(|s| status_name(*s) == status)
+            .ok_or_else(|| undecodable(format!("unknown status {status:?} in the tenants view")))?,
+        version: u64::try_from(r.try_get::<i64, _>("version")?)
+            .map_err(|e| undecodable(e.to_string()))?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// The tenant `tenant_id`, suspended or not.
+pub async fn find_tenant(
+    pool: &AnyPool,
+    tables: &Tables,
+    tenant_id: &str,
+) -> Result<Option<TenantRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM {} WHERE tenant_id = $1",
+        tables.name("tenants")
+    ))
+    .bind(tenant_id)
+    .fetch_optional(pool)
+    .await?
+    .as_ref()
+    .map(tenant_row)
+    .transpose()
+}
+
+/// Up to `limit` tenants by id, starting after the id `after` (the last id of the previous page).
+pub async fn list_tenants(
+    pool: &AnyPool,
+    tables: &Tables,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<TenantRow>, sqlx::Error> {
+    let table = tables.name("tenants");
+    let sql = match after {
+        Some(_) => format!(
+            "SELECT {COLUMNS} FROM {table} WHERE tenant_id > $1 ORDER BY tenant_id LIMIT $2"
+        ),
+        None => format!("SELECT {COLUMNS} FROM {table} ORDER BY tenant_id LIMIT $1"),
+    };
+    let mut query = sqlx::query(&sql);
+    if let Some(after) = after {
+        query = query.bind(after);
+    }
+    query
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(tenant_row)
+        .collect()
 }
 
 #[async_trait]

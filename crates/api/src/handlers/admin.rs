@@ -2,71 +2,35 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde::Serialize;
-use utoipa::ToSchema;
+use axum::http::header;
+use axum::response::IntoResponse;
+use custodian_app::operations::{self, Health, ProjectionsReport, Readiness, RelayProgress};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::respond::{PROBLEM_JSON, Problem, ProblemDocument};
 use crate::state::AppState;
 
-/// How long readiness waits for the store before answering 503.
-const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// This module's routes.
 pub(crate) fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     router
         .routes(routes!(healthz))
         .routes(routes!(readyz))
-        .routes(routes!(crate::admin::projections))
-        .routes(routes!(crate::admin::metrics))
+        .routes(routes!(projections))
+        .routes(routes!(metrics))
 }
 
-/// The liveness answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Health {
-    /// Always `ok`: any answer at all means the process is serving HTTP.
-    pub status: Liveness,
-}
-
-/// The only liveness status there is.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Liveness {
-    /// The process serves HTTP.
-    Ok,
-}
-
-/// The readiness answer: the store answers, and this is the head of the log.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Readiness {
-    /// Always `ready`; an unready server answers 503 with a problem document instead.
-    pub status: ReadyStatus,
-    /// The last committed event.
-    pub head: LogHead,
-}
-
-/// The only status of a 200 readiness answer.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ReadyStatus {
-    /// The store answered in time.
-    Ready,
-}
-
-/// The head of the log: its last committed position and that event's hash.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct LogHead {
-    /// The last committed position; `0` for an empty log.
-    #[schema(example = 0)]
-    pub position: u64,
-    /// The SHA-256 hash of the event at `position`, as 64 lowercase hex digits (all zeros for an
-    /// empty log).
-    #[schema(
-        pattern = "^[0-9a-f]{64}$",
-        example = "0000000000000000000000000000000000000000000000000000000000000000"
-    )]
-    pub hash: String,
+/// What the event feed's relay last said of itself, when the server runs one.
+fn relay(state: &AppState) -> Option<RelayProgress> {
+    state.relay.as_ref().map(|r| {
+        let s = r.borrow().clone();
+        RelayProgress {
+            connected: s.connected,
+            acknowledged_position: s.acknowledged_position,
+            failures: s.failures,
+            last_error: s.last_error,
+        }
+    })
 }
 
 /// Liveness: the process is up and serving HTTP.
@@ -80,9 +44,7 @@ pub struct LogHead {
     responses((status = 200, description = "The process is serving HTTP", body = Health)),
 )]
 async fn healthz() -> Json<Health> {
-    Json(Health {
-        status: Liveness::Ok,
-    })
+    Json(operations::liveness())
 }
 
 /// Readiness: the store answers. Reports the log's head.
@@ -110,18 +72,41 @@ async fn healthz() -> Json<Health> {
     ),
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Problem> {
-    let check = async {
-        state.store.ping().await?;
-        state.store.head().await
-    };
-    let head = tokio::time::timeout(READINESS_TIMEOUT, check)
-        .await
-        .map_err(|_| Problem::unavailable("the event store did not answer in time", 2))??;
-    Ok(Json(Readiness {
-        status: ReadyStatus::Ready,
-        head: LogHead {
-            position: head.position,
-            hash: head.hash.to_hex(),
-        },
-    }))
+    Ok(Json(operations::readiness(&state).await?))
+}
+
+/// Projection status: each worker's position, the log's head, lag in events and seconds, and the
+/// last error.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/projections",
+    tag = "operations",
+    params(("Custodian-Min-Position" = Option<u64>, Header, maximum = 9223372036854775807_u64, description = "Answer only once the views have applied this position")),
+    responses(
+        (status = 200, description = "Every projection generation's progress", body = ProjectionsReport,
+            headers(("Custodian-Position" = u64, description = "The position the views had applied"))),
+        (status = 400, description = "`Custodian-Min-Position` is not an integer from 0 to 9223372036854775807 (code `bad_request`)", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 503, description = "The views did not reach `Custodian-Min-Position` in time, or the store is unreachable (code `unavailable`)", body = ProblemDocument, content_type = PROBLEM_JSON,
+            headers(("Retry-After" = u64, description = "Seconds to wait before asking again"))),
+    ),
+)]
+async fn projections(State(state): State<AppState>) -> Result<Json<ProjectionsReport>, Problem> {
+    Ok(Json(operations::projections(&state, relay(&state)).await?))
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Metrics: `custodian_log_head_position`, `custodian_views_applied_position`, per projection generation `custodian_projection_position`, `custodian_projection_lag_events`, `custodian_projection_lag_seconds`, `custodian_projection_failures`, and with `--nats-url` `custodian_relay_acknowledged_position`, `custodian_relay_connected`, `custodian_relay_failures`", content_type = "text/plain; version=0.0.4"),
+        (status = 503, description = "The store is unreachable (code `unavailable`)", body = ProblemDocument, content_type = PROBLEM_JSON),
+    ),
+)]
+async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
+    let report = operations::projections(&state, relay(&state)).await?;
+    let body = crate::metrics::render(&report)
+        .map_err(|e| Problem::internal(format!("encoding metrics: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body))
 }

@@ -203,7 +203,8 @@ async fn platform_admins_create_list_change_suspend_and_reactivate_tenants() {
             None => break,
         }
     }
-    assert_eq!(seen, ["acme", "beta", "delta", "gamma"]);
+    // The platform scope is listed too, first: `_` sorts before every slug's first letter.
+    assert_eq!(seen, ["_system", "acme", "beta", "delta", "gamma"]);
     assert_eq!(pages, 2);
     for bad in ["limit=0", "limit=201", "limit=ten", "cursor=NOT_A_SLUG"] {
         let r = send(
@@ -274,12 +275,33 @@ async fn platform_admins_create_list_change_suspend_and_reactivate_tenants() {
 
     for (method, path) in [
         (Method::GET, "/v1/tenants/nope"),
-        (Method::GET, "/v1/tenants/_system"),
         (Method::GET, "/v1/tenants/BAD!"),
         (Method::POST, "/v1/tenants/nope/reactivate"),
     ] {
         refused(send(&app, method, path, &root, None).await, 404).await;
     }
+    // The platform scope reads as it is listed, and cannot be changed.
+    let platform = expect(
+        send(&app, Method::GET, "/v1/tenants/_system", &root, None).await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        (platform["slug"].as_str(), platform["status"].as_str()),
+        (Some("_system"), Some("active"))
+    );
+    refused(
+        send(
+            &app,
+            Method::POST,
+            "/v1/tenants/_system/reactivate",
+            &root,
+            None,
+        )
+        .await,
+        409,
+    )
+    .await;
     let r = send(
         &app,
         Method::PATCH,

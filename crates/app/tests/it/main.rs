@@ -2,9 +2,11 @@
 //! clock the tests move themselves.
 
 mod account;
+mod admin_tenants;
 mod admin_users;
 mod bootstrap;
 mod identity;
 mod mfa;
+mod operations;
 mod sessions;
 mod support;

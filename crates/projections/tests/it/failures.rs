@@ -113,7 +113,12 @@ async fn a_worker_stopped_mid_batch_resumes_exactly_where_it_committed(ledger: L
     projections.stop().await;
     let stopped_at = projections.statuses()[0].position;
     assert!(stopped_at < 60, "stopped before the end ({stopped_at})");
-    let lag = projections.lag_report().await.unwrap();
+    let lag = projections
+        .lag_report(custodian_domain::Timestamp::from_datetime(
+            time::OffsetDateTime::now_utc(),
+        ))
+        .await
+        .unwrap();
     assert_eq!(lag.head, 60);
     assert_eq!(lag.projections[0].lag_events, 60 - stopped_at);
     assert!(lag.projections[0].lag_seconds > 0.0, "{lag:?}");

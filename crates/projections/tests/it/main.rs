@@ -4,3 +4,4 @@ mod failures;
 mod identity;
 mod live_equals_rebuilt;
 mod support;
+mod tenants;
