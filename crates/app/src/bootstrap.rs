@@ -77,7 +77,11 @@ pub async fn bootstrap(
         .check(admin.password)
         .map_err(|e| BootstrapError::Invalid(format!("password: {e}")))?;
     let user_id = type_id("user", Uuid::now_v7());
-    let vault = Vault::new(db.clone(), keyring.clone());
+    let vault = Vault::new(
+        db.clone(),
+        keyring.clone(),
+        Arc::new(crate::ManualClock::new(now)),
+    );
     let key = vault
         .create(SYSTEM_TENANT, &user_id)
         .await

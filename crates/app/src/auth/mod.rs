@@ -149,7 +149,7 @@ impl Security {
         )
         .await
         .context("cannot load the token signing keys")?;
-        let index = AuthIndex::start(store, options.index_wait, clock, shutdown.clone());
+        let index = AuthIndex::start(store, options.index_wait, clock.clone(), shutdown.clone());
         // Pick up signing keys rotated by another process (`custodian keys rotate-signing`).
         let reloading = signer.clone();
         tokio::spawn(async move {
@@ -171,7 +171,7 @@ impl Security {
             ..LockoutPolicy::default()
         };
         Ok(Self {
-            vault: Vault::new(db, keyring.clone()),
+            vault: Vault::new(db, keyring.clone(), clock),
             tokens: TokenHasher::new(keyring.token_key()),
             keyring,
             hasher,

@@ -10,14 +10,14 @@
 //! PostgreSQL the dead row is gone once `VACUUM` (or autovacuum) has reclaimed it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use custodian_domain::Timestamp;
 use custodian_domain::secret::Sealed;
 use custodian_projections::ViewDb;
 use sqlx::Row;
-use time::OffsetDateTime;
 
 use super::secrets::{DataKey, Keyring, open, seal};
+use crate::clock::Clock;
 
 /// Most subjects looked up in one `IN (...)` query.
 const IN_CHUNK: usize = 500;
@@ -50,12 +50,14 @@ const CHECKPOINT_ATTEMPTS: u32 = 25;
 pub struct Vault {
     db: ViewDb,
     keyring: Keyring,
+    clock: Arc<dyn Clock>,
 }
 
 impl Vault {
-    /// A vault on the `data_keys` table of `db`, wrapping keys under `keyring`.
-    pub fn new(db: ViewDb, keyring: Keyring) -> Self {
-        Self { db, keyring }
+    /// A vault on the `data_keys` table of `db`, wrapping keys under `keyring`; `clock` dates the
+    /// keys it creates.
+    pub fn new(db: ViewDb, keyring: Keyring, clock: Arc<dyn Clock>) -> Self {
+        Self { db, keyring, clock }
     }
 
     /// The data key of `subject`, created if it has none.
@@ -69,7 +71,7 @@ impl Vault {
             key.as_bytes(),
             subject.as_bytes(),
         );
-        let created_at = Timestamp::from_datetime(OffsetDateTime::now_utc()).to_string();
+        let created_at = self.clock.now().to_string();
         sqlx::query(
             "INSERT INTO data_keys (subject, tenant, wrapped, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (subject) DO NOTHING",
@@ -200,7 +202,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.db");
         let db = open_db(path.to_str().unwrap()).await;
-        (dir, Vault::new(db, test_keyring()))
+        (dir, Vault::new(db, test_keyring(), Arc::new(crate::SystemClock)))
     }
 
     async fn exercise(vault: &Vault) {
@@ -284,7 +286,7 @@ mod tests {
         ));
 
         // Another master key cannot read it.
-        let other = Vault::new(vault.db.clone(), test_keyring());
+        let other = Vault::new(vault.db.clone(), test_keyring(), Arc::new(crate::SystemClock));
         assert!(matches!(
             other.get("user_1").await,
             Err(VaultError::Unwrap { .. })
@@ -296,7 +298,7 @@ mod tests {
         let Some(url) = custodian_store::testing::fresh_postgres_database().await else {
             return;
         };
-        let vault = Vault::new(open_db(&url).await, test_keyring());
+        let vault = Vault::new(open_db(&url).await, test_keyring(), Arc::new(crate::SystemClock));
         exercise(&vault).await;
         let a = vault.create("tnt_a", "user_a").await.unwrap();
         let found = vault
