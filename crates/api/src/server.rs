@@ -130,7 +130,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.clone(),
         &config.store.as_open_arg(),
         config.read_wait,
-        crate::identity::options_from_config(&config),
+        config.security_options(),
         workers.clone(),
     )
     .await?;

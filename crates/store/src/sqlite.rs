@@ -73,6 +73,27 @@ impl SqliteStore {
     }
 }
 
+/// Whether `path` is a SQLite file holding the log, looked at read-only: nothing is created.
+pub(crate) async fn ledger_exists(path: &Path) -> Result<bool, StoreError> {
+    if !path.is_file() {
+        return Ok(false);
+    }
+    use sqlx::Connection as _;
+    let mut conn = sqlx::SqliteConnection::connect_with(
+        &SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(30)),
+    )
+    .await?;
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'")
+            .fetch_optional(&mut conn)
+            .await?;
+    conn.close().await?;
+    Ok(found.is_some())
+}
+
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn append(

@@ -1,5 +1,6 @@
 //! Black-box tests: the `custodian` and `custodian-replay` binaries against real databases.
 
+mod cli;
 mod crash;
 mod crash_http;
 mod feed;
