@@ -272,9 +272,20 @@ async fn rotate_signing(store_args: StoreArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot open the event store ({})", config.store.redacted()))?;
     let db = custodian_projections::ViewDb::open(&location).await?;
     let keyring = custodian_app::auth::secrets::Keyring::load_or_create(&config.secret_key_file)?;
-    let kid = custodian_app::auth::jwt::rotate(&db, &keyring).await?;
+    let issued = custodian_app::signing::issue(
+        &store,
+        &db,
+        &keyring,
+        custodian_domain::Actor::system(),
+        custodian_app::Clock::now(&custodian_app::SystemClock),
+    )
+    .await;
     store.close().await;
-    println!("new signing key {kid}; servers sign with it within 30 seconds");
+    let issued = issued?;
+    println!(
+        "new signing key {}; servers sign with it within 30 seconds (signing_key.issued at position {})",
+        issued.kid, issued.position
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -25,6 +25,7 @@ pub mod error;
 pub mod identity;
 pub mod mfa;
 pub mod sessions;
+pub mod signing;
 pub mod users;
 pub mod validate;
 

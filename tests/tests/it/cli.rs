@@ -1,4 +1,5 @@
-//! The `custodian` command line: commands that work on a ledger refuse where there is none.
+//! The `custodian` command line: commands that work on a ledger refuse where there is none, and a
+//! signing-key rotation is recorded on the log.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -98,6 +99,52 @@ async fn commands_refuse_a_postgres_database_without_the_ledger_and_create_nothi
             "{args:?} created the ledger's tables"
         );
     }
+}
+
+#[tokio::test]
+async fn rotate_signing_records_the_key_issuance_on_the_log() {
+    let ledger = Deployment::sqlite();
+    ledger
+        .bootstrap("root@platform.test", "Root", "correct horse battery staple")
+        .await;
+    let before = ledger.read_log().await.len();
+
+    let out = ledger.cli(&["keys", "rotate-signing"], "").await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let kid = out
+        .stdout
+        .split_whitespace()
+        .nth(3)
+        .map(|k| k.trim_end_matches(';').to_owned())
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert!(kid.starts_with("sk_"), "{out:?}");
+
+    let log = ledger.read_log().await;
+    assert_eq!(log.len(), before + 1, "one event: the issuance");
+    let issued = log.last().unwrap();
+    assert_eq!(issued.event_type.as_str(), "signing_key.issued");
+    assert_eq!(issued.stream.as_str(), format!("_system/signing_key/{kid}"));
+    assert_eq!(issued.data["kid"], kid.as_str());
+    assert_eq!(issued.data["algorithm"], "EdDSA");
+    let mut fields: Vec<&str> = issued
+        .data
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        ["algorithm", "created_at", "curve", "kid", "public_key"]
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("at position {}", issued.position)),
+        "{out:?}"
+    );
+    let (code, verified) = crate::support::verify(&ledger.backend.location()).await;
+    assert_eq!(code, Some(0), "{verified}");
 }
 
 #[tokio::test]

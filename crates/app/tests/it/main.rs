@@ -2,4 +2,5 @@
 //! clock the tests move themselves.
 
 mod bootstrap;
+mod signing;
 mod support;
