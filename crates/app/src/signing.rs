@@ -104,7 +104,11 @@ pub async fn rotate(app: &App) -> Result<Issued, AppError> {
         app.now(),
     )
     .await?;
-    app.security.signer.reload().await.map_err(stored)?;
+    app.security
+        .signer
+        .reload()
+        .await
+        .map_err(|e| AppError::internal(format!("cannot load the new signing key: {e}")))?;
     Ok(issued)
 }
 
