@@ -101,7 +101,8 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    fn resolve(self) -> Result<Config, crate::config::ConfigError> {
+    /// The configuration these flags select; a bad flag or file refuses the command.
+    fn resolve(self) -> anyhow::Result<Config> {
         Config::resolve(ServeArgs {
             data_dir: self.data_dir,
             database_url: self.database_url,
@@ -109,8 +110,18 @@ impl StoreArgs {
             config: self.config,
             ..ServeArgs::default()
         })
+        .map_err(|e| Refused(e.to_string()).into())
     }
 }
+
+/// A command refused before it changed anything, for its input or its situation: the message is
+/// printed and the process exits with code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+/// The exit code of a refused command.
+const REFUSED: u8 = 2;
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
@@ -131,7 +142,7 @@ pub fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("custodian: {e}");
-                    return ExitCode::from(2);
+                    return ExitCode::from(REFUSED);
                 }
             };
             crate::telemetry::init(config.log_format);
@@ -157,6 +168,7 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Runs a command: exit code 2 for a [`Refused`] one, 1 for any other failure.
 fn run_async(task: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
     let runtime = match runtime() {
         Ok(r) => r,
@@ -164,11 +176,31 @@ fn run_async(task: impl std::future::Future<Output = anyhow::Result<ExitCode>>) 
     };
     match runtime.block_on(task) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("custodian: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<Refused>() {
+            Some(refused) => {
+                eprintln!("custodian: {refused}");
+                ExitCode::from(REFUSED)
+            }
+            None => {
+                eprintln!("custodian: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// The configuration of a command that works on an existing ledger: refused, before anything is
+/// opened or created, when there is none at the location the flags, variables and file select.
+async fn existing_ledger(store_args: StoreArgs) -> anyhow::Result<Config> {
+    use anyhow::Context;
+    let config = store_args.resolve()?;
+    let exists = custodian_store::ledger_exists(&config.store.as_open_arg())
+        .await
+        .with_context(|| format!("cannot look for the ledger ({})", config.store.redacted()))?;
+    if !exists {
+        return Err(Refused(config.store.no_ledger()).into());
+    }
+    Ok(config)
 }
 
 async fn admin_bootstrap(
@@ -177,13 +209,9 @@ async fn admin_bootstrap(
     store_args: StoreArgs,
 ) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
-    let config = match store_args.resolve() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("custodian: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
+    use custodian_app::auth::password::{PasswordHasher, PasswordPolicy};
+    use custodian_app::bootstrap::{Admin, BootstrapError, bootstrap};
+    let config = store_args.resolve()?;
     let mut password = String::new();
     std::io::stdin()
         .read_line(&mut password)
@@ -194,20 +222,20 @@ async fn admin_bootstrap(
         .await
         .with_context(|| format!("cannot open the event store ({})", config.store.redacted()))?;
     let db = custodian_projections::ViewDb::open(&location).await?;
-    let keyring = crate::auth::secrets::Keyring::load_or_create(&config.secret_key_file)?;
-    let options = crate::identity::options_from_config(&config);
-    let hasher = crate::auth::password::PasswordHasher::new(options.argon2)?;
-    let policy = crate::auth::password::PasswordPolicy {
+    let keyring = custodian_app::auth::secrets::Keyring::load_or_create(&config.secret_key_file)?;
+    let options = config.security_options();
+    let hasher = PasswordHasher::new(options.argon2)?;
+    let policy = PasswordPolicy {
         min_length: options.password_min_length,
-        ..crate::auth::password::PasswordPolicy::default()
+        ..PasswordPolicy::default()
     };
-    let outcome = crate::bootstrap::bootstrap(
+    let outcome = bootstrap(
         &store,
         &db,
         &keyring,
         &hasher,
         &policy,
-        crate::bootstrap::Admin {
+        Admin {
             email: &email,
             name: name.as_deref().unwrap_or("Platform administrator"),
             password,
@@ -221,45 +249,53 @@ async fn admin_bootstrap(
             println!("created platform administrator {user_id}; log in with tenant _system");
             Ok(ExitCode::SUCCESS)
         }
-        Err(e @ crate::bootstrap::BootstrapError::Failed(_)) => Err(e.into()),
-        Err(e) => {
-            eprintln!("custodian: {e}");
-            Ok(ExitCode::from(2))
-        }
+        Err(e @ BootstrapError::Failed(_)) => Err(e.into()),
+        Err(e) => Err(Refused(e.to_string()).into()),
     }
 }
 
 async fn rotate_signing(store_args: StoreArgs) -> anyhow::Result<ExitCode> {
-    let config = match store_args.resolve() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("custodian: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
+    use anyhow::Context;
+    let config = existing_ledger(store_args).await?;
+    // The new key is wrapped under the master key; one the servers do not have would make it
+    // unusable to them, so a missing key file is not created here.
+    if !config.secret_key_file.is_file() {
+        return Err(Refused(format!(
+            "no master key at {}: the new signing key must be wrapped under the servers' master key; name its file with --secret-key-file FILE (default: DATA_DIR/secret.key, see --data-dir)",
+            config.secret_key_file.display()
+        ))
+        .into());
+    }
     let location = config.store.as_open_arg();
-    // Opening the store applies its migrations, so the key table exists.
-    let store = custodian_store::open(&location, custodian_store::StoreOptions::default()).await?;
+    let store = custodian_store::open(&location, custodian_store::StoreOptions::default())
+        .await
+        .with_context(|| format!("cannot open the event store ({})", config.store.redacted()))?;
     let db = custodian_projections::ViewDb::open(&location).await?;
-    let keyring = crate::auth::secrets::Keyring::load_or_create(&config.secret_key_file)?;
-    let kid = crate::auth::jwt::rotate(&db, &keyring).await?;
+    let keyring = custodian_app::auth::secrets::Keyring::load_or_create(&config.secret_key_file)?;
+    let issued = custodian_app::signing::issue(
+        &store,
+        &db,
+        &keyring,
+        custodian_domain::Actor::system(),
+        custodian_app::Clock::now(&custodian_app::SystemClock),
+    )
+    .await;
     store.close().await;
-    println!("new signing key {kid}; servers sign with it within 30 seconds");
+    let issued = issued?;
+    println!(
+        "new signing key {}; servers sign with it within 30 seconds (signing_key.issued at position {})",
+        issued.kid, issued.position
+    );
     Ok(ExitCode::SUCCESS)
 }
+
 async fn projections(command: ProjectionsCommand) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     let (store_args, rebuild) = match command {
         ProjectionsCommand::Status(s) => (s, None),
         ProjectionsCommand::Rebuild { name, store } => (store, Some(name)),
     };
-    let config = match store_args.resolve() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("custodian: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
+    let config = existing_ledger(store_args).await?;
     let location = config.store.as_open_arg();
     let store = custodian_store::open(
         &location,
@@ -275,11 +311,11 @@ async fn projections(command: ProjectionsCommand) -> anyhow::Result<ExitCode> {
         let known = custodian_projections::all();
         let Some(p) = known.iter().find(|p| p.name() == name) else {
             let names: Vec<&str> = known.iter().map(|p| p.name()).collect();
-            eprintln!(
-                "custodian: no projection named {name:?}; known: {}",
+            return Err(Refused(format!(
+                "no projection named {name:?}; known: {}",
                 names.join(", ")
-            );
-            return Ok(ExitCode::from(2));
+            ))
+            .into());
         };
         let generation = custodian_projections::request_rebuild(&db, &name, p.version()).await?;
         println!(

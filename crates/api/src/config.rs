@@ -143,6 +143,27 @@ impl StoreLocation {
         }
     }
 
+    /// Why a command that works on an existing ledger refuses to run here, naming the flags that
+    /// select the ledger.
+    pub fn no_ledger(&self) -> String {
+        let (found, flag) = match self {
+            Self::Sqlite(p) => (
+                format!("no ledger at {}", p.display()),
+                "name the server's data directory with --data-dir DIR, or its PostgreSQL database with --database-url URL",
+            ),
+            Self::Url(_) => (
+                format!(
+                    "no ledger in {} (the database does not exist or has no Custodian tables)",
+                    self.redacted()
+                ),
+                "name the server's PostgreSQL database with --database-url URL, or its data directory with --data-dir DIR",
+            ),
+        };
+        format!(
+            "{found}: {flag} (or CUSTODIAN_DATA_DIR, CUSTODIAN_DATABASE_URL); only `custodian serve` and `custodian admin bootstrap` create a ledger"
+        )
+    }
+
     /// A description safe to log: any password in a URL is replaced by `***`.
     pub fn redacted(&self) -> String {
         match self {
@@ -353,6 +374,25 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The security services' options this configuration sets.
+    pub fn security_options(&self) -> custodian_app::SecurityOptions {
+        custodian_app::SecurityOptions {
+            secret_key_file: self.secret_key_file.clone(),
+            issuer: self.issuer.clone(),
+            password_min_length: self.password_min_length,
+            argon2: custodian_app::auth::password::Argon2Params {
+                memory_kib: self.argon2_memory_kib,
+                iterations: self.argon2_iterations,
+                ..custodian_app::auth::password::Argon2Params::default()
+            },
+            login_ip_failures: self.login_ip_failures,
+            index_wait: self.read_wait,
+            trusted_proxies: self.trusted_proxies.clone(),
+        }
+    }
+}
+
 /// Parses `10.0.0.0/8, 192.168.1.7, ::1`: networks, or single addresses as /32 or /128.
 pub fn parse_proxies(list: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
     list.split(',')
@@ -428,6 +468,19 @@ mod tests {
         );
         assert_eq!(c.store.redacted(), "postgres://app:***@db:5432/custodian");
         assert!(!c.store.redacted().contains("s3cret"));
+    }
+
+    #[test]
+    fn a_missing_ledger_names_the_flags_that_select_one() {
+        for location in [
+            StoreLocation::Sqlite(PathBuf::from("custodian-data/custodian.db")),
+            StoreLocation::Url("postgres://app:s3cret@db/custodian".into()),
+        ] {
+            let message = location.no_ledger();
+            assert!(message.contains("--data-dir"), "{message}");
+            assert!(message.contains("--database-url"), "{message}");
+            assert!(!message.contains("s3cret"), "{message}");
+        }
     }
 
     #[test]

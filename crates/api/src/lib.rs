@@ -13,7 +13,6 @@ pub mod config;
 pub mod consistency;
 pub mod extract;
 pub mod handlers;
-pub mod identity;
 pub mod metrics;
 pub mod openapi;
 pub mod respond;

@@ -46,7 +46,7 @@ pub fn router(state: AppState) -> Router {
     routes
         .layer(Extension(Arc::new(document)))
         .layer(axum::extract::DefaultBodyLimit::max(
-            crate::identity::MAX_BODY_BYTES,
+            crate::extract::MAX_BODY_BYTES,
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -131,7 +131,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.clone(),
         &config.store.as_open_arg(),
         config.read_wait,
-        crate::identity::options_from_config(&config),
+        config.security_options(),
         workers.clone(),
     )
     .await?;

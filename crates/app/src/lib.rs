@@ -26,6 +26,7 @@ pub mod identity;
 pub mod mfa;
 pub mod operations;
 pub mod sessions;
+pub mod signing;
 pub mod users;
 pub mod validate;
 

@@ -20,6 +20,7 @@ pub mod id;
 pub mod secret;
 pub mod security;
 pub mod session;
+pub mod signing_key;
 pub mod stream;
 pub mod tenant;
 pub mod user;
@@ -30,3 +31,17 @@ pub use event::{
     EventTypeError, NewEvent, Timestamp, TimestampError, canonical_data,
 };
 pub use stream::{StreamName, StreamNameError};
+
+/// Every `(event type, schema version)` the domain writes, of every aggregate: the event catalog
+/// that `schemas/` describes and subscribers filter on.
+pub fn catalog() -> Vec<(&'static str, u32)> {
+    [
+        tenant::TenantEvent::TYPES,
+        user::UserEvent::TYPES,
+        session::SessionEvent::TYPES,
+        email::EmailEvent::TYPES,
+        security::SecurityEvent::TYPES,
+        signing_key::SigningKeyEvent::TYPES,
+    ]
+    .concat()
+}

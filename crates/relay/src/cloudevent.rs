@@ -16,9 +16,9 @@ pub const SOURCE_PREFIX: &str = "urn:custodian:";
 
 /// The subject an event is published on: `custodian.{tenant}.{aggregate}.{type}`.
 ///
-/// The type keeps its dots, so `acme/user/user_01` with type `user.registered` goes to
-/// `custodian.acme.user.user.registered`; `custodian.acme.user.>` selects every event of a tenant's
-/// users. Stream names have no `.`, `*`, `>` or whitespace, so every subject is a valid literal one.
+/// The type keeps its dots, so `acme/user/user_01` with type `user.created` goes to
+/// `custodian.acme.user.user.created`; `custodian.acme.user.>` selects every event of a tenant's
+/// users, and `custodian._system.signing_key.>` every issuance of an access-token signing key. Stream names have no `.`, `*`, `>` or whitespace, so every subject is a valid literal one.
 pub fn subject(record: &EventRecord) -> String {
     format!(
         "{}.{}.{}.{}",
@@ -33,7 +33,7 @@ pub fn subject(record: &EventRecord) -> String {
 ///
 /// - `id` is the event id (a UUIDv7), so (`source`, `id`) is unique and subscribers deduplicate by it;
 /// - `source` is `urn:custodian:{stream}` (e.g. `urn:custodian:acme/user/user_01`);
-/// - `type` is the ledger's own event type (`user.registered`), not reverse-DNS prefixed, so a filter
+/// - `type` is the ledger's own event type (`user.created`), not reverse-DNS prefixed, so a filter
 ///   on it reads the same as everywhere else in Custodian;
 /// - `subject` is the stream name, `time` is `occurred_at` (RFC 3339, UTC, microseconds);
 /// - `datacontenttype` is `application/json` and `data` is the event's body;
@@ -97,4 +97,49 @@ pub(crate) struct Checkpoint {
     pub(crate) id: Uuid,
     pub(crate) position: u64,
     pub(crate) hash: EventHash,
+}
+
+#[cfg(test)]
+mod tests {
+    use custodian_domain::{Actor, EventType, NewEvent, StreamName};
+
+    use super::*;
+
+    fn record(stream: &str, event_type: &str) -> EventRecord {
+        EventRecord::seal(
+            1,
+            StreamName::parse(stream).unwrap(),
+            1,
+            EventHash::ZERO,
+            NewEvent {
+                id: Uuid::now_v7(),
+                event_type: EventType::parse(event_type).unwrap(),
+                schema: 1,
+                actor: Actor::system(),
+                occurred_at: Timestamp::parse("2026-03-01T12:00:00Z").unwrap(),
+                correlation_id: None,
+                causation_id: None,
+                data: serde_json::json!({}),
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_subject_is_tenant_aggregate_and_the_dotted_type() {
+        for (stream, event_type, subject) in [
+            (
+                "acme/user/user_01",
+                "user.created",
+                "custodian.acme.user.user.created",
+            ),
+            (
+                "_system/signing_key/sk_0193a5b2c3d47e8f9a0b1c2d3e4f5a6b",
+                "signing_key.issued",
+                "custodian._system.signing_key.signing_key.issued",
+            ),
+        ] {
+            assert_eq!(super::subject(&record(stream, event_type)), subject);
+        }
+    }
 }

@@ -11,7 +11,6 @@ mod follow;
 pub mod postgres;
 mod row;
 pub mod sqlite;
-pub mod testing;
 mod writer;
 
 use std::sync::Arc;
@@ -210,21 +209,42 @@ impl Default for StoreOptions {
     }
 }
 
+/// Whether a ledger is at `location` (as [`open`] takes it), found without creating anything: a
+/// SQLite file that holds the log's `events` table, or a PostgreSQL database that has it. A missing
+/// file or a PostgreSQL database that does not exist is no ledger; an unreachable server is an
+/// error.
+pub async fn ledger_exists(location: &str) -> Result<bool, StoreError> {
+    if is_postgres(location) {
+        postgres::ledger_exists(location).await
+    } else {
+        sqlite::ledger_exists(sqlite_path(location)).await
+    }
+}
+
+fn is_postgres(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+fn sqlite_path(location: &str) -> &std::path::Path {
+    let path = location
+        .strip_prefix("sqlite://")
+        .or_else(|| location.strip_prefix("sqlite:"));
+    std::path::Path::new(path.unwrap_or(location))
+}
+
 /// Opens a store by location: a `postgres://` or `postgresql://` URL, a `sqlite:` URL, or a path
 /// to a SQLite file.
 pub async fn open(
     location: &str,
     options: StoreOptions,
 ) -> Result<Arc<dyn EventStore>, StoreError> {
-    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+    if is_postgres(location) {
         Ok(Arc::new(
             postgres::PostgresStore::open(location, options).await?,
         ))
     } else {
-        let path = location
-            .strip_prefix("sqlite://")
-            .or_else(|| location.strip_prefix("sqlite:"));
-        let path = std::path::Path::new(path.unwrap_or(location));
-        Ok(Arc::new(sqlite::SqliteStore::open(path, options).await?))
+        Ok(Arc::new(
+            sqlite::SqliteStore::open(sqlite_path(location), options).await?,
+        ))
     }
 }

@@ -23,6 +23,23 @@ const APPEND_LOCK: i64 = 0x0063_7573_746f_646e;
 /// The channel a commit notifies with its new head position.
 const CHANNEL: &str = "custodian_log";
 
+/// Whether the database at `url` holds the log's `events` table. A database that does not exist
+/// holds none; any other failure to connect is an error.
+pub(crate) async fn ledger_exists(url: &str) -> Result<bool, StoreError> {
+    use sqlx::Connection as _;
+    let mut conn = match sqlx::PgConnection::connect(url).await {
+        Ok(conn) => conn,
+        // invalid_catalog_name: the database does not exist.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let found: bool = sqlx::query_scalar("SELECT to_regclass('events') IS NOT NULL")
+        .fetch_one(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(found)
+}
+
 /// The log in a PostgreSQL database.
 pub struct PostgresStore {
     pool: PgPool,

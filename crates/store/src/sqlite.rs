@@ -9,8 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use custodian_domain::{EventRecord, NewEvent, StreamName};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{Connection as _, QueryBuilder, Sqlite, SqlitePool};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::batch::{self, Pending, VersionCache};
 use crate::row::{COLUMNS, StoredRow, existing_from_row, head_from_row, to_i64};
@@ -18,12 +19,17 @@ use crate::writer::{Committer, Decided, Writer};
 use crate::{AppendOutcome, EventStore, ExpectedVersion, Head, StoreError, StoreOptions};
 
 const IDS_PER_QUERY: usize = 900;
+/// How often an open store asks whether another process (a command-line bootstrap or key rotation
+/// while a server runs) committed to the file: SQLite cannot notify, so the head watch would only
+/// learn of it at the followers' idle recheck.
+const OTHER_WRITERS_POLL: Duration = Duration::from_millis(100);
 
 /// The log in one SQLite file.
 pub struct SqliteStore {
     read: SqlitePool,
     writer: Option<Writer>,
     head: Arc<watch::Sender<u64>>,
+    watcher: Option<JoinHandle<()>>,
 }
 
 impl SqliteStore {
@@ -54,8 +60,10 @@ impl SqliteStore {
             read,
             writer: None,
             head: Arc::new(watch::channel(0).0),
+            watcher: None,
         };
         if !options.read_only {
+            let watching = sqlx::SqliteConnection::connect_with(&connect).await?;
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .connect_with(connect)
@@ -66,11 +74,74 @@ impl SqliteStore {
                 cache: VersionCache::default(),
             });
             store.writer = Some(Writer::spawn(committer, store.head.clone(), &options));
+            store.watcher = Some(tokio::spawn(watch_other_writers(
+                watching,
+                store.head.clone(),
+            )));
         }
         let head = store.head().await?;
         crate::writer::advance(&store.head, head.position);
         Ok(store)
     }
+}
+
+/// Advances `head` to the file's last position whenever another connection has committed to it:
+/// `PRAGMA data_version` changes then, and asking costs no read of the log.
+async fn watch_other_writers(mut conn: sqlx::SqliteConnection, head: Arc<watch::Sender<u64>>) {
+    let mut seen = None;
+    let mut tick = tokio::time::interval(OTHER_WRITERS_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let version: i64 = match sqlx::query_scalar("PRAGMA data_version")
+            .fetch_one(&mut conn)
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ask SQLite for commits by other processes");
+                continue;
+            }
+        };
+        if seen == Some(version) {
+            continue;
+        }
+        match read_head(&mut conn).await {
+            Ok(h) => {
+                seen = Some(version);
+                crate::writer::advance(&head, h.position);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the head of the log"),
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some(w) = &self.watcher {
+            w.abort();
+        }
+    }
+}
+
+/// Whether `path` is a SQLite file holding the log, looked at read-only: nothing is created.
+pub(crate) async fn ledger_exists(path: &Path) -> Result<bool, StoreError> {
+    if !path.is_file() {
+        return Ok(false);
+    }
+    let mut conn = sqlx::SqliteConnection::connect_with(
+        &SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(30)),
+    )
+    .await?;
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'")
+            .fetch_optional(&mut conn)
+            .await?;
+    conn.close().await?;
+    Ok(found.is_some())
 }
 
 #[async_trait]

@@ -5,6 +5,8 @@
 //!
 //! ```sh
 //! cargo run -p custodian-example-subscriber -- --nats-url nats://127.0.0.1:4222 --durable siem
+//! # only failed logins, in every tenant:
+//! cargo run -p custodian-example-subscriber -- --durable logins --filter 'custodian.*.user.user.login_failed'
 //! ```
 
 use std::collections::{HashSet, VecDeque};
@@ -22,7 +24,9 @@ struct Args {
     /// Durable consumer name: the server remembers how far this consumer got.
     #[arg(long, default_value = "example-subscriber")]
     durable: String,
-    /// Subjects to receive, e.g. `custodian.acme.>` for one tenant.
+    /// Subjects to receive: `custodian.{tenant}.{aggregate}.{type}`, e.g. `custodian.acme.>` for
+    /// one tenant, `custodian.*.user.user.login_failed` for failed logins everywhere, or
+    /// `custodian._system.signing_key.signing_key.issued` for every signing key issued.
     #[arg(long, default_value = "custodian.>")]
     filter: String,
 }

@@ -1,7 +1,9 @@
 //! Black-box tests: the `custodian` and `custodian-replay` binaries against real databases.
 
+mod cli;
 mod crash;
 mod crash_http;
+mod event_names;
 mod feed;
 mod identity;
 mod server;

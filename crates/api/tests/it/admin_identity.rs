@@ -1292,7 +1292,7 @@ async fn administrators_cannot_disable_or_erase_themselves() {
 async fn behind_a_trusted_proxy_each_forwarded_client_is_throttled_alone() {
     let dir = tempfile::tempdir().unwrap();
     let location = dir.path().join("custodian.db").display().to_string();
-    let mut options = custodian_api::identity::IdentityOptions::new(dir.path().join("secret.key"));
+    let mut options = custodian_app::SecurityOptions::new(dir.path().join("secret.key"));
     options.trusted_proxies = custodian_api::config::parse_proxies("127.0.0.1").unwrap();
     options.login_ip_failures = 2;
     let app =

@@ -55,7 +55,7 @@ async fn unknown_routes_and_methods_are_problem_documents() {
 
 #[tokio::test]
 async fn readyz_is_503_with_retry_after_when_the_database_is_gone() {
-    let Some(url) = custodian_store::testing::fresh_postgres_database().await else {
+    let Some(url) = custodian_testkit::postgres::fresh_database().await else {
         return;
     };
     let app = spawn_app_on(url.clone(), None, None, Duration::from_secs(2)).await;
@@ -67,7 +67,7 @@ async fn readyz_is_503_with_retry_after_when_the_database_is_gone() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    let admin = custodian_store::testing::postgres_admin_url();
+    let admin = custodian_testkit::postgres::admin_url();
     let name = url.rsplit('/').next().unwrap();
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
         .await

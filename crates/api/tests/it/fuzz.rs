@@ -156,7 +156,7 @@ fn generate(doc: &Value, schema: &Value, rng: &mut StdRng, depth: usize) -> Valu
 async fn setup() -> (App, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let location = dir.path().join("custodian.db").display().to_string();
-    let mut options = custodian_api::identity::IdentityOptions::new(dir.path().join("secret.key"));
+    let mut options = custodian_app::SecurityOptions::new(dir.path().join("secret.key"));
     options.login_ip_failures = u32::MAX;
     let app = spawn_app_with(
         location,

@@ -28,7 +28,7 @@ pub async fn spawn_app_on(
     projections: Option<Vec<Arc<dyn Projection>>>,
     read_wait: Duration,
 ) -> App {
-    let identity = custodian_api::identity::IdentityOptions::new(
+    let identity = custodian_app::SecurityOptions::new(
         std::env::temp_dir().join(format!("custodian-test-{}.key", uuid::Uuid::now_v7())),
     );
     spawn_app_with(location, dir, projections, read_wait, identity).await
@@ -40,7 +40,7 @@ pub async fn spawn_app_with(
     dir: Option<tempfile::TempDir>,
     projections: Option<Vec<Arc<dyn Projection>>>,
     read_wait: Duration,
-    identity: custodian_api::identity::IdentityOptions,
+    identity: custodian_app::SecurityOptions,
 ) -> App {
     let store = custodian_store::open(&location, StoreOptions::default())
         .await

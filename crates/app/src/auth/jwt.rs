@@ -218,7 +218,7 @@ impl std::fmt::Debug for TokenSigner {
 }
 
 impl TokenSigner {
-    /// Loads every signing key from `db`, creating the first one if there is none.
+    /// Loads every signing key from `db`, creating the first one, made at `now`, if there is none.
     ///
     /// Tokens are issued by `issuer` for `audience` and live `ttl` (see
     /// [`DEFAULT_ACCESS_TOKEN_TTL`]; at most [`MAX_ACCESS_TOKEN_TTL`]).
@@ -228,6 +228,7 @@ impl TokenSigner {
         issuer: String,
         audience: String,
         ttl: Duration,
+        now: Timestamp,
     ) -> Result<Self, JwtError> {
         install_crypto_provider();
         if ttl.is_zero() || ttl > MAX_ACCESS_TOKEN_TTL {
@@ -237,7 +238,7 @@ impl TokenSigner {
         let keys = match read_keys(&db, &keyring).await {
             Ok(keys) => keys,
             Err(JwtError::NoSigningKey) => {
-                rotate(&db, &keyring).await?;
+                rotate(&db, &keyring, now).await?;
                 read_keys(&db, &keyring).await?
             }
             Err(e) => return Err(e),
@@ -267,9 +268,10 @@ impl TokenSigner {
         Ok(())
     }
 
-    /// Creates a new signing key, which signs from now on, and reloads; returns its kid.
-    pub async fn rotate(&self) -> Result<String, JwtError> {
-        let kid = rotate(&self.shared.db, &self.shared.keyring).await?;
+    /// Creates a new signing key made at `now`, which signs from now on, and reloads; returns its
+    /// kid.
+    pub async fn rotate(&self, now: Timestamp) -> Result<String, JwtError> {
+        let kid = rotate(&self.shared.db, &self.shared.keyring, now).await?;
         self.reload().await?;
         Ok(kid)
     }
@@ -434,37 +436,76 @@ impl TokenSigner {
     }
 }
 
-/// Creates a new signing key in `db`, which signs once the signers have reloaded; returns its kid.
+/// Creates a new signing key in `db`, made at `created_at`, which signs once the signers have
+/// reloaded; returns its kid.
 ///
 /// Older keys are kept: they stay published until the tokens they signed have expired.
-pub async fn rotate(db: &ViewDb, keyring: &Keyring) -> Result<String, JwtError> {
-    rotate_at(db, keyring, OffsetDateTime::now_utc()).await
-}
-
-async fn rotate_at(
+pub async fn rotate(
     db: &ViewDb,
     keyring: &Keyring,
-    created_at: OffsetDateTime,
+    created_at: Timestamp,
 ) -> Result<String, JwtError> {
-    let kid = format!("sk_{}", uuid::Uuid::now_v7().simple());
-    let signing = SigningKey::generate(&mut OsRng);
-    let wrapped = seal(
-        keyring.signing_key_wrap_key(),
-        signing.as_bytes(),
-        kid.as_bytes(),
-    );
-    let public = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
-    sqlx::query(
-        "INSERT INTO signing_keys (kid, created_at, private_wrapped, public_key) \
-         VALUES ($1, $2, $3, $4)",
-    )
-    .bind(&kid)
-    .bind(Timestamp::from_datetime(created_at).to_string())
-    .bind(&wrapped.0)
-    .bind(public)
-    .execute(db.pool())
-    .await?;
-    Ok(kid)
+    let key = NewSigningKey::generate(keyring, created_at);
+    key.store(db).await?;
+    Ok(key.kid)
+}
+
+/// A signing key just made and not yet stored: its id, its public half and when it was made, with
+/// the private half already wrapped under the master key (it is never held here in the clear).
+pub struct NewSigningKey {
+    /// The key id (`sk_` and 32 hex digits): the JWK's and the token headers' `kid`.
+    pub kid: String,
+    /// The public key as base64url without padding: the JWK's `x`.
+    pub public_key: String,
+    /// When it was made.
+    pub created_at: Timestamp,
+    wrapped: Sealed,
+}
+
+impl std::fmt::Debug for NewSigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSigningKey")
+            .field("kid", &self.kid)
+            .field("public_key", &self.public_key)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NewSigningKey {
+    /// Makes a fresh Ed25519 key at `created_at`, its private half wrapped under `keyring`'s
+    /// signing-key wrap key with the kid as associated data.
+    pub fn generate(keyring: &Keyring, created_at: Timestamp) -> Self {
+        let kid = format!("sk_{}", uuid::Uuid::now_v7().simple());
+        let signing = SigningKey::generate(&mut OsRng);
+        let wrapped = seal(
+            keyring.signing_key_wrap_key(),
+            signing.as_bytes(),
+            kid.as_bytes(),
+        );
+        let public_key = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
+        Self {
+            kid,
+            public_key,
+            created_at,
+            wrapped,
+        }
+    }
+
+    /// Stores the key in `signing_keys`, where signers find it at their next reload.
+    pub async fn store(&self, db: &ViewDb) -> Result<(), JwtError> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, created_at, private_wrapped, public_key) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&self.kid)
+        .bind(self.created_at.to_string())
+        .bind(&self.wrapped.0)
+        .bind(&self.public_key)
+        .execute(db.pool())
+        .await?;
+        Ok(())
+    }
 }
 
 async fn read_keys(db: &ViewDb, keyring: &Keyring) -> Result<KeySet, JwtError> {
@@ -581,6 +622,11 @@ mod tests {
         keyring: Keyring,
     }
 
+    /// The wall clock, where a test does not care when a key was made.
+    fn wall_clock() -> Timestamp {
+        Timestamp::from_datetime(OffsetDateTime::now_utc())
+    }
+
     async fn open_db(location: &str) -> ViewDb {
         custodian_store::open(location, custodian_store::StoreOptions::default())
             .await
@@ -607,6 +653,7 @@ mod tests {
             issuer.to_owned(),
             audience.to_owned(),
             TTL,
+            wall_clock(),
         )
         .await
         .unwrap()
@@ -614,7 +661,9 @@ mod tests {
 
     /// A signer whose first key was created at `T0`.
     async fn signer_at_t0(f: &Fixture) -> TokenSigner {
-        rotate_at(&f.db, &f.keyring, T0).await.unwrap();
+        rotate(&f.db, &f.keyring, Timestamp::from_datetime(T0))
+            .await
+            .unwrap();
         signer_with(f, ISSUER, AUDIENCE).await
     }
 
@@ -858,7 +907,9 @@ mod tests {
         let (old_token, old_claims) = issue(&signer, T0 + Duration::from_secs(60));
 
         let t1 = T0 + Duration::from_secs(300);
-        let new_kid = rotate_at(&f.db, &f.keyring, t1).await.unwrap();
+        let new_kid = rotate(&f.db, &f.keyring, Timestamp::from_datetime(t1))
+            .await
+            .unwrap();
         signer.reload().await.unwrap();
         assert_eq!(signer.signing_kid(), Some(new_kid.clone()));
 
@@ -906,12 +957,13 @@ mod tests {
             ISSUER.to_owned(),
             AUDIENCE.to_owned(),
             TTL,
+            wall_clock(),
         )
         .await
         .unwrap();
         assert_eq!(a.signing_kid(), b.signing_kid(), "only one first key");
 
-        let rotated = a.rotate().await.unwrap();
+        let rotated = a.rotate(wall_clock()).await.unwrap();
         assert_eq!(a.signing_kid(), Some(rotated.clone()));
         let now = OffsetDateTime::now_utc();
         let (token, claims) = issue(&a, now);
@@ -921,7 +973,7 @@ mod tests {
         assert_eq!(b.signing_kid(), Some(rotated));
 
         // A second unknown kid within 5 seconds does not reload again.
-        a.rotate().await.unwrap();
+        a.rotate(wall_clock()).await.unwrap();
         let (token, _) = issue(&a, now);
         assert!(matches!(
             b.verify_or_reload(&token, now).await,
@@ -935,7 +987,7 @@ mod tests {
     async fn private_keys_are_stored_wrapped_and_bound_to_their_kid() {
         let f = fixture().await;
         let signer = signer_with(&f, ISSUER, AUDIENCE).await;
-        signer.rotate().await.unwrap();
+        signer.rotate(wall_clock()).await.unwrap();
 
         let rows = sqlx::query("SELECT kid, private_wrapped, public_key FROM signing_keys")
             .fetch_all(f.db.pool())
@@ -992,6 +1044,7 @@ mod tests {
             ISSUER.to_owned(),
             AUDIENCE.to_owned(),
             TTL,
+            wall_clock(),
         )
         .await;
         assert!(matches!(other, Err(JwtError::KeyUnwrap { .. })));
@@ -1010,6 +1063,7 @@ mod tests {
                 ISSUER.to_owned(),
                 AUDIENCE.to_owned(),
                 ttl,
+                wall_clock(),
             )
             .await;
             assert!(matches!(result, Err(JwtError::Lifetime)));
@@ -1018,7 +1072,7 @@ mod tests {
 
     #[tokio::test]
     async fn works_on_postgres() {
-        let Some(url) = custodian_store::testing::fresh_postgres_database().await else {
+        let Some(url) = custodian_testkit::postgres::fresh_database().await else {
             return;
         };
         let db = open_db(&url).await;
@@ -1030,13 +1084,14 @@ mod tests {
                 ISSUER.to_owned(),
                 AUDIENCE.to_owned(),
                 TTL,
+                wall_clock(),
             )
         };
         let a = load().await.unwrap();
         let b = load().await.unwrap();
         let now = OffsetDateTime::now_utc();
         let (old, _) = issue(&a, now);
-        let kid = a.rotate().await.unwrap();
+        let kid = a.rotate(wall_clock()).await.unwrap();
         let (new, claims) = issue(&a, now);
         assert_eq!(header_of(&new)["kid"], kid.as_str());
         assert_eq!(b.verify_or_reload(&new, now).await.unwrap(), claims);

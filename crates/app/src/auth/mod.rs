@@ -122,8 +122,9 @@ pub struct Security {
 const KEY_CACHE_ENTRIES: usize = 100_000;
 
 impl Security {
-    /// Loads the master key (creating it if missing), the signing keys (creating the first), and
-    /// starts the authentication index on `store`. Background tasks stop with `shutdown`.
+    /// Loads the master key (creating it if missing), the signing keys (creating the first, made
+    /// at the clock's time and not recorded on the log: see [`crate::signing`]), and starts the
+    /// authentication index on `store`. Background tasks stop with `shutdown`.
     pub async fn start(
         options: SecurityOptions,
         db: custodian_projections::ViewDb,
@@ -146,6 +147,7 @@ impl Security {
             options.issuer.clone(),
             options.issuer.clone(),
             jwt::DEFAULT_ACCESS_TOKEN_TTL,
+            clock.now(),
         )
         .await
         .context("cannot load the token signing keys")?;

@@ -3,7 +3,7 @@
 //! The policy follows NIST SP 800-63B: a length floor and ceiling, no composition rules, and a
 //! blocklist of the passwords attackers try first.
 //!
-//! The blocklist, `crates/api/data/common-passwords.txt`, is the first 10,000 entries (most common
+//! The blocklist, `crates/app/data/common-passwords.txt`, is the first 10,000 entries (most common
 //! first) of the `passwords` frequency list shipped in the source of the `zxcvbn` crate, version
 //! 3.1.1 (<https://github.com/shssoichiro/zxcvbn-rs>, `src/frequency_lists.rs`), one per line. That
 //! list is under the MIT License:

@@ -202,7 +202,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.db");
         let db = open_db(path.to_str().unwrap()).await;
-        (dir, Vault::new(db, test_keyring(), Arc::new(crate::SystemClock)))
+        (
+            dir,
+            Vault::new(db, test_keyring(), Arc::new(crate::SystemClock)),
+        )
     }
 
     async fn exercise(vault: &Vault) {
@@ -286,7 +289,11 @@ mod tests {
         ));
 
         // Another master key cannot read it.
-        let other = Vault::new(vault.db.clone(), test_keyring(), Arc::new(crate::SystemClock));
+        let other = Vault::new(
+            vault.db.clone(),
+            test_keyring(),
+            Arc::new(crate::SystemClock),
+        );
         assert!(matches!(
             other.get("user_1").await,
             Err(VaultError::Unwrap { .. })
@@ -295,10 +302,14 @@ mod tests {
 
     #[tokio::test]
     async fn works_on_postgres() {
-        let Some(url) = custodian_store::testing::fresh_postgres_database().await else {
+        let Some(url) = custodian_testkit::postgres::fresh_database().await else {
             return;
         };
-        let vault = Vault::new(open_db(&url).await, test_keyring(), Arc::new(crate::SystemClock));
+        let vault = Vault::new(
+            open_db(&url).await,
+            test_keyring(),
+            Arc::new(crate::SystemClock),
+        );
         exercise(&vault).await;
         let a = vault.create("tnt_a", "user_a").await.unwrap();
         let found = vault

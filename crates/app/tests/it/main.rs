@@ -9,4 +9,5 @@ mod identity;
 mod mfa;
 mod operations;
 mod sessions;
+mod signing;
 mod support;

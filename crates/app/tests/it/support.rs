@@ -10,7 +10,7 @@ use custodian_app::auth::index::SYSTEM_TENANT;
 use custodian_app::bootstrap::{Admin, bootstrap};
 use custodian_app::{App, Clock, ManualClock, Principal, SecurityOptions};
 use custodian_domain::Timestamp;
-use custodian_store::StoreOptions;
+use custodian_testkit::Ledger;
 use tokio_util::sync::CancellationToken;
 
 /// The platform administrator every [`TestApp`] starts with.
@@ -29,24 +29,26 @@ pub struct TestApp {
     /// The platform administrator's user id.
     pub admin_id: String,
     shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
+    _ledger: Ledger,
 }
 
 impl TestApp {
     /// A service on an empty temporary SQLite ledger with a platform administrator.
     pub async fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let location = dir.path().join("custodian.db").display().to_string();
-        let store = custodian_store::open(&location, StoreOptions::default())
-            .await
-            .unwrap();
+        let ledger = Ledger::sqlite();
+        let location = ledger.location.clone();
+        let store = ledger.open().await;
+        let key_file = ledger
+            .dir()
+            .expect("a SQLite ledger has a directory")
+            .join("secret.key");
         let clock = Arc::new(ManualClock::new(Timestamp::parse(START).unwrap()));
         let shutdown = CancellationToken::new();
         let app = App::start(
             store,
             &location,
             custodian_projections::all(),
-            SecurityOptions::new(dir.path().join("secret.key")),
+            SecurityOptions::new(key_file),
             clock.clone(),
             shutdown.clone(),
         )
@@ -73,7 +75,7 @@ impl TestApp {
             clock,
             admin_id,
             shutdown,
-            _dir: dir,
+            _ledger: ledger,
         }
     }
 

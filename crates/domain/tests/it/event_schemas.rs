@@ -9,6 +9,7 @@ use custodian_domain::id::type_id;
 use custodian_domain::secret::{Sealed, TokenHash};
 use custodian_domain::security::{SecurityEvent, ThrottleScope};
 use custodian_domain::session::{self, RevokeReason, SessionCommand, SessionEvent};
+use custodian_domain::signing_key::{self, SigningKeyCommand, SigningKeyEvent};
 use custodian_domain::tenant::{self, Plan, TenantCommand, TenantEvent};
 use custodian_domain::user::{
     self, LockoutPolicy, LoginFailure, LoginMethod, ROLE_PLATFORM_ADMIN, ROLE_TENANT_ADMIN,
@@ -407,6 +408,21 @@ fn emitted_security_events() -> Vec<SecurityEvent> {
     ]
 }
 
+// ---- signing keys ----
+
+/// Every signing-key event `decide` can produce: the issuance of a key.
+fn emitted_signing_key_events() -> Vec<SigningKeyEvent> {
+    signing_key::decide(
+        None,
+        SigningKeyCommand::Issue {
+            kid: format!("sk_{}", Uuid::now_v7().simple()),
+            public_key: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
+            created_at: now(),
+        },
+    )
+    .unwrap()
+}
+
 #[test]
 fn every_emitted_event_matches_its_schema() {
     assert_eq!(
@@ -433,6 +449,11 @@ fn every_emitted_event_matches_its_schema() {
         validate_all(&emitted_security_events()),
         declared::<SecurityEvent>(),
         "every declared security observation must be checked"
+    );
+    assert_eq!(
+        validate_all(&emitted_signing_key_events()),
+        declared::<SigningKeyEvent>(),
+        "the signing-key lifecycle must emit every declared type"
     );
 }
 
@@ -573,19 +594,35 @@ fn email_schemas_reject_malformed_data() {
     });
 }
 
+#[test]
+fn signing_key_schemas_reject_private_material_and_malformed_data() {
+    let events = emitted_signing_key_events();
+    let fails = |t: &str, change: &dyn Fn(&mut Value)| mutation_fails(&events, t, change);
+    // A private key has no place in the event, in any field name a JWK or PKCS#8 would use.
+    fails("signing_key.issued", &|d| {
+        d["d"] = json!("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A")
+    });
+    fails("signing_key.issued", &|d| {
+        d["private_key"] = json!("MC4CAQAwBQYDK2VwBCIEIJ1hsZ3v")
+    });
+    fails("signing_key.issued", &|d| d["algorithm"] = json!("HS256"));
+    fails("signing_key.issued", &|d| d["algorithm"] = json!("none"));
+    fails("signing_key.issued", &|d| d["curve"] = json!("Ed448"));
+    fails("signing_key.issued", &|d| d["kid"] = json!("key_1"));
+    fails("signing_key.issued", &|d| {
+        d["public_key"] = json!("MCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg==")
+    });
+    fails("signing_key.issued", &|d| {
+        d.as_object_mut().unwrap().remove("created_at");
+    });
+}
+
 /// The (type, version) of every event the code knows, as schema file names.
 fn known_schema_files() -> BTreeSet<String> {
-    [
-        TenantEvent::TYPES,
-        UserEvent::TYPES,
-        SessionEvent::TYPES,
-        EmailEvent::TYPES,
-        SecurityEvent::TYPES,
-    ]
-    .concat()
-    .iter()
-    .map(|(t, v)| format!("{t}.v{v}.json"))
-    .collect()
+    custodian_domain::catalog()
+        .iter()
+        .map(|(t, v)| format!("{t}.v{v}.json"))
+        .collect()
 }
 
 #[test]

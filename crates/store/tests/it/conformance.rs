@@ -595,3 +595,33 @@ mod postgres_only {
         }
     }
 }
+
+mod sqlite_only {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follower_hears_of_another_process_commits_well_before_its_idle_recheck() {
+        let f = Ledger::sqlite();
+        let server = f.open().await;
+        // Another process on the same file: a command line run while the server runs.
+        let cli = f.open().await;
+        let mut follow = Box::pin(custodian_store::follow(server.clone(), 1));
+        let mut head = server.watch_head();
+        cli.append(&stream("acme/user/u1"), ExpectedVersion::Any, events(3))
+            .await
+            .unwrap();
+        // SQLite cannot notify; the store asks it every 100 ms, far sooner than the 5 s recheck.
+        for p in 1..=3 {
+            let r = tokio::time::timeout(Duration::from_secs(2), follow.next())
+                .await
+                .expect("the follower heard of the other process's commit")
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.position, p);
+        }
+        tokio::time::timeout(Duration::from_secs(2), head.wait_for(|p| *p == 3))
+            .await
+            .expect("the head watch moved to the other process's commit")
+            .unwrap();
+    }
+}
