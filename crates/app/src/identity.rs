@@ -221,9 +221,13 @@ pub async fn login(
     let security = &app.security;
     let ip = origin.ip;
     check_ip(app, ip, at)?;
+    // Wait for the index to apply the log's head as the database has it, not only as this
+    // process last heard of it: an account another process created a moment ago (the command
+    // line's bootstrap, another server) can log in at once. Every login asks, whatever follows.
+    let head = app.store.head().await?.position;
     security
         .index
-        .catch_up()
+        .wait_for(head)
         .await
         .map_err(|_| AppError::catching_up())?;
     let index = security.keyring.email_index(&req.tenant, &email);
