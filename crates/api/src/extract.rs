@@ -8,7 +8,9 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Req
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use custodian_app::{Origin, Principal};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use utoipa::IntoParams;
 
 use crate::respond::Problem;
 use crate::state::AppState;
@@ -177,6 +179,24 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
             ))),
         }
     }
+}
+
+/// The path of a route on one tenant: `/v1/tenants/{tenant}...`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TenantPath {
+    /// The tenant's slug
+    pub tenant: String,
+}
+
+/// The path of a route on one user of a tenant: `/v1/tenants/{tenant}/users/{user_id}...`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct UserPath {
+    /// The tenant's slug
+    pub tenant: String,
+    /// The user's id
+    pub user_id: String,
 }
 
 /// Query parameters; a query string that does not parse is 422.

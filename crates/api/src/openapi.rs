@@ -221,3 +221,152 @@ pub enum AdminProblems {
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(ProblemDocument<'static>),
 }
+
+/// The problems of a platform administrator's route on tenants in general: the caller is not
+/// one (403).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum PlatformAdminProblems {
+    /// The caller is not a platform administrator.
+    #[response(
+        status = 403,
+        description = "The caller is not a platform administrator",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(ProblemDocument<'static>),
+}
+
+/// The problems of a route that adds a user to a tenant: roles the caller may not grant (403), or
+/// an email another user of the tenant holds (409).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum NewUserProblems {
+    /// The caller may not grant what the request asks for.
+    #[response(
+        status = 403,
+        description = "The caller is not an administrator of the tenant, or grants platform_admin without being one",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(ProblemDocument<'static>),
+    /// The email is taken in the tenant.
+    #[response(
+        status = 409,
+        description = "The email address is already in use in the tenant",
+        content_type = "application/problem+json"
+    )]
+    EmailInUse(ProblemDocument<'static>),
+}
+
+/// The problem of an administrator's read served from a view: the view is not ready or the
+/// database is busy (503, with `Retry-After`). List it after [`AuthProblems`], whose 503 it
+/// replaces.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ViewProblems {
+    /// The view cannot answer yet.
+    #[response(
+        status = 503,
+        description = "The view is not ready or the database is busy; retry after `Retry-After`",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(ProblemDocument<'static>),
+}
+
+/// The problem of a route that lists sessions: a query parameter that does not parse (422).
+/// List it after any set with a 422, which it replaces.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum SessionQueryProblems {
+    /// The session query is invalid.
+    #[response(
+        status = 422,
+        description = "`active`, `limit` or `cursor` is invalid",
+        content_type = "application/problem+json"
+    )]
+    Invalid(ProblemDocument<'static>),
+}
+
+/// The problem of a route that counts failed proofs of a password or a code: too many (429, with
+/// `Retry-After`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ThrottledProblems {
+    /// Too many failed attempts.
+    #[response(
+        status = 429,
+        description = "Too many failed attempts (code `rate_limited`, with `Retry-After`)",
+        content_type = "application/problem+json"
+    )]
+    Throttled(ProblemDocument<'static>),
+}
+
+/// The problems of a route that changes TOTP on proof of presence (a password or a current code):
+/// a wrong proof (403), TOTP not enabled (409), neither or both proofs given (422). List it after
+/// [`JsonBodyProblems`], whose 422 it replaces.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum FreshProofProblems {
+    /// The proof is wrong.
+    #[response(
+        status = 403,
+        description = "Wrong password or code (code `invalid_credentials`)",
+        content_type = "application/problem+json"
+    )]
+    WrongProof(ProblemDocument<'static>),
+    /// TOTP is off.
+    #[response(
+        status = 409,
+        description = "TOTP is not enabled",
+        content_type = "application/problem+json"
+    )]
+    NotEnabled(ProblemDocument<'static>),
+    /// The body does not give exactly one proof.
+    #[response(
+        status = 422,
+        description = "A field is missing, unknown or of the wrong type, or neither or both of password and code are given",
+        content_type = "application/problem+json"
+    )]
+    Invalid(ProblemDocument<'static>),
+}
+
+/// The problem of a public route that reads the store and the authentication index: either is
+/// busy (503, with `Retry-After`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum IndexBusyProblems {
+    /// The store or the index is busy.
+    #[response(
+        status = 503,
+        description = "The store or the authentication index is busy; retry after `Retry-After` (code `unavailable`)",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(ProblemDocument<'static>),
+}
+
+/// The problem of a public route that reads only the store: it is busy (503, with `Retry-After`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum StoreBusyProblems {
+    /// The store is busy.
+    #[response(
+        status = 503,
+        description = "The store is busy; retry after `Retry-After` (code `unavailable`)",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(ProblemDocument<'static>),
+}
+
+/// The problem of a public route that sets a password with a token: the password does not meet
+/// the policy, or a field is missing (422). List it after [`JsonBodyProblems`], whose 422 it
+/// replaces.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum NewPasswordProblems {
+    /// The password or the body is invalid.
+    #[response(
+        status = 422,
+        description = "The password does not meet the policy, or a field is missing",
+        content_type = "application/problem+json"
+    )]
+    Invalid(ProblemDocument<'static>),
+}

@@ -12,7 +12,7 @@ use custodian_domain::Timestamp;
 use custodian_domain::id::type_id;
 use custodian_domain::secret::TokenHash;
 use custodian_domain::security::SecurityEvent;
-use custodian_domain::session::{self, RevokeReason, SessionCommand, SessionError, SessionEvent};
+use custodian_domain::session::{RevokeReason, SessionCommand, SessionError, SessionEvent};
 use custodian_domain::user::{self, PendingToken, User, UserCommand, UserError, UserStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -24,7 +24,7 @@ use crate::auth::tokens::{OpaqueToken, TokenKind};
 use crate::auth::totp;
 use crate::commands::{self, Failed};
 use crate::error::AppError;
-use crate::sessions::{revoke_all, session_error};
+use crate::sessions::{revoke_all, run_session, session_error};
 use crate::users::{
     anonymous, check_ip, check_password, count_failure, failed_user, load_user, locked,
     record_bad_code, run_user, seal_password, totp_secret, user_actor,
@@ -460,31 +460,23 @@ async fn start_session(
         (None, Some(_)) => user::LoginMethod::PasswordRecoveryCode,
         (None, None) => user::LoginMethod::Password,
     };
-    let s = stream(tenant, "session", &session_id)?;
     let expires_at = at.plus(security.lifetimes.session);
-    let started = commands::execute(
-        &app.store,
-        Some(&app.states),
-        &s,
+    let started = run_session(
+        app,
         &ctx,
-        None,
-        session::evolve,
-        |s| {
-            session::decide(
-                s.as_ref(),
-                SessionCommand::Start {
-                    user_id: user_id.to_owned(),
-                    refresh: refresh_hash.clone(),
-                    method,
-                    expires_at,
-                    ip: ip_text.clone(),
-                    user_agent: origin.user_agent.clone(),
-                },
-            )
+        tenant,
+        &session_id,
+        || SessionCommand::Start {
+            user_id: user_id.to_owned(),
+            refresh: refresh_hash.clone(),
+            method,
+            expires_at,
+            ip: ip_text.clone(),
+            user_agent: origin.user_agent.clone(),
         },
+        session_error,
     )
-    .await
-    .map_err(|e| AppError::from_failed(e, session_error))?;
+    .await?;
     let position = started.position.unwrap_or_default();
     issue(
         app,
@@ -588,31 +580,23 @@ pub async fn refresh(app: &App, origin: &Origin, req: RefreshRequest) -> Result<
     {
         return Err(AppError::unauthenticated(Refusal::UserInactive.to_string()));
     }
-    let s = stream(&tenant, "session", &session_id)?;
     let ctx = user_actor(&indexed.user_id, at);
     let ip_text = origin.ip.map(|ip| ip.to_string());
-    let done = commands::execute(
-        &app.store,
-        Some(&app.states),
-        &s,
+    let done = run_session(
+        app,
         &ctx,
-        None,
-        session::evolve,
-        |s| {
-            session::decide(
-                s.as_ref(),
-                SessionCommand::Refresh {
-                    generation,
-                    presented: presented_hash.clone(),
-                    next: next_hash.clone(),
-                    ip: ip_text.clone(),
-                    now: at,
-                },
-            )
+        &tenant,
+        &session_id,
+        || SessionCommand::Refresh {
+            generation,
+            presented: presented_hash.clone(),
+            next: next_hash.clone(),
+            ip: ip_text.clone(),
+            now: at,
         },
+        session_error,
     )
-    .await
-    .map_err(|e| AppError::from_failed(e, session_error))?;
+    .await?;
     if done
         .events
         .iter()

@@ -76,21 +76,14 @@ pub async fn enroll(app: &App, principal: &Principal) -> Result<TotpEnrollment, 
         None => principal.user_id.clone(),
     };
     let at = app.now();
-    let done = run_user(
-        app,
-        &principal.context(at),
-        &principal.tenant,
-        &principal.user_id,
-        |_| UserCommand::StartTotpEnrollment {
-            secret: sealed.clone(),
-        },
-    )
-    .await
-    .map_err(|e| failed_user(e, at))?;
+    let position = run_own(app, principal, at, || UserCommand::StartTotpEnrollment {
+        secret: sealed.clone(),
+    })
+    .await?;
     Ok(TotpEnrollment {
         secret: totp::base32(&secret),
         otpauth_uri: totp::otpauth_uri(&secret, &security.issuer, &account),
-        position: done.position.unwrap_or_default(),
+        position,
     })
 }
 
@@ -114,21 +107,14 @@ pub async fn confirm(
     let step = totp::verify(&secret, &req.code, unix(at))
         .ok_or_else(|| AppError::unauthenticated("the code is invalid or was already used"))?;
     let (codes, hashes) = fresh_codes(&app.security)?;
-    let done = run_user(
-        app,
-        &principal.context(at),
-        &principal.tenant,
-        &principal.user_id,
-        |_| UserCommand::ConfirmTotp {
-            step,
-            recovery_codes: hashes.clone(),
-        },
-    )
-    .await
-    .map_err(|e| failed_user(e, at))?;
+    let position = run_own(app, principal, at, || UserCommand::ConfirmTotp {
+        step,
+        recovery_codes: hashes.clone(),
+    })
+    .await?;
     Ok(RecoveryCodes {
         recovery_codes: codes,
-        position: done.position.unwrap_or_default(),
+        position,
     })
 }
 
@@ -184,12 +170,23 @@ async fn with_fresh_proof(
     }
     let at = app.now();
     let totp_step = prove_fresh(app, principal, proof, origin, at).await?;
+    run_own(app, principal, at, || command(totp_step)).await
+}
+
+/// Runs a command on the caller's own user at `at`; returns the position written (0 when nothing
+/// changed).
+async fn run_own(
+    app: &App,
+    principal: &Principal,
+    at: Timestamp,
+    command: impl Fn() -> UserCommand,
+) -> Result<u64, AppError> {
     let done = run_user(
         app,
         &principal.context(at),
         &principal.tenant,
         &principal.user_id,
-        |_| command(totp_step),
+        |_| command(),
     )
     .await
     .map_err(|e| failed_user(e, at))?;

@@ -1,7 +1,9 @@
 //! Sessions: listing a user's sessions and ending them, for the user themselves (logout, their
 //! own listing and revocations) and for their administrators.
 
-use custodian_domain::session::{self, RevokeReason, SessionCommand, SessionError};
+use custodian_domain::session::{
+    self, RevokeReason, Session, SessionCommand, SessionError, SessionEvent,
+};
 use custodian_projections::sessions as session_view;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -128,6 +130,30 @@ pub fn session_error(e: SessionError) -> AppError {
     }
 }
 
+/// Runs a session command, built afresh for each attempt, on `tenant`'s session `session_id`; a
+/// refusal is what `refused` makes of it.
+pub(crate) async fn run_session(
+    app: &App,
+    ctx: &Context,
+    tenant: &str,
+    session_id: &str,
+    command: impl Fn() -> SessionCommand,
+    refused: impl FnOnce(SessionError) -> AppError,
+) -> Result<commands::Done<Option<Session>, SessionEvent>, AppError> {
+    let s = stream(tenant, "session", session_id)?;
+    commands::execute(
+        &app.store,
+        Some(&app.states),
+        &s,
+        ctx,
+        None,
+        session::evolve,
+        |s| session::decide(s.as_ref(), command()),
+    )
+    .await
+    .map_err(|e| AppError::from_failed(e, refused))
+}
+
 /// Revokes one session of `tenant`; returns the position written (0 when it was already
 /// revoked). An unknown session is `NotFound`.
 pub async fn revoke_one(
@@ -137,18 +163,15 @@ pub async fn revoke_one(
     session_id: &str,
     reason: RevokeReason,
 ) -> Result<u64, AppError> {
-    let s = stream(tenant, "session", session_id)?;
-    let done = commands::execute(
-        &app.store,
-        Some(&app.states),
-        &s,
+    let done = run_session(
+        app,
         ctx,
-        None,
-        session::evolve,
-        |s| session::decide(s.as_ref(), SessionCommand::Revoke { reason }),
+        tenant,
+        session_id,
+        || SessionCommand::Revoke { reason },
+        |e| AppError::not_found(e.to_string()),
     )
-    .await
-    .map_err(|e| AppError::from_failed(e, |e| AppError::not_found(e.to_string())))?;
+    .await?;
     Ok(done.position.unwrap_or_default())
 }
 
@@ -173,18 +196,15 @@ pub async fn revoke_all(
         if Some(session_id.as_str()) == keep {
             continue;
         }
-        let s = stream(tenant, "session", &session_id)?;
-        let done = commands::execute(
-            &app.store,
-            Some(&app.states),
-            &s,
+        let done = run_session(
+            app,
             ctx,
-            None,
-            session::evolve,
-            |s| session::decide(s.as_ref(), SessionCommand::Revoke { reason }),
+            tenant,
+            &session_id,
+            || SessionCommand::Revoke { reason },
+            session_error,
         )
-        .await
-        .map_err(|e| AppError::from_failed(e, session_error))?;
+        .await?;
         if let Some(p) = done.position {
             revoked += 1;
             position = position.max(p);

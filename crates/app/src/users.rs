@@ -172,10 +172,22 @@ pub async fn record_bad_code(
     ip: Option<IpAddr>,
     at: Timestamp,
 ) -> Result<(), AppError> {
+    record_failure(app, tenant, user_id, LoginFailure::BadCode, ip, at).await
+}
+
+/// Records a failed login of the user for `reason`, and counts it against the client address.
+async fn record_failure(
+    app: &App,
+    tenant: &str,
+    user_id: &str,
+    reason: LoginFailure,
+    ip: Option<IpAddr>,
+    at: Timestamp,
+) -> Result<(), AppError> {
     let policy = app.security.lockout;
     run_user(app, &user_actor(user_id, at), tenant, user_id, |_| {
         UserCommand::RecordLoginFailure {
-            reason: LoginFailure::BadCode,
+            reason,
             ip: ip.map(|ip| ip.to_string()),
             now: at,
             policy,
@@ -245,22 +257,11 @@ pub async fn check_password(
         security.hasher.verify(&phc, password).await.map_err(|e| {
             AppError::internal(format!("cannot verify a password of {user_id}: {e}"))
         })?;
-    let ctx = user_actor(user_id, at);
     if !verdict.matches {
-        let policy = security.lockout;
-        run_user(app, &ctx, tenant, user_id, |_| {
-            UserCommand::RecordLoginFailure {
-                reason: LoginFailure::BadPassword,
-                ip: ip.map(|ip| ip.to_string()),
-                now: at,
-                policy,
-            }
-        })
-        .await
-        .map_err(|e| failed_user(e, at))?;
-        count_failure(app, ip, None, at).await;
+        record_failure(app, tenant, user_id, LoginFailure::BadPassword, ip, at).await?;
         return Ok(false);
     }
+    let ctx = user_actor(user_id, at);
     if verdict.needs_rehash
         && let Ok(credential) = seal_password(app, tenant, user_id, password).await
     {

@@ -12,7 +12,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::extract::{JsonBody, PathParams, QueryParams};
-use crate::openapi::{AuthProblems, JsonBodyProblems};
+use crate::openapi::{
+    AuthProblems, FreshProofProblems, JsonBodyProblems, SessionQueryProblems, ThrottledProblems,
+};
 use crate::respond::{PROBLEM_JSON, Problem, ProblemDocument, positioned};
 use crate::state::AppState;
 
@@ -65,7 +67,7 @@ async fn logout(State(state): State<AppState>, principal: Principal) -> Result<R
     responses(
         (status = 200, description = "A page of the caller's sessions", body = SessionPage),
         (status = 400, description = "Malformed query", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 422, description = "`active`, `limit` or `cursor` is invalid", body = ProblemDocument, content_type = PROBLEM_JSON),
+        SessionQueryProblems,
         AuthProblems,
         (status = 503, description = "The sessions view or the authentication index is not ready; retry after `Retry-After`", body = ProblemDocument, content_type = PROBLEM_JSON),
     ),
@@ -110,7 +112,7 @@ async fn revoke_my_session(
     responses(
         (status = 200, description = "Changed", body = Done),
         (status = 403, description = "The current password is wrong (code `invalid_credentials`)", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 429, description = "Too many failed attempts (code `rate_limited`, with `Retry-After`)", body = ProblemDocument, content_type = PROBLEM_JSON),
+        ThrottledProblems,
         JsonBodyProblems,
         AuthProblems,
     ),
@@ -181,12 +183,10 @@ async fn totp_confirm(
     request_body = FreshProof,
     responses(
         (status = 200, description = "TOTP is off", body = Done),
-        (status = 403, description = "Wrong password or code (code `invalid_credentials`)", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 409, description = "TOTP is not enabled", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 429, description = "Too many failed attempts (code `rate_limited`, with `Retry-After`)", body = ProblemDocument, content_type = PROBLEM_JSON),
         JsonBodyProblems,
         AuthProblems,
-        (status = 422, description = "A field is missing, unknown or of the wrong type, or neither or both of password and code are given", body = ProblemDocument, content_type = PROBLEM_JSON),
+        FreshProofProblems,
+        ThrottledProblems,
     ),
 )]
 async fn totp_disable(
@@ -209,12 +209,10 @@ async fn totp_disable(
     request_body = FreshProof,
     responses(
         (status = 200, description = "New codes", body = RecoveryCodes),
-        (status = 403, description = "Wrong password or code (code `invalid_credentials`)", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 409, description = "TOTP is not enabled", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 429, description = "Too many failed attempts (code `rate_limited`, with `Retry-After`)", body = ProblemDocument, content_type = PROBLEM_JSON),
         JsonBodyProblems,
         AuthProblems,
-        (status = 422, description = "A field is missing, unknown or of the wrong type, or neither or both of password and code are given", body = ProblemDocument, content_type = PROBLEM_JSON),
+        FreshProofProblems,
+        ThrottledProblems,
     ),
 )]
 async fn regenerate_recovery_codes(

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::extract::JsonBody;
-use crate::openapi::JsonBodyProblems;
+use crate::openapi::{IndexBusyProblems, JsonBodyProblems, NewPasswordProblems, StoreBusyProblems};
 use crate::respond::{PROBLEM_JSON, Problem, ProblemDocument, positioned};
 use crate::state::AppState;
 
@@ -45,7 +45,7 @@ pub(crate) fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState>
         (status = 401, description = "Wrong tenant, email or password (code `invalid_credentials`)", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 403, description = "The password was right but the tenant is suspended (code `forbidden`)", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 429, description = "Too many failed attempts for this account or address (code `rate_limited`, with `Retry-After`)", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 503, description = "The store or the authentication index is busy; retry after `Retry-After` (code `unavailable`)", body = ProblemDocument, content_type = PROBLEM_JSON),
+        IndexBusyProblems,
     ),
 )]
 async fn login(
@@ -74,7 +74,7 @@ async fn login(
         (status = 422, description = "Neither or both of `code` and `recovery_code`, or a field is missing or of the wrong type", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 403, description = "The tenant is suspended (code `forbidden`)", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 429, description = "Too many failed attempts", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 503, description = "The store is busy; retry after `Retry-After` (code `unavailable`)", body = ProblemDocument, content_type = PROBLEM_JSON),
+        StoreBusyProblems,
     ),
 )]
 async fn mfa_verify(
@@ -99,7 +99,7 @@ async fn mfa_verify(
         (status = 200, description = "A new token pair", body = Tokens),
         JsonBodyProblems,
         (status = 401, description = "Invalid, spent (code `refresh_token_reused`: the session is now revoked) or expired refresh token, or the user or tenant may not act", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 503, description = "The store or the authentication index is busy; retry after `Retry-After` (code `unavailable`)", body = ProblemDocument, content_type = PROBLEM_JSON),
+        IndexBusyProblems,
     ),
 )]
 async fn refresh(
@@ -121,8 +121,8 @@ async fn refresh(
         (status = 200, description = "The user is active; log in next", body = Accepted),
         JsonBodyProblems,
         (status = 401, description = "Unknown, used or expired invitation", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 422, description = "The password does not meet the policy, or a field is missing", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 503, description = "The store is busy; retry after `Retry-After` (code `unavailable`)", body = ProblemDocument, content_type = PROBLEM_JSON),
+        NewPasswordProblems,
+        StoreBusyProblems,
     ),
 )]
 async fn accept_invitation(
@@ -143,8 +143,8 @@ async fn accept_invitation(
         (status = 200, description = "The password is replaced and the user's sessions revoked", body = Accepted),
         JsonBodyProblems,
         (status = 401, description = "Unknown, used or expired reset token", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 422, description = "The password does not meet the policy, or a field is missing", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 503, description = "The store or the authentication index is busy; retry after `Retry-After` (code `unavailable`)", body = ProblemDocument, content_type = PROBLEM_JSON),
+        NewPasswordProblems,
+        IndexBusyProblems,
     ),
 )]
 async fn reset_password(

@@ -12,8 +12,8 @@ use custodian_app::admin::tenants::{
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::{JsonBody, PathParams, QueryParams};
-use crate::openapi::{AdminProblems, AuthProblems, JsonBodyProblems};
+use crate::extract::{JsonBody, PathParams, QueryParams, TenantPath};
+use crate::openapi::{AdminProblems, AuthProblems, JsonBodyProblems, PlatformAdminProblems};
 use crate::respond::{PROBLEM_JSON, Problem, ProblemDocument, positioned};
 use crate::state::AppState;
 
@@ -40,7 +40,7 @@ pub(crate) fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState>
         (status = 201, description = "The tenant exists; `Custodian-Position` names its event", body = TenantChanged),
         JsonBodyProblems,
         AuthProblems,
-        (status = 403, description = "The caller is not a platform administrator", body = ProblemDocument, content_type = PROBLEM_JSON),
+        PlatformAdminProblems,
         (status = 409, description = "A tenant with this slug already exists (code `conflict`)", body = ProblemDocument, content_type = PROBLEM_JSON),
     ),
 )]
@@ -66,7 +66,7 @@ async fn create_tenant(
     responses(
         (status = 200, description = "A page of tenants", body = TenantPage),
         AuthProblems,
-        (status = 403, description = "The caller is not a platform administrator", body = ProblemDocument, content_type = PROBLEM_JSON),
+        PlatformAdminProblems,
         (status = 422, description = "`limit` or `cursor` is invalid", body = ProblemDocument, content_type = PROBLEM_JSON),
     ),
 )]
@@ -86,7 +86,7 @@ async fn list_tenants(
     path = "/v1/tenants/{tenant}",
     tag = "tenants",
     security(("bearer" = [])),
-    params(("tenant" = String, Path, description = "The tenant's slug")),
+    params(TenantPath),
     responses(
         (status = 200, description = "The tenant", body = TenantView),
         AuthProblems,
@@ -96,7 +96,7 @@ async fn list_tenants(
 async fn get_tenant(
     State(state): State<AppState>,
     principal: Principal,
-    PathParams(tenant): PathParams<String>,
+    PathParams(TenantPath { tenant }): PathParams<TenantPath>,
 ) -> Result<Json<TenantView>, Problem> {
     Ok(Json(tenants::get(&state, &principal, &tenant).await?))
 }
@@ -107,7 +107,7 @@ async fn get_tenant(
     path = "/v1/tenants/{tenant}",
     tag = "tenants",
     security(("bearer" = [])),
-    params(("tenant" = String, Path, description = "The tenant's slug")),
+    params(TenantPath),
     request_body = UpdateTenantRequest,
     responses(
         (status = 200, description = "The tenant as changed", body = TenantChanged),
@@ -120,7 +120,7 @@ async fn get_tenant(
 async fn update_tenant(
     State(state): State<AppState>,
     principal: Principal,
-    PathParams(tenant): PathParams<String>,
+    PathParams(TenantPath { tenant }): PathParams<TenantPath>,
     JsonBody(req): JsonBody<UpdateTenantRequest>,
 ) -> Result<Response, Problem> {
     let r = tenants::update(&state, &principal, &tenant, req).await?;
@@ -133,7 +133,7 @@ async fn update_tenant(
     path = "/v1/tenants/{tenant}/suspend",
     tag = "tenants",
     security(("bearer" = [])),
-    params(("tenant" = String, Path, description = "The tenant's slug")),
+    params(TenantPath),
     request_body = SuspendTenantRequest,
     responses(
         (status = 200, description = "The tenant is suspended", body = TenantChanged),
@@ -146,7 +146,7 @@ async fn update_tenant(
 async fn suspend_tenant(
     State(state): State<AppState>,
     principal: Principal,
-    PathParams(tenant): PathParams<String>,
+    PathParams(TenantPath { tenant }): PathParams<TenantPath>,
     JsonBody(req): JsonBody<SuspendTenantRequest>,
 ) -> Result<Response, Problem> {
     let r = tenants::suspend(&state, &principal, &tenant, req).await?;
@@ -159,7 +159,7 @@ async fn suspend_tenant(
     path = "/v1/tenants/{tenant}/reactivate",
     tag = "tenants",
     security(("bearer" = [])),
-    params(("tenant" = String, Path, description = "The tenant's slug")),
+    params(TenantPath),
     responses(
         (status = 200, description = "The tenant is active", body = TenantChanged),
         AuthProblems,
@@ -170,7 +170,7 @@ async fn suspend_tenant(
 async fn reactivate_tenant(
     State(state): State<AppState>,
     principal: Principal,
-    PathParams(tenant): PathParams<String>,
+    PathParams(TenantPath { tenant }): PathParams<TenantPath>,
 ) -> Result<Response, Problem> {
     let r = tenants::reactivate(&state, &principal, &tenant).await?;
     Ok(positioned(StatusCode::OK, r.position, r))

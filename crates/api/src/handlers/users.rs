@@ -17,8 +17,11 @@ use custodian_app::sessions::{SessionListQuery, SessionPage};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::{JsonBody, PathParams, QueryParams};
-use crate::openapi::{AdminProblems, AuthProblems, JsonBodyProblems};
+use crate::extract::{JsonBody, PathParams, QueryParams, TenantPath, UserPath};
+use crate::openapi::{
+    AdminProblems, AuthProblems, JsonBodyProblems, NewUserProblems, SessionQueryProblems,
+    ViewProblems,
+};
 use crate::respond::{PROBLEM_JSON, Problem, ProblemDocument, positioned};
 use crate::state::AppState;
 
@@ -44,20 +47,19 @@ pub(crate) fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState>
     path = "/v1/tenants/{tenant}/users",
     tag = "users",
     security(("bearer" = [])),
-    params(("tenant" = String, Path, description = "The tenant's slug")),
+    params(TenantPath),
     request_body = CreateUserRequest,
     responses(
         (status = 201, description = "The user exists", body = UserCreated),
         JsonBodyProblems, AuthProblems, AdminProblems,
-        (status = 403, description = "The caller is not an administrator of the tenant, or grants platform_admin without being one", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 409, description = "The email address is already in use in the tenant", body = ProblemDocument, content_type = PROBLEM_JSON),
+        NewUserProblems,
         (status = 422, description = "A field is missing, of the wrong type, unknown or invalid; the password does not meet the policy or is given for an agent or service; an unknown role", body = ProblemDocument, content_type = PROBLEM_JSON),
     ),
 )]
 async fn create_user(
     State(state): State<AppState>,
     principal: Principal,
-    PathParams(tenant): PathParams<String>,
+    PathParams(TenantPath { tenant }): PathParams<TenantPath>,
     JsonBody(req): JsonBody<CreateUserRequest>,
 ) -> Result<Response, Problem> {
     let r = users::create(&state, &principal, &tenant, req).await?;
@@ -73,19 +75,18 @@ async fn create_user(
     path = "/v1/tenants/{tenant}/invitations",
     tag = "users",
     security(("bearer" = [])),
-    params(("tenant" = String, Path, description = "The tenant's slug")),
+    params(TenantPath),
     request_body = InviteRequest,
     responses(
         (status = 201, description = "The user is invited", body = InvitationIssued),
         JsonBodyProblems, AuthProblems, AdminProblems,
-        (status = 403, description = "The caller is not an administrator of the tenant, or grants platform_admin without being one", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 409, description = "The email address is already in use in the tenant", body = ProblemDocument, content_type = PROBLEM_JSON),
+        NewUserProblems,
     ),
 )]
 async fn invite_user(
     State(state): State<AppState>,
     principal: Principal,
-    PathParams(tenant): PathParams<String>,
+    PathParams(TenantPath { tenant }): PathParams<TenantPath>,
     JsonBody(req): JsonBody<InviteRequest>,
 ) -> Result<Response, Problem> {
     let r = users::invite(&state, &principal, &tenant, req).await?;
@@ -98,18 +99,18 @@ async fn invite_user(
     path = "/v1/tenants/{tenant}/users",
     tag = "users",
     security(("bearer" = [])),
-    params(("tenant" = String, Path, description = "The tenant's slug"), UserListQuery),
+    params(TenantPath, UserListQuery),
     responses(
         (status = 200, description = "A page of users; erased users show `email` and `name` as null", body = UserPage),
         AuthProblems, AdminProblems,
         (status = 422, description = "`limit`, `cursor`, `status` or `kind` is invalid", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 503, description = "The view is not ready or the database is busy; retry after `Retry-After`", body = ProblemDocument, content_type = PROBLEM_JSON),
+        ViewProblems,
     ),
 )]
 async fn list_users(
     State(state): State<AppState>,
     principal: Principal,
-    PathParams(tenant): PathParams<String>,
+    PathParams(TenantPath { tenant }): PathParams<TenantPath>,
     QueryParams(q): QueryParams<UserListQuery>,
 ) -> Result<Json<UserPage>, Problem> {
     Ok(Json(users::list(&state, &principal, &tenant, &q).await?))
@@ -121,20 +122,17 @@ async fn list_users(
     path = "/v1/tenants/{tenant}/users/{user_id}",
     tag = "users",
     security(("bearer" = [])),
-    params(
-        ("tenant" = String, Path, description = "The tenant's slug"),
-        ("user_id" = String, Path, description = "The user's id"),
-    ),
+    params(UserPath),
     responses(
         (status = 200, description = "The user; an erased user shows `email` and `name` as null", body = UserDetail),
         AuthProblems, AdminProblems,
-        (status = 503, description = "The view is not ready or the database is busy; retry after `Retry-After`", body = ProblemDocument, content_type = PROBLEM_JSON),
+        ViewProblems,
     ),
 )]
 async fn get_user(
     State(state): State<AppState>,
     principal: Principal,
-    PathParams((tenant, user_id)): PathParams<(String, String)>,
+    PathParams(UserPath { tenant, user_id }): PathParams<UserPath>,
 ) -> Result<Json<UserDetail>, Problem> {
     Ok(Json(
         users::get(&state, &principal, &tenant, &user_id).await?,
@@ -147,18 +145,18 @@ async fn get_user(
     path = "/v1/tenants/{tenant}/credentials",
     tag = "users",
     security(("bearer" = [])),
-    params(("tenant" = String, Path, description = "The tenant's slug"), CredentialListQuery),
+    params(TenantPath, CredentialListQuery),
     responses(
         (status = 200, description = "A page of credential statuses (erased users have none)", body = CredentialPage),
         AuthProblems, AdminProblems,
         (status = 422, description = "`limit`, `cursor` or `locked` is invalid", body = ProblemDocument, content_type = PROBLEM_JSON),
-        (status = 503, description = "The view is not ready or the database is busy; retry after `Retry-After`", body = ProblemDocument, content_type = PROBLEM_JSON),
+        ViewProblems,
     ),
 )]
 async fn list_credentials(
     State(state): State<AppState>,
     principal: Principal,
-    PathParams(tenant): PathParams<String>,
+    PathParams(TenantPath { tenant }): PathParams<TenantPath>,
     QueryParams(q): QueryParams<CredentialListQuery>,
 ) -> Result<Json<CredentialPage>, Problem> {
     Ok(Json(
@@ -175,10 +173,7 @@ async fn list_credentials(
     path = "/v1/tenants/{tenant}/users/{user_id}",
     tag = "users",
     security(("bearer" = [])),
-    params(
-        ("tenant" = String, Path, description = "The tenant's slug"),
-        ("user_id" = String, Path, description = "The user's id"),
-    ),
+    params(UserPath),
     request_body = UpdateUserRequest,
     responses(
         (status = 200, description = "The profile is updated", body = UserChanged),
@@ -190,7 +185,7 @@ async fn list_credentials(
 async fn update_user(
     State(state): State<AppState>,
     principal: Principal,
-    PathParams((tenant, user_id)): PathParams<(String, String)>,
+    PathParams(UserPath { tenant, user_id }): PathParams<UserPath>,
     JsonBody(req): JsonBody<UpdateUserRequest>,
 ) -> Result<Response, Problem> {
     let r = users::update(&state, &principal, &tenant, &user_id, req).await?;
@@ -203,10 +198,7 @@ async fn update_user(
     path = "/v1/tenants/{tenant}/users/{user_id}/disable",
     tag = "users",
     security(("bearer" = [])),
-    params(
-        ("tenant" = String, Path, description = "The tenant's slug"),
-        ("user_id" = String, Path, description = "The user's id"),
-    ),
+    params(UserPath),
     request_body = DisableUserRequest,
     responses(
         (status = 200, description = "The user is disabled and their sessions revoked", body = UserChanged),
@@ -218,7 +210,7 @@ async fn update_user(
 async fn disable_user(
     State(state): State<AppState>,
     principal: Principal,
-    PathParams((tenant, user_id)): PathParams<(String, String)>,
+    PathParams(UserPath { tenant, user_id }): PathParams<UserPath>,
     JsonBody(req): JsonBody<DisableUserRequest>,
 ) -> Result<Response, Problem> {
     let r = users::disable(&state, &principal, &tenant, &user_id, req).await?;
@@ -231,10 +223,7 @@ async fn disable_user(
     path = "/v1/tenants/{tenant}/users/{user_id}/enable",
     tag = "users",
     security(("bearer" = [])),
-    params(
-        ("tenant" = String, Path, description = "The tenant's slug"),
-        ("user_id" = String, Path, description = "The user's id"),
-    ),
+    params(UserPath),
     responses(
         (status = 200, description = "The user is active again", body = UserChanged),
         AuthProblems, AdminProblems,
@@ -244,7 +233,7 @@ async fn disable_user(
 async fn enable_user(
     State(state): State<AppState>,
     principal: Principal,
-    PathParams((tenant, user_id)): PathParams<(String, String)>,
+    PathParams(UserPath { tenant, user_id }): PathParams<UserPath>,
 ) -> Result<Response, Problem> {
     let r = users::enable(&state, &principal, &tenant, &user_id).await?;
     Ok(positioned(StatusCode::OK, r.position, r))
@@ -260,10 +249,7 @@ async fn enable_user(
     path = "/v1/tenants/{tenant}/users/{user_id}",
     tag = "users",
     security(("bearer" = [])),
-    params(
-        ("tenant" = String, Path, description = "The tenant's slug"),
-        ("user_id" = String, Path, description = "The user's id"),
-    ),
+    params(UserPath),
     responses(
         (status = 200, description = "The user is erased", body = Accepted),
         AuthProblems, AdminProblems,
@@ -273,7 +259,7 @@ async fn enable_user(
 async fn delete_user(
     State(state): State<AppState>,
     principal: Principal,
-    PathParams((tenant, user_id)): PathParams<(String, String)>,
+    PathParams(UserPath { tenant, user_id }): PathParams<UserPath>,
 ) -> Result<Response, Problem> {
     let r = users::erase(&state, &principal, &tenant, &user_id).await?;
     Ok(positioned(StatusCode::OK, r.position, r))
@@ -288,10 +274,7 @@ async fn delete_user(
     path = "/v1/tenants/{tenant}/users/{user_id}/password-reset",
     tag = "users",
     security(("bearer" = [])),
-    params(
-        ("tenant" = String, Path, description = "The tenant's slug"),
-        ("user_id" = String, Path, description = "The user's id"),
-    ),
+    params(UserPath),
     responses(
         (status = 201, description = "A reset token", body = ResetIssued),
         AuthProblems, AdminProblems,
@@ -301,7 +284,7 @@ async fn delete_user(
 async fn issue_password_reset(
     State(state): State<AppState>,
     principal: Principal,
-    PathParams((tenant, user_id)): PathParams<(String, String)>,
+    PathParams(UserPath { tenant, user_id }): PathParams<UserPath>,
 ) -> Result<Response, Problem> {
     let r = users::issue_password_reset(&state, &principal, &tenant, &user_id).await?;
     Ok(positioned(StatusCode::CREATED, r.position, r))
@@ -313,22 +296,18 @@ async fn issue_password_reset(
     path = "/v1/tenants/{tenant}/users/{user_id}/sessions",
     tag = "users",
     security(("bearer" = [])),
-    params(
-        ("tenant" = String, Path, description = "The tenant's slug"),
-        ("user_id" = String, Path, description = "The user's id"),
-        SessionListQuery,
-    ),
+    params(UserPath, SessionListQuery),
     responses(
         (status = 200, description = "A page of sessions", body = SessionPage),
         AuthProblems, AdminProblems,
-        (status = 422, description = "`active`, `limit` or `cursor` is invalid", body = ProblemDocument, content_type = PROBLEM_JSON),
+        SessionQueryProblems,
         (status = 503, description = "A view is not ready or the database is busy; retry after `Retry-After`", body = ProblemDocument, content_type = PROBLEM_JSON),
     ),
 )]
 async fn list_user_sessions(
     State(state): State<AppState>,
     principal: Principal,
-    PathParams((tenant, user_id)): PathParams<(String, String)>,
+    PathParams(UserPath { tenant, user_id }): PathParams<UserPath>,
     QueryParams(q): QueryParams<SessionListQuery>,
 ) -> Result<Json<SessionPage>, Problem> {
     Ok(Json(
@@ -342,10 +321,7 @@ async fn list_user_sessions(
     path = "/v1/tenants/{tenant}/users/{user_id}/sessions",
     tag = "users",
     security(("bearer" = [])),
-    params(
-        ("tenant" = String, Path, description = "The tenant's slug"),
-        ("user_id" = String, Path, description = "The user's id"),
-    ),
+    params(UserPath),
     responses(
         (status = 200, description = "The sessions are revoked", body = SessionsRevoked),
         AuthProblems, AdminProblems,
@@ -354,7 +330,7 @@ async fn list_user_sessions(
 async fn revoke_user_sessions(
     State(state): State<AppState>,
     principal: Principal,
-    PathParams((tenant, user_id)): PathParams<(String, String)>,
+    PathParams(UserPath { tenant, user_id }): PathParams<UserPath>,
 ) -> Result<Response, Problem> {
     let r = users::revoke_sessions(&state, &principal, &tenant, &user_id).await?;
     Ok(positioned(StatusCode::OK, r.position, r))

@@ -5,9 +5,9 @@
 //! the old one; an erasure releases it. A claim left by a user who was erased, or by a creation
 //! that failed half-way, is taken over by the next claimant.
 
-use custodian_domain::DomainEvent;
 use custodian_domain::email::{self, EmailCommand, EmailEvent, Reservation};
 use custodian_domain::user::UserStatus;
+use custodian_domain::{DomainEvent, StreamName};
 
 use crate::commands::{self, Context};
 use crate::error::AppError;
@@ -56,26 +56,11 @@ pub async fn claim(
             gone = Some(holder.to_owned());
         }
     }
-    let done = commands::execute(
-        &app.store,
-        Some(&app.states),
-        &s,
-        ctx,
-        Reservation::default(),
-        email::evolve,
-        |r: &Reservation| {
-            email::decide(
-                r,
-                EmailCommand::Claim {
-                    user_id: user_id.to_owned(),
-                    holder_gone: gone.is_some() && r.holder == gone,
-                },
-            )
-        },
-    )
+    run_reservation(app, ctx, &s, |r| EmailCommand::Claim {
+        user_id: user_id.to_owned(),
+        holder_gone: gone.is_some() && r.holder == gone,
+    })
     .await
-    .map_err(|e| AppError::from_failed(e, |_| taken()))?;
-    Ok(done.position.unwrap_or_default())
 }
 
 /// Releases the email with blind index `index` in `tenant` if `user_id` holds it; returns the
@@ -88,21 +73,29 @@ pub async fn release(
     user_id: &str,
 ) -> Result<u64, AppError> {
     let s = stream(tenant, "email", index)?;
+    run_reservation(app, ctx, &s, |_| EmailCommand::Release {
+        user_id: user_id.to_owned(),
+    })
+    .await
+}
+
+/// Runs a reservation command, built from the reservation's current state, on stream `s`;
+/// returns the position written (0 when nothing changed). Any refusal means another user holds
+/// the address.
+async fn run_reservation(
+    app: &App,
+    ctx: &Context,
+    s: &StreamName,
+    command: impl Fn(&Reservation) -> EmailCommand,
+) -> Result<u64, AppError> {
     let done = commands::execute(
         &app.store,
         Some(&app.states),
-        &s,
+        s,
         ctx,
         Reservation::default(),
         email::evolve,
-        |r: &Reservation| {
-            email::decide(
-                r,
-                EmailCommand::Release {
-                    user_id: user_id.to_owned(),
-                },
-            )
-        },
+        |r: &Reservation| email::decide(r, command(r)),
     )
     .await
     .map_err(|e| AppError::from_failed(e, |_| taken()))?;

@@ -18,7 +18,7 @@ use custodian_domain::Timestamp;
 use custodian_domain::id::type_id;
 use custodian_domain::secret::Sealed;
 use custodian_domain::session::RevokeReason;
-use custodian_domain::user::{self, User, UserCommand, UserKind, UserStatus};
+use custodian_domain::user::{self, User, UserCommand, UserEvent, UserKind, UserStatus};
 use custodian_projections::users as user_view;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -774,7 +774,7 @@ pub async fn update(
     };
     // The address the update replaced, as seen by the decision that made it.
     let replaced: Mutex<Option<String>> = Mutex::new(None);
-    let updated = run_user(app, &ctx, tenant, user_id, |u| {
+    let updated = run_admin(app, &ctx, tenant, user_id, |u| {
         if let Ok(mut r) = replaced.lock() {
             *r = Some(u.email_index.clone());
         }
@@ -783,8 +783,7 @@ pub async fn update(
             name: new_name.clone(),
         }
     })
-    .await
-    .map_err(|e| failed_user(e, ctx.now));
+    .await;
     let done = match updated {
         Ok(done) => done,
         Err(e) => {
@@ -822,20 +821,11 @@ pub async fn disable(
     not_oneself(principal, tenant, user_id, "disable")?;
     check_len("reason", req.reason.trim(), 1, 500)?;
     let ctx = principal.context(app.now());
-    let done = run_user(app, &ctx, tenant, user_id, |_| UserCommand::Disable {
+    let done = run_admin(app, &ctx, tenant, user_id, |_| UserCommand::Disable {
         reason: req.reason.clone(),
     })
-    .await
-    .map_err(|e| failed_user(e, ctx.now))?;
-    let (_, revoked) = revoke_all(
-        app,
-        &ctx,
-        tenant,
-        user_id,
-        None,
-        RevokeReason::RevokedByAdmin,
-    )
     .await?;
+    let (_, revoked) = revoke_by_admin(app, &ctx, tenant, user_id).await?;
     let position = done.position.unwrap_or_default().max(revoked);
     user_changed(app, tenant, user_id, position, done.state).await
 }
@@ -849,9 +839,7 @@ pub async fn enable(
 ) -> Result<UserChanged, AppError> {
     admin_of_user(app, principal, tenant, user_id)?;
     let ctx = principal.context(app.now());
-    let done = run_user(app, &ctx, tenant, user_id, |_| UserCommand::Enable)
-        .await
-        .map_err(|e| failed_user(e, ctx.now))?;
+    let done = run_admin(app, &ctx, tenant, user_id, |_| UserCommand::Enable).await?;
     user_changed(
         app,
         tenant,
@@ -884,9 +872,7 @@ pub async fn erase(
         finish_erasure(app, &ctx, tenant, user_id, &current.email_index).await?;
         return Err(no_user());
     }
-    let done = run_user(app, &ctx, tenant, user_id, |_| UserCommand::Delete)
-        .await
-        .map_err(|e| failed_user(e, ctx.now))?;
+    let done = run_admin(app, &ctx, tenant, user_id, |_| UserCommand::Delete).await?;
     let index = done
         .state
         .as_ref()
@@ -903,6 +889,39 @@ pub async fn erase(
     })
 }
 
+/// Runs an administrator's command on a user, built from the user's current state; a refusal is
+/// what [`failed_user`] makes of it.
+async fn run_admin(
+    app: &App,
+    ctx: &Context,
+    tenant: &str,
+    user_id: &str,
+    command: impl Fn(&User) -> UserCommand,
+) -> Result<commands::Done<Option<User>, UserEvent>, AppError> {
+    run_user(app, ctx, tenant, user_id, command)
+        .await
+        .map_err(|e| failed_user(e, ctx.now))
+}
+
+/// Revokes every live session of a user on an administrator's behalf; returns how many were
+/// revoked and the last position written (0 if none).
+async fn revoke_by_admin(
+    app: &App,
+    ctx: &Context,
+    tenant: &str,
+    user_id: &str,
+) -> Result<(u64, u64), AppError> {
+    revoke_all(
+        app,
+        ctx,
+        tenant,
+        user_id,
+        None,
+        RevokeReason::RevokedByAdmin,
+    )
+    .await
+}
+
 /// Releases an erased user's email, revokes their sessions and destroys their data key; each
 /// step does nothing when already done. Returns the last position written (0 if none).
 async fn finish_erasure(
@@ -913,15 +932,7 @@ async fn finish_erasure(
     email_index: &str,
 ) -> Result<u64, AppError> {
     let released = emails::release(app, ctx, tenant, email_index, user_id).await?;
-    let (_, revoked) = revoke_all(
-        app,
-        ctx,
-        tenant,
-        user_id,
-        None,
-        RevokeReason::RevokedByAdmin,
-    )
-    .await?;
+    let (_, revoked) = revoke_by_admin(app, ctx, tenant, user_id).await?;
     app.security
         .vault
         .destroy(user_id)
@@ -948,14 +959,13 @@ pub async fn issue_password_reset(
     let hash = security.tokens.hash(&token.to_string());
     let ctx = principal.context(app.now());
     let expires_at: Timestamp = ctx.now.plus(security.lifetimes.reset);
-    let done = run_user(app, &ctx, tenant, user_id, |_| {
+    let done = run_admin(app, &ctx, tenant, user_id, |_| {
         UserCommand::IssuePasswordReset {
             token: hash.clone(),
             expires_at,
         }
     })
-    .await
-    .map_err(|e| failed_user(e, ctx.now))?;
+    .await?;
     Ok(ResetIssued {
         user_id: user_id.to_owned(),
         tenant: tenant.to_owned(),
@@ -993,15 +1003,7 @@ pub async fn revoke_sessions(
     admin_of_user(app, principal, tenant, user_id)?;
     load_user(app, tenant, user_id).await?.ok_or_else(no_user)?;
     let ctx = principal.context(app.now());
-    let (revoked, written) = revoke_all(
-        app,
-        &ctx,
-        tenant,
-        user_id,
-        None,
-        RevokeReason::RevokedByAdmin,
-    )
-    .await?;
+    let (revoked, written) = revoke_by_admin(app, &ctx, tenant, user_id).await?;
     let position = app.answer_position(written).await?;
     Ok(SessionsRevoked {
         user_id: user_id.to_owned(),

@@ -6,13 +6,11 @@ use custodian_app::admin::users::{
     UpdateUserRequest, UserKindName, UserListQuery, UserStatusName,
 };
 use custodian_app::auth::tokens::{OpaqueToken, TokenKind};
-use custodian_app::commands::{self, read_stream};
+use custodian_app::commands::read_stream;
 use custodian_app::sessions::SessionListQuery;
-use custodian_app::users::{record_bad_code, user_actor};
+use custodian_app::users::record_bad_code;
 use custodian_app::{AppError, Clock, Principal, stream};
 use custodian_domain::id::type_id;
-use custodian_domain::session::{self, SessionCommand};
-use custodian_domain::user::LoginMethod;
 use uuid::Uuid;
 
 use crate::support::{ADMIN_PASSWORD, TestApp};
@@ -80,34 +78,10 @@ fn email_stream(t: &TestApp, tenant: &str, email: &str) -> String {
     t.app.security.keyring.email_index(tenant, email)
 }
 
-/// Starts a session of `user_id` as a completed login would; returns its id.
+/// Starts a session of `user_id` as a completed login would, and lets the authentication index
+/// see it; returns its id.
 async fn start_session(t: &TestApp, tenant: &str, user_id: &str) -> String {
-    let session_id = type_id("sess", Uuid::now_v7());
-    let s = stream(tenant, "session", &session_id).unwrap();
-    let now = t.clock.now();
-    commands::execute(
-        &t.app.store,
-        Some(&t.app.states),
-        &s,
-        &user_actor(user_id, now),
-        None,
-        session::evolve,
-        |s| {
-            session::decide(
-                s.as_ref(),
-                SessionCommand::Start {
-                    user_id: user_id.to_owned(),
-                    refresh: t.app.security.tokens.hash(&session_id),
-                    method: LoginMethod::Password,
-                    expires_at: now.plus(time::Duration::days(30)),
-                    ip: None,
-                    user_agent: None,
-                },
-            )
-        },
-    )
-    .await
-    .unwrap();
+    let session_id = t.seed_session(tenant, user_id).await;
     t.app.security.index.catch_up().await.unwrap();
     session_id
 }
