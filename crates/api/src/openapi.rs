@@ -58,7 +58,14 @@ pub fn document_read_your_writes(openapi: &mut Document) {
             let Some(get) = item.get.as_mut().filter(|_| path.starts_with("/v1/")) else {
                 continue;
             };
-            get.parameters.get_or_insert_with(Vec::new).push(
+            let parameters = get.parameters.get_or_insert_with(Vec::new);
+            if parameters
+                .iter()
+                .any(|p| p.name.eq_ignore_ascii_case(CUSTODIAN_MIN_POSITION_HEADER))
+            {
+                continue;
+            }
+            parameters.push(
                 ParameterBuilder::new()
                     .name(CUSTODIAN_MIN_POSITION_HEADER)
                     .parameter_in(ParameterIn::Header)

@@ -81,7 +81,6 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Proble
     get,
     path = "/v1/admin/projections",
     tag = "operations",
-    params(("Custodian-Min-Position" = Option<u64>, Header, maximum = 9223372036854775807_u64, description = "Answer only once the views have applied this position")),
     responses(
         (status = 200, description = "Every projection generation's progress", body = ProjectionsReport,
             headers(("Custodian-Position" = u64, description = "The position the views had applied"))),

@@ -180,3 +180,32 @@ async fn docs_is_an_html_page_that_loads_the_document() {
         "the renderer is pinned: {page}"
     );
 }
+
+#[tokio::test]
+async fn every_read_under_v1_documents_read_your_writes_once() {
+    let doc = spawn_app().await.document().await;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let Some(get) = item.get("get").filter(|_| path.starts_with("/v1/")) else {
+            continue;
+        };
+        let headers: Vec<&Value> = get["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| {
+                p["in"] == "header"
+                    && p["name"]
+                        .as_str()
+                        .is_some_and(|n| n.eq_ignore_ascii_case("custodian-min-position"))
+            })
+            .collect();
+        assert_eq!(headers.len(), 1, "GET {path}: {headers:?}");
+        assert_eq!(headers[0]["schema"]["maximum"], i64::MAX, "GET {path}");
+        for status in ["400", "503"] {
+            assert!(
+                get["responses"].get(status).is_some(),
+                "GET {path} does not document {status}"
+            );
+        }
+    }
+}
