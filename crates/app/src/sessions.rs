@@ -202,7 +202,9 @@ pub async fn revoke_all(
             tenant,
             &session_id,
             || SessionCommand::Revoke { reason },
-            session_error,
+            // Revoking is idempotent, and the index listed this session as live: a refusal
+            // means the log and the index disagree, which is a bug, not the caller's error.
+            |e| AppError::internal(format!("cannot revoke session {session_id}: {e}")),
         )
         .await?;
         if let Some(p) = done.position {
