@@ -123,26 +123,14 @@ async fn a_read_that_cannot_be_served_in_time_is_503_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     let location = dir.path().join("custodian.db").display().to_string();
     let app = spawn_app_on(location, Some(dir), None, Duration::from_millis(100)).await;
-    let r = app
-        .client
-        .get(app.url("/v1/admin/projections"))
-        .header("Custodian-Min-Position", "999")
-        .send()
-        .await
-        .unwrap();
+    let r = projections_at(&app, "999").await;
     assert_eq!(r.headers()["retry-after"], "1");
     let (status, body) = problem(r).await;
     assert_eq!((status, body["code"].as_str()), (503, Some("unavailable")));
     assert!(body["detail"].as_str().unwrap().contains("999"), "{body}");
 
     for bad in ["-1", "ten", "1.5", ""] {
-        let r = app
-            .client
-            .get(app.url("/v1/admin/projections"))
-            .header("Custodian-Min-Position", bad)
-            .send()
-            .await
-            .unwrap();
+        let r = projections_at(&app, bad).await;
         let (status, body) = problem(r).await;
         assert_eq!(
             (status, body["code"].as_str()),
@@ -229,13 +217,7 @@ async fn a_min_position_beyond_any_log_is_400_and_the_largest_one_waits_like_any
         "18446744073709551615",
         "18446744073709551616",
     ] {
-        let r = app
-            .client
-            .get(app.url("/v1/admin/projections"))
-            .header("Custodian-Min-Position", bad)
-            .send()
-            .await
-            .unwrap();
+        let r = projections_at(&app, bad).await;
         let (status, body) = problem(r).await;
         assert_eq!(
             (status, body["code"].as_str()),
@@ -252,13 +234,7 @@ async fn a_min_position_beyond_any_log_is_400_and_the_largest_one_waits_like_any
     }
     // The largest position a log can hold is a fair question: the views have not reached it in
     // time, which is the documented 503 with Retry-After, never a 500.
-    let r = app
-        .client
-        .get(app.url("/v1/admin/projections"))
-        .header("Custodian-Min-Position", i64::MAX.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = projections_at(&app, &i64::MAX.to_string()).await;
     assert_eq!(r.headers()["retry-after"], "1");
     let (status, body) = problem(r).await;
     assert_eq!(
@@ -266,4 +242,14 @@ async fn a_min_position_beyond_any_log_is_400_and_the_largest_one_waits_like_any
         (503, Some("unavailable")),
         "{body}"
     );
+}
+
+/// `GET /v1/admin/projections` asking for `position` with `Custodian-Min-Position`.
+async fn projections_at(app: &crate::support::App, position: &str) -> reqwest::Response {
+    app.client
+        .get(app.url("/v1/admin/projections"))
+        .header("Custodian-Min-Position", position)
+        .send()
+        .await
+        .unwrap()
 }
