@@ -17,6 +17,7 @@ pub mod chain;
 pub mod email;
 pub mod event;
 pub mod id;
+pub mod policy;
 pub mod secret;
 pub mod security;
 pub mod session;
@@ -42,6 +43,8 @@ pub fn catalog() -> Vec<(&'static str, u32)> {
         email::EmailEvent::TYPES,
         security::SecurityEvent::TYPES,
         signing_key::SigningKeyEvent::TYPES,
+        policy::PolicyEvent::TYPES,
+        policy::DecisionEvent::TYPES,
     ]
     .concat()
 }

@@ -1,0 +1,376 @@
+//! Resolution: may this principal do this on that, as the policy stood at some instant, and why.
+//!
+//! 1. A grant *applies* to a check when it existed at the instant (made at or before the position,
+//!    not yet revoked), its window is in force at the time, its scope covers the resource, its
+//!    conditions hold, and it reaches the principal: it names the principal, or it names a role the
+//!    principal holds through an applicable assignment (in force, existing, and whose own scope
+//!    covers the resource), directly or through any chain of parents.
+//! 2. An applicable deny whose permission overlaps the one asked wins.
+//! 3. Otherwise an applicable allow whose permission covers the one asked allows.
+//! 4. Otherwise the answer is deny: nothing is allowed by default.
+//!
+//! A condition that needs context the check did not give (a source-address condition without an
+//! address) counts as failed for an allow and as met for a deny, so missing context never allows
+//! more.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::event::Verdict;
+use super::model::{AsOf, ByPermission, Membership, Policy};
+use super::vocabulary::{ANY, Effect, Permission, Resource, Scope, WindowState};
+
+/// What a check is about, beyond the permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// The tenant as a whole: only tenant-wide grants and assignments count.
+    Tenant,
+    /// Every resource of a type: tenant-wide and type-wide ones count.
+    Type(&'a str),
+    /// A group as a whole: tenant-wide and group-wide ones count.
+    Group(&'a str),
+    /// One resource: everything that covers it, groups included.
+    Resource(&'a Resource),
+}
+
+/// One question to the policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Check<'a> {
+    /// Who.
+    pub principal: &'a str,
+    /// What, usually concrete; a pattern asks whether the principal holds all of it.
+    pub permission: &'a Permission,
+    /// On what.
+    pub target: Target<'a>,
+    /// The request's source address, for `source_ip` conditions.
+    pub ip: Option<IpAddr>,
+    /// As of when.
+    pub as_of: AsOf,
+    /// Whether to say, grant by grant, why each candidate did or did not apply.
+    pub explain: bool,
+}
+
+/// The kind of a link in a decision's provenance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchKind {
+    /// A grant (`grant_...`, or `builtin:{role}:{permission}` at position 0).
+    Grant,
+    /// An assignment of a role to the principal.
+    Assignment,
+    /// A role reached: its definition (position 0 for a built-in role).
+    Role,
+    /// The resource's membership of a group.
+    Group,
+}
+
+/// One link of provenance: the thing, and the position of the event that made it so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Matched {
+    /// What kind of thing.
+    pub kind: MatchKind,
+    /// Its id (a role's or a group's name).
+    pub id: String,
+    /// The event that made it what it was (0: defined by the service).
+    pub position: u64,
+}
+
+/// An answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Allow or deny.
+    pub verdict: Verdict,
+    /// Why, in words.
+    pub reason: String,
+    /// The chain that decided: assignment, roles, group membership, grant. Empty for a default
+    /// deny.
+    pub matched: Vec<Matched>,
+    /// With `explain`: every candidate grant and why it did or did not apply.
+    pub trace: Vec<String>,
+}
+
+#[derive(Clone, Copy)]
+struct Link<'p> {
+    kind: MatchKind,
+    id: &'p str,
+    position: u64,
+    parent: Option<usize>,
+}
+
+struct Walk<'p> {
+    links: Vec<Link<'p>>,
+    allow: Option<usize>,
+    deny: Option<usize>,
+    trace: Vec<String>,
+}
+
+impl<'p> Walk<'p> {
+    fn push(&mut self, kind: MatchKind, id: &'p str, position: u64, parent: Option<usize>) -> usize {
+        self.links.push(Link {
+            kind,
+            id,
+            position,
+            parent,
+        });
+        self.links.len() - 1
+    }
+
+    fn chain(&self, mut at: Option<usize>) -> Vec<Matched> {
+        let mut out = Vec::new();
+        while let Some(link) = at.and_then(|i| self.links.get(i)) {
+            out.push(Matched {
+                kind: link.kind,
+                id: link.id.to_owned(),
+                position: link.position,
+            });
+            at = link.parent;
+        }
+        out.reverse();
+        out
+    }
+}
+
+/// Whether a scope covers the target as of `as_of`; `Some(membership)` names the group membership
+/// it went through.
+fn covers<'p>(
+    policy: &'p Policy,
+    scope: Option<&'p Scope>,
+    target: Target<'_>,
+    as_of: AsOf,
+) -> Option<Option<&'p Membership>> {
+    let Some(scope) = scope else {
+        return Some(None);
+    };
+    match (scope, target) {
+        (Scope::ResourceType(t), Target::Type(u)) => (t == u).then_some(None),
+        (Scope::ResourceType(t), Target::Resource(r)) => (*t == r.resource_type).then_some(None),
+        (Scope::Resource(s), Target::Resource(r)) => (s == r).then_some(None),
+        (Scope::Group(g), Target::Group(h)) => (g == h).then_some(None),
+        (Scope::Group(g), Target::Resource(r)) => policy
+            .memberships(&r.resource_type, &r.id)
+            .iter()
+            .find(|m| m.group == *g && as_of.sees(m.added, m.removed))
+            .map(Some),
+        _ => None,
+    }
+}
+
+/// Evaluates `check` against `policy`.
+pub fn evaluate(policy: &Policy, check: &Check<'_>) -> Decision {
+    let mut walk = Walk {
+        links: Vec::with_capacity(8),
+        allow: None,
+        deny: None,
+        trace: Vec::new(),
+    };
+    if let Some(by) = policy.principal_grants.get(check.principal) {
+        consider(policy, by, check, None, &mut walk);
+    }
+    let assignments = policy
+        .principal_assignments
+        .get(check.principal)
+        .map_or(&[][..], Vec::as_slice);
+    let mut visited: Vec<&str> = Vec::new();
+    for a in assignments.iter().filter_map(|i| policy.assignments.get(*i)) {
+        if !check.as_of.sees(a.created, a.ended.map(|e| e.0)) {
+            continue;
+        }
+        match a.window.at(check.as_of.time) {
+            WindowState::Active => {}
+            state => {
+                if check.explain {
+                    walk.trace.push(format!(
+                        "assignment {} of role {} is not in force ({})",
+                        a.id,
+                        a.role,
+                        window_word(state)
+                    ));
+                }
+                continue;
+            }
+        }
+        let Some(via) = covers(policy, a.on.as_ref(), check.target, check.as_of) else {
+            if check.explain {
+                walk.trace.push(format!(
+                    "assignment {} of role {} does not cover the resource",
+                    a.id, a.role
+                ));
+            }
+            continue;
+        };
+        let mut head = Some(walk.push(MatchKind::Assignment, &a.id, a.created.position, None));
+        if let Some(m) = via {
+            head = Some(walk.push(MatchKind::Group, &m.group, m.added.position, head));
+        }
+        visited.clear();
+        let mut stack = vec![(a.role.as_str(), head)];
+        while let Some((role, parent)) = stack.pop() {
+            if visited.contains(&role) {
+                continue;
+            }
+            visited.push(role);
+            let Some((parents, stamp)) = policy.parents_at(role, check.as_of) else {
+                continue;
+            };
+            let here = Some(walk.push(
+                MatchKind::Role,
+                role,
+                stamp.map_or(0, |s| s.position),
+                parent,
+            ));
+            if let Some(by) = policy.role_grants.get(role) {
+                consider(policy, by, check, here, &mut walk);
+            }
+            stack.extend(parents.into_iter().rev().map(|p| (p, here)));
+        }
+    }
+    let (verdict, at) = match (walk.deny, walk.allow) {
+        (Some(d), _) => (Verdict::Deny, Some(d)),
+        (None, Some(a)) => (Verdict::Allow, Some(a)),
+        (None, None) => (Verdict::Deny, None),
+    };
+    let matched = walk.chain(at);
+    let reason = reason(verdict, &matched, check);
+    Decision {
+        verdict,
+        reason,
+        matched,
+        trace: walk.trace,
+    }
+}
+
+fn window_word(state: WindowState) -> &'static str {
+    match state {
+        WindowState::NotYet => "not yet valid",
+        WindowState::Expired => "expired",
+        WindowState::Active => "in force",
+    }
+}
+
+/// Considers the grants of one subject that may bear on the permission asked.
+fn consider<'p>(
+    policy: &'p Policy,
+    by: &'p ByPermission,
+    check: &Check<'_>,
+    parent: Option<usize>,
+    walk: &mut Walk<'p>,
+) {
+    let asked = check.permission;
+    if asked.is_concrete() {
+        for t in [asked.resource_type.as_str(), ANY] {
+            let Some(actions) = by.get(t) else { continue };
+            for a in [asked.action.as_str(), ANY] {
+                if let Some(ids) = actions.get(a) {
+                    for i in ids {
+                        weigh(policy, *i, check, parent, walk);
+                    }
+                }
+            }
+        }
+    } else {
+        for ids in by.values().flat_map(|actions| actions.values()) {
+            for i in ids {
+                weigh(policy, *i, check, parent, walk);
+            }
+        }
+    }
+}
+
+fn weigh<'p>(
+    policy: &'p Policy,
+    i: usize,
+    check: &Check<'_>,
+    parent: Option<usize>,
+    walk: &mut Walk<'p>,
+) {
+    let Some(g) = policy.grants.get(i) else {
+        return;
+    };
+    let relevant = match g.effect {
+        Effect::Deny => g.permission.overlaps(check.permission) && walk.deny.is_none(),
+        Effect::Allow => g.permission.covers(check.permission) && walk.allow.is_none(),
+    };
+    if !relevant || !check.as_of.sees(g.created, g.ended.map(|e| e.0)) {
+        return;
+    }
+    let skip = |walk: &mut Walk<'p>, why: &str| {
+        if check.explain {
+            walk.trace.push(format!("grant {} does not apply: {why}", g.id));
+        }
+    };
+    match g.window.at(check.as_of.time) {
+        WindowState::Active => {}
+        state => return skip(walk, window_word(state)),
+    }
+    let Some(via) = covers(policy, g.on.as_ref(), check.target, check.as_of) else {
+        return skip(walk, "its scope does not cover the resource");
+    };
+    if let Some(conditions) = &g.conditions {
+        let holds = conditions
+            .hold(check.as_of.time, check.ip)
+            .unwrap_or(g.effect == Effect::Deny);
+        if !holds {
+            return skip(walk, "its conditions do not hold");
+        }
+    }
+    let mut at = parent;
+    if let Some(m) = via {
+        at = Some(walk.push(MatchKind::Group, &m.group, m.added.position, at));
+    }
+    let at = Some(walk.push(MatchKind::Grant, &g.id, g.created.position, at));
+    if check.explain {
+        walk.trace.push(format!(
+            "grant {} applies: {} {}",
+            g.id,
+            if g.effect == Effect::Deny {
+                "deny"
+            } else {
+                "allow"
+            },
+            g.permission
+        ));
+    }
+    match g.effect {
+        Effect::Deny => walk.deny = at,
+        Effect::Allow => walk.allow = at,
+    }
+}
+
+fn target_words(target: Target<'_>) -> String {
+    match target {
+        Target::Tenant => "the tenant".to_owned(),
+        Target::Type(t) => format!("every {t}"),
+        Target::Group(g) => format!("group {g}"),
+        Target::Resource(r) => r.to_string(),
+    }
+}
+
+fn reason(verdict: Verdict, matched: &[Matched], check: &Check<'_>) -> String {
+    let what = format!("{} on {}", check.permission, target_words(check.target));
+    let Some(grant) = matched.iter().rev().find(|m| m.kind == MatchKind::Grant) else {
+        return format!("no grant allows {what}");
+    };
+    let mut out = match verdict {
+        Verdict::Deny => format!("grant {} denies {what}", grant.id),
+        Verdict::Allow => format!("grant {} allows {what}", grant.id),
+    };
+    let roles: Vec<&str> = matched
+        .iter()
+        .filter(|m| m.kind == MatchKind::Role)
+        .map(|m| m.id.as_str())
+        .collect();
+    if let Some(a) = matched.iter().find(|m| m.kind == MatchKind::Assignment) {
+        let _ = write!(
+            out,
+            " through role {} (assignment {})",
+            roles.join(" > "),
+            a.id
+        );
+    }
+    if let Some(g) = matched.iter().find(|m| m.kind == MatchKind::Group) {
+        let _ = write!(out, " via group {}", g.id);
+    }
+    out
+}

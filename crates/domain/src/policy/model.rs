@@ -1,0 +1,488 @@
+//! A tenant's policy as its events have made it, with its whole history: nothing is forgotten when
+//! it ends, so the same structure answers for now and for any past position.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::event::{EndReason, PolicyEvent};
+use super::vocabulary::{
+    BUILTIN_ROLES, Catalog, Conditions, Effect, Permission, Resource, Scope, Subject, Window,
+    builtin_role,
+};
+use crate::event::Timestamp;
+
+/// When something happened in the log: the event's position and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The event's position.
+    pub position: u64,
+    /// The event's `occurred_at`.
+    pub at: Timestamp,
+}
+
+/// A grant, live or ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// `grant_...`, or `builtin:{role}:{permission}` for a built-in role's default.
+    pub id: String,
+    /// To whom.
+    pub subject: Subject,
+    /// What.
+    pub permission: Permission,
+    /// On what (`None`: the whole tenant).
+    pub on: Option<Scope>,
+    /// Allow or deny.
+    pub effect: Effect,
+    /// When it is in force.
+    pub window: Window,
+    /// Extra requirements.
+    pub conditions: Option<Conditions>,
+    /// Who made it.
+    pub granted_by: String,
+    /// When it was made (position 0 for built-in defaults).
+    pub created: Stamp,
+    /// When and why it ended.
+    pub ended: Option<(Stamp, EndReason)>,
+}
+
+/// An assignment of a role, live or ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// `asg_...`.
+    pub id: String,
+    /// Who holds the role.
+    pub principal: String,
+    /// The role.
+    pub role: String,
+    /// On what (`None`: the whole tenant).
+    pub on: Option<Scope>,
+    /// When it is in force.
+    pub window: Window,
+    /// Who assigned it.
+    pub assigned_by: String,
+    /// The earlier model's role it carries over, if any.
+    pub migrated_from: Option<String>,
+    /// When it was made.
+    pub created: Stamp,
+    /// When and why it ended.
+    pub ended: Option<(Stamp, EndReason)>,
+}
+
+/// One version of a custom role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleVersion {
+    /// The event that set it.
+    pub stamp: Stamp,
+    /// Description.
+    pub description: Option<String>,
+    /// Parents.
+    pub parents: Vec<String>,
+}
+
+/// A custom role from its creation to its deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleLife {
+    /// Its versions, oldest first (the first is its creation).
+    pub versions: Vec<RoleVersion>,
+    /// When it was deleted.
+    pub deleted: Option<Stamp>,
+}
+
+impl RoleLife {
+    fn created(&self) -> Option<Stamp> {
+        self.versions.first().map(|v| v.stamp)
+    }
+}
+
+/// A resource's membership of a group, from its addition to its removal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// The group.
+    pub group: String,
+    /// When it joined.
+    pub added: Stamp,
+    /// When it left.
+    pub removed: Option<Stamp>,
+}
+
+/// The instant a question is asked about: which events had happened (those at or before
+/// `position`), and the time windows and conditions are evaluated at (`time`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsOf {
+    /// The last position counted.
+    pub position: u64,
+    /// The time of the question.
+    pub time: Timestamp,
+}
+
+impl AsOf {
+    /// Everything applied so far, at `time`.
+    pub fn now(time: Timestamp) -> Self {
+        Self {
+            position: u64::MAX,
+            time,
+        }
+    }
+
+    /// Whether something made at `created` and ended at `ended` existed then.
+    pub fn sees(&self, created: Stamp, ended: Option<Stamp>) -> bool {
+        created.position <= self.position && ended.is_none_or(|e| e.position > self.position)
+    }
+}
+
+/// Grants by permission: resource type, then action (either may be `*`).
+pub(super) type ByPermission = HashMap<String, HashMap<String, Vec<usize>>>;
+
+/// A tenant's policy: its catalog, roles, grants, assignments and groups, with their history.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The tenant's catalog, as it is now.
+    pub catalog: Catalog,
+    /// The version of the policy stream applied.
+    pub version: u64,
+    pub(super) roles: HashMap<String, Vec<RoleLife>>,
+    pub(super) grants: Vec<Grant>,
+    pub(super) grant_ids: HashMap<String, usize>,
+    pub(super) assignments: Vec<Assignment>,
+    pub(super) assignment_ids: HashMap<String, usize>,
+    pub(super) principal_grants: HashMap<String, ByPermission>,
+    pub(super) role_grants: HashMap<String, ByPermission>,
+    pub(super) principal_assignments: HashMap<String, Vec<usize>>,
+    pub(super) role_assignments: HashMap<String, Vec<usize>>,
+    /// Resource type → id → memberships.
+    pub(super) members: HashMap<String, HashMap<String, Vec<Membership>>>,
+    /// The stamps applied, with times made non-decreasing, to find the position of an instant.
+    timeline: Vec<Stamp>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Policy {
+    /// A tenant's policy before any event: the built-in roles and their default grants.
+    pub fn new() -> Self {
+        let mut policy = Self {
+            catalog: Catalog::default(),
+            version: 0,
+            roles: HashMap::new(),
+            grants: Vec::new(),
+            grant_ids: HashMap::new(),
+            assignments: Vec::new(),
+            assignment_ids: HashMap::new(),
+            principal_grants: HashMap::new(),
+            role_grants: HashMap::new(),
+            principal_assignments: HashMap::new(),
+            role_assignments: HashMap::new(),
+            members: HashMap::new(),
+            timeline: Vec::new(),
+        };
+        let origin = Stamp {
+            position: 0,
+            at: Timestamp::from_datetime(time::OffsetDateTime::UNIX_EPOCH),
+        };
+        for role in BUILTIN_ROLES {
+            for p in role.permissions {
+                if let Ok(permission) = Permission::parse(p) {
+                    policy.add_grant(Grant {
+                        id: format!("builtin:{}:{p}", role.name),
+                        subject: Subject::Role(role.name.to_owned()),
+                        permission,
+                        on: None,
+                        effect: Effect::Allow,
+                        window: Window::default(),
+                        conditions: None,
+                        granted_by: "system".to_owned(),
+                        created: origin,
+                        ended: None,
+                    });
+                }
+            }
+        }
+        policy
+    }
+
+    fn add_grant(&mut self, grant: Grant) {
+        let i = self.grants.len();
+        let by = match &grant.subject {
+            Subject::Principal(p) => self.principal_grants.entry(p.clone()).or_default(),
+            Subject::Role(r) => self.role_grants.entry(r.clone()).or_default(),
+        };
+        by.entry(grant.permission.resource_type.clone())
+            .or_default()
+            .entry(grant.permission.action.clone())
+            .or_default()
+            .push(i);
+        self.grant_ids.insert(grant.id.clone(), i);
+        self.grants.push(grant);
+    }
+
+    /// Applies one event of the tenant's policy stream, at `stamp`.
+    pub fn apply(&mut self, stamp: Stamp, event: &PolicyEvent) {
+        self.version += 1;
+        let at = match self.timeline.last() {
+            Some(last) if last.at > stamp.at => last.at,
+            _ => stamp.at,
+        };
+        self.timeline.push(Stamp {
+            position: stamp.position,
+            at,
+        });
+        match event.clone() {
+            PolicyEvent::CatalogUpdated { resource_types } => {
+                self.catalog.custom = resource_types;
+            }
+            PolicyEvent::RoleCreated {
+                name,
+                description,
+                parents,
+            } => self.roles.entry(name).or_default().push(RoleLife {
+                versions: vec![RoleVersion {
+                    stamp,
+                    description,
+                    parents,
+                }],
+                deleted: None,
+            }),
+            PolicyEvent::RoleUpdated {
+                name,
+                description,
+                parents,
+            } => {
+                if let Some(life) = self.live_role_mut(&name) {
+                    life.versions.push(RoleVersion {
+                        stamp,
+                        description,
+                        parents,
+                    });
+                }
+            }
+            PolicyEvent::RoleDeleted { name } => {
+                if let Some(life) = self.live_role_mut(&name) {
+                    life.deleted = Some(stamp);
+                }
+            }
+            PolicyEvent::GrantCreated {
+                id,
+                subject,
+                permission,
+                on,
+                effect,
+                valid_from,
+                valid_until,
+                conditions,
+                granted_by,
+            } => self.add_grant(Grant {
+                id,
+                subject,
+                permission,
+                on,
+                effect,
+                window: Window {
+                    valid_from,
+                    valid_until,
+                },
+                conditions,
+                granted_by,
+                created: stamp,
+                ended: None,
+            }),
+            PolicyEvent::GrantRevoked { id, reason } => {
+                if let Some(g) = self
+                    .grant_ids
+                    .get(&id)
+                    .and_then(|i| self.grants.get_mut(*i))
+                {
+                    g.ended.get_or_insert((stamp, reason));
+                }
+            }
+            PolicyEvent::AssignmentCreated {
+                id,
+                principal,
+                role,
+                on,
+                valid_from,
+                valid_until,
+                assigned_by,
+                migrated_from,
+            } => {
+                let i = self.assignments.len();
+                self.principal_assignments
+                    .entry(principal.clone())
+                    .or_default()
+                    .push(i);
+                self.role_assignments
+                    .entry(role.clone())
+                    .or_default()
+                    .push(i);
+                self.assignment_ids.insert(id.clone(), i);
+                self.assignments.push(Assignment {
+                    id,
+                    principal,
+                    role,
+                    on,
+                    window: Window {
+                        valid_from,
+                        valid_until,
+                    },
+                    assigned_by,
+                    migrated_from,
+                    created: stamp,
+                    ended: None,
+                });
+            }
+            PolicyEvent::AssignmentEnded { id, reason } => {
+                if let Some(a) = self
+                    .assignment_ids
+                    .get(&id)
+                    .and_then(|i| self.assignments.get_mut(*i))
+                {
+                    a.ended.get_or_insert((stamp, reason));
+                }
+            }
+            PolicyEvent::GroupMemberAdded { group, resource } => {
+                let list = self
+                    .members
+                    .entry(resource.resource_type)
+                    .or_default()
+                    .entry(resource.id)
+                    .or_default();
+                if !list.iter().any(|m| m.group == group && m.removed.is_none()) {
+                    list.push(Membership {
+                        group,
+                        added: stamp,
+                        removed: None,
+                    });
+                }
+            }
+            PolicyEvent::GroupMemberRemoved { group, resource } => {
+                if let Some(m) = self
+                    .members
+                    .get_mut(&resource.resource_type)
+                    .and_then(|ids| ids.get_mut(&resource.id))
+                    .and_then(|list| {
+                        list.iter_mut()
+                            .find(|m| m.group == group && m.removed.is_none())
+                    })
+                {
+                    m.removed = Some(stamp);
+                }
+            }
+        }
+    }
+
+    fn live_role_mut(&mut self, name: &str) -> Option<&mut RoleLife> {
+        self.roles
+            .get_mut(name)
+            .and_then(|lives| lives.last_mut())
+            .filter(|l| l.deleted.is_none())
+    }
+
+    /// The position of the policy as it stood at `time`: the last event whose time (made
+    /// non-decreasing along the log) is not after it; 0 before the first.
+    pub fn position_at(&self, time: Timestamp) -> u64 {
+        let n = self.timeline.partition_point(|s| s.at <= time);
+        n.checked_sub(1)
+            .and_then(|i| self.timeline.get(i))
+            .map_or(0, |s| s.position)
+    }
+
+    /// The last position applied (0 before any event).
+    pub fn head(&self) -> u64 {
+        self.timeline.last().map_or(0, |s| s.position)
+    }
+
+    /// The parents of `role` as of `as_of`, with the stamp of the event that set them (`None` for
+    /// a built-in role); `None` when the role did not exist then.
+    pub fn parents_at(&self, role: &str, as_of: AsOf) -> Option<(Vec<&str>, Option<Stamp>)> {
+        if let Some(b) = builtin_role(role) {
+            return Some((b.parent.into_iter().collect(), None));
+        }
+        let life = self.role_life_at(role, as_of)?;
+        let version = life
+            .versions
+            .iter()
+            .rev()
+            .find(|v| v.stamp.position <= as_of.position)?;
+        Some((
+            version.parents.iter().map(String::as_str).collect(),
+            Some(version.stamp),
+        ))
+    }
+
+    fn role_life_at(&self, role: &str, as_of: AsOf) -> Option<&RoleLife> {
+        self.roles.get(role)?.iter().rev().find(|l| {
+            l.created()
+                .is_some_and(|c| as_of.sees(c, l.deleted))
+        })
+    }
+
+    /// Whether `role` exists now (built-in or live custom role).
+    pub fn role_exists(&self, role: &str) -> bool {
+        builtin_role(role).is_some()
+            || self
+                .roles
+                .get(role)
+                .and_then(|l| l.last())
+                .is_some_and(|l| l.deleted.is_none())
+    }
+
+    /// The live custom roles with their current description and parents, by name.
+    pub fn custom_roles(&self) -> BTreeMap<&str, &RoleVersion> {
+        self.roles
+            .iter()
+            .filter_map(|(name, lives)| {
+                let life = lives.last().filter(|l| l.deleted.is_none())?;
+                Some((name.as_str(), life.versions.last()?))
+            })
+            .collect()
+    }
+
+    /// A grant by id, live or ended (built-in defaults included).
+    pub fn grant(&self, id: &str) -> Option<&Grant> {
+        self.grant_ids.get(id).and_then(|i| self.grants.get(*i))
+    }
+
+    /// Every grant ever made by an event (built-in defaults excluded), oldest first.
+    pub fn grants(&self) -> impl Iterator<Item = &Grant> {
+        self.grants.iter().filter(|g| g.created.position > 0)
+    }
+
+    /// An assignment by id, live or ended.
+    pub fn assignment(&self, id: &str) -> Option<&Assignment> {
+        self.assignment_ids
+            .get(id)
+            .and_then(|i| self.assignments.get(*i))
+    }
+
+    /// Every assignment ever made, oldest first.
+    pub fn assignments(&self) -> impl Iterator<Item = &Assignment> {
+        self.assignments.iter()
+    }
+
+    /// The groups `resource` belongs to now.
+    pub fn groups_of(&self, resource: &Resource) -> Vec<&str> {
+        self.memberships(&resource.resource_type, &resource.id)
+            .iter()
+            .filter(|m| m.removed.is_none())
+            .map(|m| m.group.as_str())
+            .collect()
+    }
+
+    pub(super) fn memberships(&self, resource_type: &str, id: &str) -> &[Membership] {
+        self.members
+            .get(resource_type)
+            .and_then(|ids| ids.get(id))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The principals that appear in a grant or an assignment, in no particular order.
+    pub fn principals(&self) -> BTreeSet<&str> {
+        self.principal_grants
+            .keys()
+            .chain(self.principal_assignments.keys())
+            .map(String::as_str)
+            .collect()
+    }
+}
