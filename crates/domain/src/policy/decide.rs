@@ -358,7 +358,9 @@ fn check_catalog(types: &BTreeMap<String, BTreeSet<String>>) -> Result<(), Polic
         if let Some(a) = actions.iter().find(|a| !is_name(a)) {
             return Err(invalid(
                 "resource_types",
-                format!("{t}: {a:?} is not an action: 1-63 of a-z, 0-9, _ and -, starting with a letter"),
+                format!(
+                    "{t}: {a:?} is not an action: 1-63 of a-z, 0-9, _ and -, starting with a letter"
+                ),
             ));
         }
     }
@@ -418,10 +420,10 @@ fn check_parents(policy: &Policy, name: &str, parents: &[String]) -> Result<(), 
                 parents.join(", ")
             )));
         }
-        if visited.insert(role) {
-            if let Some((ps, _)) = policy.parents_at(role, now) {
-                stack.extend(ps);
-            }
+        if visited.insert(role)
+            && let Some((ps, _)) = policy.parents_at(role, now)
+        {
+            stack.extend(ps);
         }
     }
     Ok(())

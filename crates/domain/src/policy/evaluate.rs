@@ -107,7 +107,13 @@ struct Walk<'p> {
 }
 
 impl<'p> Walk<'p> {
-    fn push(&mut self, kind: MatchKind, id: &'p str, position: u64, parent: Option<usize>) -> usize {
+    fn push(
+        &mut self,
+        kind: MatchKind,
+        id: &'p str,
+        position: u64,
+        parent: Option<usize>,
+    ) -> usize {
         self.links.push(Link {
             kind,
             id,
@@ -173,7 +179,10 @@ pub fn evaluate(policy: &Policy, check: &Check<'_>) -> Decision {
         .get(check.principal)
         .map_or(&[][..], Vec::as_slice);
     let mut visited: Vec<&str> = Vec::new();
-    for a in assignments.iter().filter_map(|i| policy.assignments.get(*i)) {
+    for a in assignments
+        .iter()
+        .filter_map(|i| policy.assignments.get(*i))
+    {
         if !check.as_of.sees(a.created, a.ended.map(|e| e.0)) {
             continue;
         }
@@ -297,7 +306,8 @@ fn weigh<'p>(
     }
     let skip = |walk: &mut Walk<'p>, why: &str| {
         if check.explain {
-            walk.trace.push(format!("grant {} does not apply: {why}", g.id));
+            walk.trace
+                .push(format!("grant {} does not apply: {why}", g.id));
         }
     };
     match g.window.at(check.as_of.time) {

@@ -412,10 +412,11 @@ impl Policy {
     }
 
     fn role_life_at(&self, role: &str, as_of: AsOf) -> Option<&RoleLife> {
-        self.roles.get(role)?.iter().rev().find(|l| {
-            l.created()
-                .is_some_and(|c| as_of.sees(c, l.deleted))
-        })
+        self.roles
+            .get(role)?
+            .iter()
+            .rev()
+            .find(|l| l.created().is_some_and(|c| as_of.sees(c, l.deleted)))
     }
 
     /// Whether `role` exists now (built-in or live custom role).

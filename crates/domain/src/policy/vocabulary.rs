@@ -122,7 +122,9 @@ impl Resource {
                 "{s:?} is not a resource: the type must be 1-63 of a-z, 0-9, _ and -, starting with a letter"
             ));
         }
-        if id.is_empty() || id.len() > 200 || id.chars().any(|c| c.is_control() || c.is_whitespace())
+        if id.is_empty()
+            || id.len() > 200
+            || id.chars().any(|c| c.is_control() || c.is_whitespace())
         {
             return Err(format!(
                 "{s:?} is not a resource: the id must be 1-200 characters without spaces or control characters"
@@ -189,7 +191,9 @@ pub enum Subject {
 }
 
 /// Whether a grant allows or denies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Effect {
     /// Allows, unless a deny applies.
@@ -356,10 +360,10 @@ impl Conditions {
         if let Some(hours) = &self.time_of_day {
             hours.check()?;
         }
-        if let Some(ranges) = &self.source_ip {
-            if ranges.is_empty() || ranges.len() > 100 {
-                return Err("source_ip: list 1-100 CIDR ranges".to_owned());
-            }
+        if let Some(ranges) = &self.source_ip
+            && (ranges.is_empty() || ranges.len() > 100)
+        {
+            return Err("source_ip: list 1-100 CIDR ranges".to_owned());
         }
         Ok(())
     }
@@ -368,10 +372,10 @@ impl Conditions {
     /// address the check did not give is `None`: unknown, which the caller resolves by the
     /// grant's effect (an allow does not apply, a deny does).
     pub fn hold(&self, t: Timestamp, ip: Option<IpAddr>) -> Option<bool> {
-        if let Some(hours) = &self.time_of_day {
-            if !hours.contains(t) {
-                return Some(false);
-            }
+        if let Some(hours) = &self.time_of_day
+            && !hours.contains(t)
+        {
+            return Some(false);
         }
         if let Some(ranges) = &self.source_ip {
             let ip = ip?;
