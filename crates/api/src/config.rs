@@ -98,6 +98,22 @@ pub struct ServeArgs {
     #[arg(long, env = "CUSTODIAN_TRUSTED_PROXIES", value_name = "CIDRS")]
     pub trusted_proxies: Option<String>,
 
+    /// Which authorization checks are recorded as `decision.recorded` events: all, denies or
+    /// none [default: all]
+    #[arg(long, env = "CUSTODIAN_DECISION_LOG", value_name = "MODE")]
+    pub decision_log: Option<String>,
+
+    /// A bearer token that may scrape `/metrics` without signing in (a Prometheus
+    /// `authorization` credential); without it, `/metrics` needs a principal holding
+    /// `audit:read` in `_system` [default: none]
+    #[arg(
+        long,
+        env = "CUSTODIAN_METRICS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub metrics_token: Option<String>,
+
     /// TOML file with any of the settings above (snake_case keys, e.g. `listen = "0.0.0.0:8080"`);
     /// flags and environment variables take precedence over it
     #[arg(long, env = "CUSTODIAN_CONFIG", value_name = "FILE")]
@@ -123,6 +139,8 @@ pub struct FileConfig {
     argon2_iterations: Option<u32>,
     login_ip_failures: Option<u32>,
     trusted_proxies: Option<String>,
+    decision_log: Option<String>,
+    metrics_token: Option<String>,
 }
 
 /// Where the log lives.
@@ -223,6 +241,10 @@ pub struct Config {
     pub login_ip_failures: u32,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Which checks the decision log records.
+    pub decision_log: custodian_app::authz::DecisionLogMode,
+    /// The bearer token that may scrape `/metrics`.
+    pub metrics_token: Option<String>,
 }
 
 /// Why the configuration cannot be used.
@@ -324,6 +346,16 @@ impl Config {
                 "login_ip_failures must be at least 1".into(),
             ));
         }
+        let decision_log = match args.decision_log.or(file.decision_log) {
+            Some(mode) => mode.parse().map_err(ConfigError::Invalid)?,
+            None => custodian_app::authz::DecisionLogMode::All,
+        };
+        let metrics_token = args.metrics_token.or(file.metrics_token);
+        if metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::Invalid(
+                "metrics_token must be at least 16 characters".into(),
+            ));
+        }
         let trusted_proxies = parse_proxies(
             args.trusted_proxies
                 .or(file.trusted_proxies)
@@ -370,6 +402,8 @@ impl Config {
             argon2_iterations,
             login_ip_failures,
             trusted_proxies,
+            decision_log,
+            metrics_token,
         })
     }
 }
@@ -389,6 +423,8 @@ impl Config {
             login_ip_failures: self.login_ip_failures,
             index_wait: self.read_wait,
             trusted_proxies: self.trusted_proxies.clone(),
+            decision_log: self.decision_log,
+            metrics_token: self.metrics_token.clone(),
         }
     }
 }

@@ -109,7 +109,33 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or_else(|| {
                 Problem::unauthenticated("the Authorization header must be `Bearer <access token>`")
             })?;
-        Ok(custodian_app::identity::authenticate(&state.app, token).await?)
+        let mut principal = custodian_app::identity::authenticate(&state.app, token).await?;
+        let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
+        principal.ip = ip;
+        Ok(principal)
+    }
+}
+
+/// The credential of `Authorization: Bearer ...`, if any, unverified: for the one route that
+/// accepts something other than an access token (`/metrics`, which also takes a scrape token).
+#[derive(Debug, Clone)]
+pub struct BearerCredential(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for BearerCredential {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| {
+                    h.strip_prefix("Bearer ")
+                        .or_else(|| h.strip_prefix("bearer "))
+                })
+                .map(|t| t.trim().to_owned()),
+        ))
     }
 }
 

@@ -29,6 +29,7 @@ use crate::respond::{PROBLEM_JSON, ProblemDocument};
         (name = "account", description = "What an authenticated user does for themselves: their profile, sessions, password and TOTP."),
         (name = "tenants", description = "Tenants: creating, listing, renaming, re-planning, suspending and reactivating them (platform administrators)."),
         (name = "users", description = "Users of a tenant, for its administrators: creating and inviting them, their profiles, disabling, erasure, password resets, sessions and credential status."),
+        (name = "authorization", description = "A tenant's permission catalog, roles, grants, assignments and resource groups, and the decision point that answers, now or for any past instant, whether a principal may act, with the events that made it so."),
         (name = "operations", description = "Liveness and readiness, for orchestrators and load balancers."),
         (name = "reference", description = "This document, and the page that renders it."),
     ),
@@ -373,6 +374,28 @@ pub enum NewPasswordProblems {
     #[response(
         status = 422,
         description = "The password does not meet the policy, or a field is missing",
+        content_type = "application/problem+json"
+    )]
+    Invalid(ProblemDocument<'static>),
+}
+
+/// The problems of a route that changes or reads a tenant's policy: the change contradicts the
+/// policy as it is (409), or names a permission, resource type, role or scope that is unknown or
+/// malformed (422). List it after [`JsonBodyProblems`], whose 422 it replaces.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum PolicyProblems {
+    /// The policy does not allow it now.
+    #[response(
+        status = 409,
+        description = "The role exists already, is built in, is a parent of another role, or the parents would make a cycle (code `conflict`)",
+        content_type = "application/problem+json"
+    )]
+    Conflict(ProblemDocument<'static>),
+    /// Invalid content.
+    #[response(
+        status = 422,
+        description = "A field is missing, unknown, of the wrong type or invalid (code `validation_failed`), or a permission or resource type is not in the tenant's catalog (code `unknown_permission`, with `known` listing the catalog)",
         content_type = "application/problem+json"
     )]
     Invalid(ProblemDocument<'static>),

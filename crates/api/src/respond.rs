@@ -37,6 +37,7 @@ pub struct Problem {
     retry_after: Option<u64>,
     www_authenticate: Option<&'static str>,
     internal: Option<String>,
+    known: Option<Vec<String>>,
 }
 
 /// The cause of a 5xx, handed from the response to the logging middleware.
@@ -66,6 +67,9 @@ pub struct ProblemDocument<'a> {
     /// `not_found`, `method_not_allowed`, `unavailable`, `internal`, ...).
     #[schema(example = "not_found")]
     pub code: &'a str,
+    /// With code `unknown_permission` only: every permission the tenant's catalog knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known: Option<&'a [String]>,
 }
 
 impl Problem {
@@ -84,6 +88,7 @@ impl Problem {
             retry_after: None,
             www_authenticate: None,
             internal: None,
+            known: None,
         }
     }
 
@@ -208,6 +213,7 @@ impl IntoResponse for Problem {
             status: self.status.as_u16(),
             detail: &self.detail,
             code: self.code,
+            known: self.known.as_deref(),
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (self.status, json).into_response();
@@ -235,6 +241,15 @@ impl From<AppError> for Problem {
         match e {
             AppError::Malformed(d) => Problem::bad_request(d),
             AppError::Invalid(d) => Problem::validation(d),
+            AppError::UnknownPermission { detail, known } => Problem {
+                known: Some(known),
+                ..Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_permission",
+                    "Unknown permission",
+                    detail,
+                )
+            },
             AppError::TooLarge(d) => Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",

@@ -69,6 +69,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
     let router = handlers::auth::routes(router);
     let router = handlers::account::routes(router);
     let router = handlers::tenants::routes(router);
+    let router = handlers::authz::routes(router);
     handlers::users::routes(router)
 }
 

@@ -1,14 +1,20 @@
-//! Who may administer what, in one place: the authenticated caller ([`Principal`]) and the rules
-//! every administrative use case applies before it reads or writes anything.
+//! Who may do what, in one place: the authenticated caller ([`Principal`]) and [`authorize`], the
+//! one mechanism every use case goes through before it reads or writes anything. It asks the same
+//! decision point that answers `POST /v1/tenants/{tenant}/check`.
 //!
-//! The rules: platform administrators (users of `_system` with `platform_admin`) administer every
-//! tenant; a tenant's administrators (`tenant_admin`) administer that tenant only; anyone else of
-//! the tenant is refused (403); anyone of another tenant is told the tenant does not exist (404),
-//! so existence does not leak across tenants. `_system` itself is administered by platform
-//! administrators only. Nobody disables or erases themselves. Only platform administrators grant
-//! `platform_admin`, and only in `_system`.
+//! The rules: platform administrators (users of `_system` with the root role `platform_admin`) may
+//! do everything in every tenant. Anyone else acts only in their own tenant, where the tenant's
+//! policy decides (403 when it denies); any other tenant, and anything in it, does not exist for
+//! them (404), so existence does not leak across tenants. Platform-wide operations (creating and
+//! listing tenants, changing a tenant's plan or standing) are decided by the policy of `_system`.
+//! Nobody disables or erases themselves, and nobody grants or assigns what they do not hold.
+
+use std::net::IpAddr;
 
 use custodian_domain::id::is_type_id;
+use custodian_domain::policy::{
+    AsOf, Check, Effect, Permission, Scope, Target, Verdict, builtin_role_names,
+};
 use custodian_domain::user::{ROLE_PLATFORM_ADMIN, ROLE_TENANT_ADMIN};
 use custodian_domain::{Actor, ActorKind, Timestamp};
 
@@ -27,8 +33,10 @@ pub struct Principal {
     pub tenant: String,
     /// The session the token belongs to.
     pub session_id: String,
-    /// The user as the index knows them now (roles included).
+    /// The user as the index knows them now (platform roles included).
     pub user: IndexedUser,
+    /// The address the request came from, for grants with `source_ip` conditions.
+    pub ip: Option<IpAddr>,
 }
 
 impl Principal {
@@ -49,63 +57,184 @@ impl Principal {
         }
     }
 
-    /// Whether this caller administers the platform.
+    /// Whether this caller holds the platform's root role.
     pub fn is_platform_admin(&self) -> bool {
         self.tenant == SYSTEM_TENANT && self.user.roles.iter().any(|r| r == ROLE_PLATFORM_ADMIN)
     }
-
-    /// Lets platform administrators and `tenant`'s administrators through. Anyone else of
-    /// `tenant` is refused with 403; anyone of another tenant is told the tenant does not exist.
-    pub fn require_admin_of(&self, tenant: &str) -> Result<(), AppError> {
-        if self.is_platform_admin() {
-            return Ok(());
-        }
-        if self.tenant != tenant {
-            return Err(AppError::not_found(format!("no tenant {tenant}")));
-        }
-        if self.user.roles.iter().any(|r| r == ROLE_TENANT_ADMIN) {
-            Ok(())
-        } else {
-            Err(AppError::forbidden(
-                "this needs the tenant_admin role in the tenant",
-            ))
-        }
-    }
-
-    /// Lets platform administrators through only.
-    pub fn require_platform_admin(&self) -> Result<(), AppError> {
-        if self.is_platform_admin() {
-            Ok(())
-        } else {
-            Err(AppError::forbidden("this needs a platform administrator"))
-        }
-    }
 }
 
-/// Lets administrators of `tenant` (and platform administrators) through, for a tenant that
-/// exists. A user of another tenant is told it does not exist. The platform scope `_system` is
-/// administered by platform administrators only.
-pub fn admin_of(app: &App, principal: &Principal, tenant: &str) -> Result<(), AppError> {
-    check_tenant(tenant, true)?;
-    principal.require_admin_of(tenant)?;
-    if tenant == SYSTEM_TENANT {
-        principal.require_platform_admin()?;
-    }
-    if app.security.index.tenant_exists(tenant) {
-        Ok(())
-    } else {
-        Err(AppError::not_found(format!("no tenant {tenant}")))
-    }
+/// The answer for a tenant the caller cannot see.
+pub fn no_tenant(tenant: &str) -> AppError {
+    AppError::not_found(format!("no tenant {tenant}"))
 }
 
-/// [`admin_of`], and `user_id` looks like a user id (anything else names no user: 404).
-pub fn admin_of_user(
+/// Lets `principal` do `permission` on `target` in `tenant`, as the tenant's policy decides now,
+/// for a tenant that exists. Someone of another tenant is told it does not exist.
+pub fn authorize(
     app: &App,
     principal: &Principal,
     tenant: &str,
+    permission: &str,
+    target: Target<'_>,
+) -> Result<(), AppError> {
+    check_tenant(tenant, true)?;
+    let root = principal.is_platform_admin();
+    if (!root && principal.tenant != tenant) || !app.security.index.tenant_exists(tenant) {
+        return Err(no_tenant(tenant));
+    }
+    if root {
+        return Ok(());
+    }
+    let permission = Permission::parse(permission).map_err(AppError::Internal)?;
+    if holds(app, principal, tenant, &permission, target)? {
+        Ok(())
+    } else {
+        Err(AppError::forbidden(format!(
+            "this needs the permission {permission} in tenant {tenant}"
+        )))
+    }
+}
+
+/// Lets `principal` do a platform-wide `permission` (on the tenant `on`, if one is concerned), as
+/// the policy of `_system` decides. A user of the tenant concerned is refused (403); anyone else
+/// outside `_system` is told the tenant does not exist.
+pub fn authorize_platform(
+    app: &App,
+    principal: &Principal,
+    permission: &str,
+    on: Option<&str>,
+) -> Result<(), AppError> {
+    if principal.tenant != SYSTEM_TENANT {
+        return match on {
+            Some(t) if t != principal.tenant => Err(no_tenant(t)),
+            _ => Err(AppError::forbidden(format!(
+                "this needs the permission {permission} in the platform scope _system"
+            ))),
+        };
+    }
+    let resource = on.map(|t| custodian_domain::policy::Resource {
+        resource_type: "tenant".to_owned(),
+        id: t.to_owned(),
+    });
+    let target = resource.as_ref().map_or(Target::Tenant, Target::Resource);
+    authorize(app, principal, SYSTEM_TENANT, permission, target)
+}
+
+/// Whether `principal` holds all of `permission` (a pattern) on `target` in `tenant` now: the
+/// policy allows it and no deny overlaps it. Platform administrators hold everything.
+pub fn holds(
+    app: &App,
+    principal: &Principal,
+    tenant: &str,
+    permission: &Permission,
+    target: Target<'_>,
+) -> Result<bool, AppError> {
+    if principal.is_platform_admin() {
+        return Ok(true);
+    }
+    if principal.tenant != tenant {
+        return Ok(false);
+    }
+    let (decision, _) = app.policy.decide(
+        tenant,
+        &Check {
+            principal: &principal.user_id,
+            permission,
+            target,
+            ip: principal.ip,
+            as_of: AsOf::now(app.now()),
+            explain: false,
+        },
+    )?;
+    Ok(decision.verdict == Verdict::Allow)
+}
+
+/// What a scope covers, as the target of a check.
+pub fn scope_target(on: Option<&Scope>) -> Target<'_> {
+    match on {
+        None => Target::Tenant,
+        Some(Scope::ResourceType(t)) => Target::Type(t),
+        Some(Scope::Resource(r)) => Target::Resource(r),
+        Some(Scope::Group(g)) => Target::Group(g),
+    }
+}
+
+/// Refuses to let `principal` give away `permission` on `on` unless they hold it there: nobody
+/// grants what they do not hold.
+pub fn may_give(
+    app: &App,
+    principal: &Principal,
+    tenant: &str,
+    permission: &Permission,
+    on: Option<&Scope>,
+) -> Result<(), AppError> {
+    if holds(app, principal, tenant, permission, scope_target(on))? {
+        Ok(())
+    } else {
+        Err(AppError::forbidden(format!(
+            "you cannot give {permission}{}: you do not hold it there yourself",
+            on.map(|s| format!(" on {s}")).unwrap_or_default()
+        )))
+    }
+}
+
+/// Refuses to let `principal` assign `role` on `on` unless they hold every permission the role
+/// allows (its own and its ancestors' grants, each on its own scope or the assignment's).
+pub fn may_assign(
+    app: &App,
+    principal: &Principal,
+    tenant: &str,
+    role: &str,
+    on: Option<&Scope>,
+) -> Result<(), AppError> {
+    if principal.is_platform_admin() {
+        return Ok(());
+    }
+    let now = AsOf::now(app.now());
+    let needed: Vec<(Permission, Option<Scope>)> = app.policy.read(tenant, |p| {
+        p.role_grants_reached(role, now)
+            .into_iter()
+            .filter(|g| g.effect == Effect::Allow && g.window.at(now.time).is_active())
+            .map(|g| (g.permission.clone(), g.on.clone().or_else(|| on.cloned())))
+            .collect()
+    })?;
+    for (permission, scope) in needed {
+        if !holds(
+            app,
+            principal,
+            tenant,
+            &permission,
+            scope_target(scope.as_ref()),
+        )? {
+            return Err(AppError::forbidden(format!(
+                "you cannot assign {role}: it allows {permission}{}, which you do not hold",
+                scope.map(|s| format!(" on {s}")).unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// [`authorize`] on the user `user_id` of `tenant`, which must look like a user id (anything else
+/// names no user: 404).
+pub fn authorize_user(
+    app: &App,
+    principal: &Principal,
+    tenant: &str,
+    permission: &str,
     user_id: &str,
 ) -> Result<(), AppError> {
-    admin_of(app, principal, tenant)?;
+    let resource = custodian_domain::policy::Resource {
+        resource_type: "user".to_owned(),
+        id: user_id.to_owned(),
+    };
+    authorize(
+        app,
+        principal,
+        tenant,
+        permission,
+        Target::Resource(&resource),
+    )?;
     if is_type_id("user", user_id) {
         Ok(())
     } else {
@@ -130,67 +259,95 @@ pub fn not_oneself(
     }
 }
 
-/// Tenant administration beyond a tenant's own users (creating, renaming, changing the plan,
-/// suspending): platform administrators only. Anyone else is told a tenant they cannot see does
-/// not exist, and their own tenant is forbidden.
-pub fn platform_admin_for(principal: &Principal, tenant: &str) -> Result<(), AppError> {
-    if principal.is_platform_admin() {
-        Ok(())
-    } else if principal.tenant == tenant {
-        Err(AppError::forbidden("this needs a platform administrator"))
-    } else {
-        Err(AppError::not_found(format!("no tenant {tenant}")))
+/// The roles asked for a new user, sorted out: the platform's root role (kept on the user, only
+/// in `_system` and only from a platform administrator) and the tenant's roles to assign
+/// tenant-wide (`tenant_admin` is the earlier name of `admin`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RolesAsked {
+    /// Roles recorded on the user: `platform_admin` or nothing.
+    pub platform: Vec<String>,
+    /// Roles of the tenant to assign on the whole tenant.
+    pub assign: Vec<String>,
+}
+
+impl RolesAsked {
+    /// Every role, as the answer lists them.
+    pub fn names(&self) -> Vec<String> {
+        self.platform.iter().chain(&self.assign).cloned().collect()
     }
 }
 
-/// The built-in roles `principal` may grant to a user of `tenant`, deduplicated in the order given:
-/// `tenant_admin` anywhere; `platform_admin` only in `_system` and only from a platform
-/// administrator (anyone else is `Forbidden`). Any other name is `Invalid`.
+/// Sorts out the `roles` of a user creation or invitation in `tenant`, and checks that
+/// `principal` may give them: `platform_admin` only in `_system` and only from a platform
+/// administrator; any role of the tenant (`tenant_admin` meaning `admin`) needs
+/// `assignment:create` and every permission of the role. An unknown role is `Invalid`.
 pub fn check_roles(
+    app: &App,
     principal: &Principal,
     tenant: &str,
     roles: Option<Vec<String>>,
-) -> Result<Vec<String>, AppError> {
-    let mut out: Vec<String> = vec![];
+) -> Result<RolesAsked, AppError> {
+    let mut out = RolesAsked::default();
     for role in roles.unwrap_or_default() {
         match role.as_str() {
-            ROLE_TENANT_ADMIN => {}
             ROLE_PLATFORM_ADMIN if tenant == SYSTEM_TENANT => {
                 if !principal.is_platform_admin() {
                     return Err(AppError::forbidden(
                         "only a platform administrator can grant platform_admin",
                     ));
                 }
+                if !out.platform.contains(&role) {
+                    out.platform.push(role);
+                }
+                continue;
             }
             ROLE_PLATFORM_ADMIN => {
                 return Err(AppError::invalid(
                     "roles: platform_admin can only be granted in the _system tenant",
                 ));
             }
-            other => {
-                return Err(AppError::invalid(format!(
-                    "roles: unknown role {other:.64?}; the built-in roles are tenant_admin and platform_admin"
-                )));
-            }
+            _ => {}
         }
-        if !out.contains(&role) {
-            out.push(role);
+        let name = if role == ROLE_TENANT_ADMIN {
+            "admin".to_owned()
+        } else {
+            role
+        };
+        if !app.policy.read(tenant, |p| p.role_exists(&name))? {
+            return Err(AppError::invalid(format!(
+                "roles: unknown role {name:.64?}; the built-in roles are {} (and platform_admin in _system)",
+                builtin_role_names().join(", ")
+            )));
+        }
+        authorize(app, principal, tenant, "assignment:create", Target::Tenant)?;
+        may_assign(app, principal, tenant, &name, None)?;
+        if !out.assign.contains(&name) {
+            out.assign.push(name);
         }
     }
     Ok(out)
 }
 
+/// The roles an access token names: the user's platform roles and the roles they hold on the whole
+/// tenant now. Services that decide locally from tokens see these as of the token's issue.
+pub fn token_roles(app: &App, tenant: &str, user_id: &str, user_roles: &[String]) -> Vec<String> {
+    let now = AsOf::now(app.now());
+    let mut roles: Vec<String> = user_roles
+        .iter()
+        .filter(|r| *r == ROLE_PLATFORM_ADMIN)
+        .cloned()
+        .collect();
+    if let Ok(held) = app.policy.read(tenant, |p| p.tenant_roles_of(user_id, now)) {
+        for r in held {
+            if !roles.contains(&r) {
+                roles.push(r);
+            }
+        }
+    }
+    roles
+}
+
 /// The answer for a user that does not exist, or that the caller may not know exists.
 pub fn no_user() -> AppError {
     AppError::not_found("no such user")
-}
-
-/// Reading a tenant's own record: platform administrators and the tenant's own users. Anyone else
-/// is told the tenant does not exist.
-pub fn member_of(principal: &Principal, tenant: &str) -> Result<(), AppError> {
-    if principal.is_platform_admin() || principal.tenant == tenant {
-        Ok(())
-    } else {
-        Err(AppError::not_found(format!("no tenant {tenant}")))
-    }
 }

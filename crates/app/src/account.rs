@@ -52,7 +52,12 @@ pub async fn me(app: &App, principal: &Principal) -> Result<Me, AppError> {
         user_id: principal.user_id.clone(),
         tenant: principal.tenant.clone(),
         kind: principal.user.kind.as_str().to_owned(),
-        roles: principal.user.roles.clone(),
+        roles: crate::access::token_roles(
+            app,
+            &principal.tenant,
+            &principal.user_id,
+            &principal.user.roles,
+        ),
         mfa_enabled: principal.user.mfa_enabled,
         session_id: principal.session_id.clone(),
     })

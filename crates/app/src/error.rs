@@ -11,7 +11,7 @@ use crate::commands::Failed;
 /// | category | what the caller should do | HTTP |
 /// | --- | --- | --- |
 /// | [`Malformed`](Self::Malformed) | fix the request's syntax | 400 |
-/// | [`Invalid`](Self::Invalid) | fix the request's content | 422 |
+/// | [`Invalid`](Self::Invalid), [`UnknownPermission`](Self::UnknownPermission) | fix the request's content | 422 |
 /// | [`TooLarge`](Self::TooLarge) | send less | 413 |
 /// | [`NotFound`](Self::NotFound) | nothing: it does not exist (or is not the caller's to see) | 404 |
 /// | [`Conflict`](Self::Conflict) | re-read and decide again: the state does not allow it now | 409 |
@@ -29,6 +29,14 @@ pub enum AppError {
     /// The request parses, but its content is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// A permission or resource type is not in the tenant's catalog; `known` lists what is.
+    #[error("{detail}")]
+    UnknownPermission {
+        /// What was not known.
+        detail: String,
+        /// Every permission the catalog knows.
+        known: Vec<String>,
+    },
     /// The request, or an event it would write, is larger than allowed.
     #[error("{0}")]
     TooLarge(String),

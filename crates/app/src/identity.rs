@@ -65,6 +65,7 @@ pub async fn authenticate(app: &App, access_token: &str) -> Result<Principal, Ap
         tenant: claims.tenant,
         session_id: claims.sid,
         user,
+        ip: None,
     })
 }
 
@@ -451,7 +452,12 @@ async fn start_session(
         )) => return Err(AppError::InvalidCredentials),
         Err(e) => return Err(failed_user(e, at)),
     };
-    let roles = done.state.map(|u| u.roles).unwrap_or_default();
+    let roles = crate::access::token_roles(
+        app,
+        tenant,
+        user_id,
+        &done.state.map(|u| u.roles).unwrap_or_default(),
+    );
     let refresh = OpaqueToken::new(TokenKind::Refresh, tenant, &session_id, 0)
         .map_err(|e| AppError::internal(format!("cannot make a refresh token: {e}")))?;
     let refresh_hash = security.tokens.hash(&refresh.to_string());
@@ -631,7 +637,7 @@ pub async fn refresh(app: &App, origin: &Origin, req: RefreshRequest) -> Result<
             user_id: &indexed.user_id,
             session_id: &session_id,
         },
-        user.roles,
+        crate::access::token_roles(app, &tenant, &indexed.user_id, &user.roles),
         next,
         position,
         at,

@@ -18,6 +18,7 @@ pub mod access;
 pub mod account;
 pub mod admin;
 pub mod auth;
+pub mod authz;
 pub mod bootstrap;
 pub mod clock;
 pub mod commands;
@@ -58,6 +59,10 @@ pub struct App {
     pub security: Arc<Security>,
     /// Where the time comes from.
     pub clock: Arc<dyn Clock>,
+    /// Every tenant's policy, answering checks.
+    pub policy: Arc<authz::PolicyIndex>,
+    /// The decision log's writer.
+    pub decisions: Arc<authz::DecisionLog>,
 }
 
 impl App {
@@ -75,6 +80,9 @@ impl App {
         let db = ViewDb::open(location)
             .await
             .context("cannot open the views' database")?;
+        let policy = authz::PolicyIndex::start(store.clone(), options.index_wait, shutdown.clone());
+        let decisions =
+            authz::DecisionLog::start(store.clone(), options.decision_log, shutdown.clone());
         let security = Security::start(
             options,
             db.clone(),
@@ -92,14 +100,33 @@ impl App {
         )
         .await
         .context("cannot start the projections")?;
-        Ok(Self {
+        let app = Self {
             store,
             db,
             projections: Arc::new(projections),
             states: Arc::default(),
             security: Arc::new(security),
             clock,
-        })
+            policy,
+            decisions,
+        };
+        let migrating = app.clone();
+        tokio::spawn(async move {
+            // Retried until the indexes have caught up with a long log.
+            for _ in 0..600 {
+                match authz::migrate::tenant_admins(&migrating).await {
+                    Err(AppError::Unavailable { .. }) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot carry tenant_admin over to the policy");
+                        return;
+                    }
+                    Ok(_) => return,
+                }
+            }
+        });
+        Ok(app)
     }
 
     /// The current time, from the injected clock.

@@ -163,11 +163,36 @@ pub async fn readiness(app: &App) -> Result<Readiness, AppError> {
 
 /// The log's head, the position the serving views have applied, every projection generation's
 /// progress and lag (lag in seconds measured to the application's clock), and the relay's
-/// progress when there is a relay.
+/// progress when there is a relay. Needs `audit:read` in `_system`.
 pub async fn projections(
     app: &App,
+    principal: &crate::Principal,
     relay: Option<RelayProgress>,
 ) -> Result<ProjectionsReport, AppError> {
+    crate::access::authorize_platform(app, principal, "audit:read", None)?;
+    report(app, relay).await
+}
+
+/// What [`projections`] reports, for a metrics scraper: one presenting the configured metrics
+/// token, or a principal holding `audit:read` in `_system`.
+pub async fn metrics(
+    app: &App,
+    bearer: Option<&str>,
+    relay: Option<RelayProgress>,
+) -> Result<ProjectionsReport, AppError> {
+    let Some(bearer) = bearer else {
+        return Err(AppError::unauthenticated(
+            "send Authorization: Bearer <metrics token or access token>",
+        ));
+    };
+    if !app.security.is_metrics_token(bearer) {
+        let principal = crate::identity::authenticate(app, bearer).await?;
+        crate::access::authorize_platform(app, &principal, "audit:read", None)?;
+    }
+    report(app, relay).await
+}
+
+async fn report(app: &App, relay: Option<RelayProgress>) -> Result<ProjectionsReport, AppError> {
     let lag = app.projections.lag_report(app.now()).await?;
     let relay = relay.map(|r| RelayReport {
         connected: r.connected,

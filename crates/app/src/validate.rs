@@ -160,3 +160,13 @@ mod tests {
         assert_eq!((items, next), (vec!["a", "b"], None));
     }
 }
+
+/// Reads a field that may be absent (`None`), `null` (`Some(None)`) or a value, for updates where
+/// `null` clears.
+pub fn double_option<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    serde::Deserialize::deserialize(deserializer).map(Some)
+}

@@ -4,10 +4,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use custodian_app::Principal;
 use custodian_app::operations::{self, Health, ProjectionsReport, Readiness, RelayProgress};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::extract::BearerCredential;
+use crate::openapi::AuthProblems;
 use crate::respond::{PROBLEM_JSON, Problem, ProblemDocument};
 use crate::state::AppState;
 
@@ -81,16 +84,24 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Proble
     get,
     path = "/v1/admin/projections",
     tag = "operations",
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "Every projection generation's progress", body = ProjectionsReport,
             headers(("Custodian-Position" = u64, description = "The position the views had applied"))),
         (status = 400, description = "`Custodian-Min-Position` is not an integer from 0 to 9223372036854775807 (code `bad_request`)", body = ProblemDocument, content_type = PROBLEM_JSON),
+        AuthProblems,
+        (status = 403, description = "The caller does not hold `audit:read` in `_system` (code `forbidden`)", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 503, description = "The views did not reach `Custodian-Min-Position` in time, or the store is unreachable (code `unavailable`)", body = ProblemDocument, content_type = PROBLEM_JSON,
             headers(("Retry-After" = u64, description = "Seconds to wait before asking again"))),
     ),
 )]
-async fn projections(State(state): State<AppState>) -> Result<Json<ProjectionsReport>, Problem> {
-    Ok(Json(operations::projections(&state, relay(&state)).await?))
+async fn projections(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<ProjectionsReport>, Problem> {
+    Ok(Json(
+        operations::projections(&state, &principal, relay(&state)).await?,
+    ))
 }
 
 /// Prometheus metrics in the text exposition format.
@@ -98,13 +109,19 @@ async fn projections(State(state): State<AppState>) -> Result<Json<ProjectionsRe
     get,
     path = "/metrics",
     tag = "operations",
+    security(("bearer" = [])),
     responses(
+        (status = 401, description = "No bearer credential, or one that is neither the configured metrics token (`--metrics-token`) nor a valid access token (code `unauthenticated`)", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, description = "The access token's holder does not hold `audit:read` in `_system` (code `forbidden`)", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 200, description = "Metrics: `custodian_log_head_position`, `custodian_views_applied_position`, per projection generation `custodian_projection_position`, `custodian_projection_lag_events`, `custodian_projection_lag_seconds`, `custodian_projection_failures`, and with `--nats-url` `custodian_relay_acknowledged_position`, `custodian_relay_connected`, `custodian_relay_failures`", content_type = "text/plain; version=0.0.4"),
         (status = 503, description = "The store is unreachable (code `unavailable`)", body = ProblemDocument, content_type = PROBLEM_JSON),
     ),
 )]
-async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
-    let report = operations::projections(&state, relay(&state)).await?;
+async fn metrics(
+    State(state): State<AppState>,
+    BearerCredential(bearer): BearerCredential,
+) -> Result<impl IntoResponse, Problem> {
+    let report = operations::metrics(&state, bearer.as_deref(), relay(&state)).await?;
     let body = crate::metrics::render(&report)
         .map_err(|e| Problem::internal(format!("encoding metrics: {e}")))?;
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body))

@@ -5,5 +5,6 @@
 pub mod account;
 pub mod admin;
 pub mod auth;
+pub mod authz;
 pub mod tenants;
 pub mod users;

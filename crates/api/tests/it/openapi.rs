@@ -48,6 +48,35 @@ const SERVED: &[(&str, &str)] = &[
     ("/v1/tenants/{tenant}/users/{user_id}/sessions", "get"),
     ("/v1/tenants/{tenant}/users/{user_id}/sessions", "delete"),
     ("/v1/tenants/{tenant}/credentials", "get"),
+    ("/v1/tenants/{tenant}/catalog", "put"),
+    ("/v1/tenants/{tenant}/catalog", "get"),
+    ("/v1/tenants/{tenant}/roles", "post"),
+    ("/v1/tenants/{tenant}/roles", "get"),
+    ("/v1/tenants/{tenant}/roles/{role}", "get"),
+    ("/v1/tenants/{tenant}/roles/{role}", "patch"),
+    ("/v1/tenants/{tenant}/roles/{role}", "delete"),
+    ("/v1/tenants/{tenant}/grants", "post"),
+    ("/v1/tenants/{tenant}/grants", "get"),
+    ("/v1/tenants/{tenant}/grants/{id}", "delete"),
+    ("/v1/tenants/{tenant}/assignments", "post"),
+    ("/v1/tenants/{tenant}/assignments", "get"),
+    ("/v1/tenants/{tenant}/assignments/{id}", "delete"),
+    (
+        "/v1/tenants/{tenant}/groups/{group}/members/{type}/{id}",
+        "put",
+    ),
+    (
+        "/v1/tenants/{tenant}/groups/{group}/members/{type}/{id}",
+        "delete",
+    ),
+    ("/v1/tenants/{tenant}/check", "post"),
+    ("/v1/tenants/{tenant}/check/batch", "post"),
+    ("/v1/tenants/{tenant}/principals/{id}/permissions", "get"),
+    (
+        "/v1/tenants/{tenant}/resources/{type}/{id}/principals",
+        "get",
+    ),
+    ("/v1/permissions/me", "get"),
 ];
 
 impl App {

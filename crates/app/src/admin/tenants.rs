@@ -8,6 +8,7 @@
 //! The platform scope `_system` has no tenant stream, yet it is where platform administrators
 //! live, so reads show it beside the tenants (see [`TenantView`]); it cannot be changed.
 
+use custodian_domain::policy::Target;
 use custodian_domain::tenant::{self, Plan, Tenant, TenantCommand, TenantError, TenantEvent};
 use custodian_projections::tenants::{self as tenant_view, TenantRow};
 use serde::{Deserialize, Serialize};
@@ -181,7 +182,7 @@ pub async fn create(
     principal: &Principal,
     req: CreateTenantRequest,
 ) -> Result<TenantChanged, AppError> {
-    principal.require_platform_admin()?;
+    access::authorize_platform(app, principal, "tenant:create", None)?;
     if req.slug == SYSTEM_TENANT {
         return Err(AppError::invalid(
             "slug: _system is reserved for the platform",
@@ -211,7 +212,7 @@ pub async fn list(
     principal: &Principal,
     query: TenantListQuery,
 ) -> Result<TenantPage, AppError> {
-    principal.require_platform_admin()?;
+    access::authorize_platform(app, principal, "tenant:read", None)?;
     let limit = parse_limit(query.limit.as_deref())?;
     if let Some(cursor) = &query.cursor {
         check_tenant(cursor, false)
@@ -237,7 +238,11 @@ pub async fn list(
 /// scope, as listed.
 pub async fn get(app: &App, principal: &Principal, tenant: &str) -> Result<TenantView, AppError> {
     check_tenant(tenant, true)?;
-    access::member_of(principal, tenant)?;
+    if principal.tenant == SYSTEM_TENANT {
+        access::authorize_platform(app, principal, "tenant:read", Some(tenant))?;
+    } else {
+        access::authorize(app, principal, tenant, "tenant:read", Target::Tenant)?;
+    }
     if tenant == SYSTEM_TENANT {
         return platform(app).await;
     }
@@ -255,7 +260,7 @@ pub async fn update(
     tenant: &str,
     req: UpdateTenantRequest,
 ) -> Result<TenantChanged, AppError> {
-    changeable(principal, tenant)?;
+    changeable(app, principal, tenant)?;
     if req.name.is_none() && req.plan.is_none() {
         return Err(AppError::invalid("give name, plan, or both"));
     }
@@ -293,7 +298,7 @@ pub async fn suspend(
     tenant: &str,
     req: SuspendTenantRequest,
 ) -> Result<TenantChanged, AppError> {
-    changeable(principal, tenant)?;
+    changeable(app, principal, tenant)?;
     check_len("reason", req.reason.trim(), 1, 500)?;
     let done = run_tenant(app, principal, tenant, |t| {
         tenant::decide(
@@ -313,7 +318,7 @@ pub async fn reactivate(
     principal: &Principal,
     tenant: &str,
 ) -> Result<TenantChanged, AppError> {
-    changeable(principal, tenant)?;
+    changeable(app, principal, tenant)?;
     let done = run_tenant(app, principal, tenant, |t| {
         tenant::decide(t, TenantCommand::Reactivate)
     })
@@ -327,9 +332,9 @@ fn no_tenant(tenant: &str) -> AppError {
 
 /// A tenant a command may change: a well-formed slug, a caller allowed to change it, and not the
 /// platform scope, which has no tenant stream to change.
-fn changeable(principal: &Principal, tenant: &str) -> Result<(), AppError> {
+fn changeable(app: &App, principal: &Principal, tenant: &str) -> Result<(), AppError> {
     check_tenant(tenant, true)?;
-    access::platform_admin_for(principal, tenant)?;
+    access::authorize_platform(app, principal, "tenant:update", Some(tenant))?;
     if tenant == SYSTEM_TENANT {
         return Err(AppError::conflict(
             "_system is the platform scope, not a tenant: it cannot be renamed, re-planned, \

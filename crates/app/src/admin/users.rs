@@ -25,7 +25,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::emails;
-use crate::access::{Principal, admin_of, admin_of_user, check_roles, no_user, not_oneself};
+use crate::access::{Principal, authorize, authorize_user, check_roles, no_user, not_oneself};
 use crate::auth::secrets::{self, DataKey};
 use crate::auth::tokens::{OpaqueToken, TokenKind};
 use crate::auth::vault_error;
@@ -39,6 +39,7 @@ use crate::validate::{
     parse_flag, parse_limit,
 };
 use crate::{App, Security, stream};
+use custodian_domain::policy::Target;
 
 /// What kind of principal a user is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -113,8 +114,10 @@ pub struct CreateUserRequest {
     /// A first password, for people only (agents and services authenticate with API keys).
     #[serde(default)]
     pub password: Option<String>,
-    /// Built-in roles: `tenant_admin`; `platform_admin` only in `_system`, granted by a platform
-    /// administrator.
+    /// Roles of the tenant to assign on the whole tenant (`admin`, `manager`, `developer`,
+    /// `viewer` or a custom role; `tenant_admin` is the earlier name of `admin`), which needs
+    /// `assignment:create` and every permission of the role; and `platform_admin`, only in
+    /// `_system` and from a platform administrator.
     #[serde(default)]
     pub roles: Option<Vec<String>>,
 }
@@ -128,7 +131,8 @@ pub struct InviteRequest {
     pub email: String,
     /// Display name, 1 to 200 characters.
     pub name: String,
-    /// Built-in roles granted on acceptance, as for creation.
+    /// Roles, as for creation; they are assigned at once and take effect when the invitation is
+    /// accepted (an invited user cannot sign in before).
     #[serde(default)]
     pub roles: Option<Vec<String>>,
 }
@@ -351,11 +355,11 @@ pub async fn create(
     tenant: &str,
     req: CreateUserRequest,
 ) -> Result<UserCreated, AppError> {
-    admin_of(app, principal, tenant)?;
+    authorize(app, principal, tenant, "user:create", Target::Tenant)?;
     let email = normalize_email(&req.email)?;
     let name = check_name(&req.name)?;
     let kind = req.kind.unwrap_or(UserKindName::Person);
-    let roles = check_roles(principal, tenant, req.roles)?;
+    let roles = check_roles(app, principal, tenant, req.roles)?;
     if let Some(password) = &req.password {
         if kind != UserKindName::Person {
             return Err(AppError::invalid(
@@ -381,10 +385,14 @@ pub async fn create(
         email: new.sealed_email.clone(),
         name: new.sealed_name.clone(),
         email_index: new.email_index.clone(),
-        roles: roles.clone(),
+        roles: roles.platform.clone(),
         credential: credential.clone(),
     };
     let (position, user) = create_with_email(app, &ctx, tenant, &new, command).await?;
+    let position =
+        crate::authz::manage::assign_tenant_roles(app, &ctx, tenant, &new.user_id, &roles.assign)
+            .await?
+            .max(position);
     Ok(UserCreated {
         user_id: new.user_id,
         tenant: tenant.to_owned(),
@@ -392,7 +400,7 @@ pub async fn create(
         status: user.status.into(),
         email: new.email,
         name: new.name,
-        roles,
+        roles: roles.names(),
         password_set: credential.is_some(),
         position,
     })
@@ -408,10 +416,10 @@ pub async fn invite(
     tenant: &str,
     req: InviteRequest,
 ) -> Result<InvitationIssued, AppError> {
-    admin_of(app, principal, tenant)?;
+    authorize(app, principal, tenant, "user:create", Target::Tenant)?;
     let email = normalize_email(&req.email)?;
     let name = check_name(&req.name)?;
-    let roles = check_roles(principal, tenant, req.roles)?;
+    let roles = check_roles(app, principal, tenant, req.roles)?;
     let security = &app.security;
     let new = seal_new_user(security, tenant, email, name).await?;
     let token = match OpaqueToken::new(TokenKind::Invitation, tenant, &new.user_id, 0) {
@@ -430,11 +438,15 @@ pub async fn invite(
         email: new.sealed_email.clone(),
         name: new.sealed_name.clone(),
         email_index: new.email_index.clone(),
-        roles,
+        roles: roles.platform.clone(),
         invitation: security.tokens.hash(&token.to_string()),
         expires_at,
     };
     let (position, _) = create_with_email(app, &ctx, tenant, &new, command).await?;
+    let position =
+        crate::authz::manage::assign_tenant_roles(app, &ctx, tenant, &new.user_id, &roles.assign)
+            .await?
+            .max(position);
     Ok(InvitationIssued {
         user_id: new.user_id,
         tenant: tenant.to_owned(),
@@ -547,7 +559,7 @@ pub async fn list(
     tenant: &str,
     q: &UserListQuery,
 ) -> Result<UserPage, AppError> {
-    admin_of(app, principal, tenant)?;
+    authorize(app, principal, tenant, "user:read", Target::Tenant)?;
     let limit = parse_limit(q.limit.as_deref())?;
     check_cursor("user", q.cursor.as_deref())?;
     if let Some(status) = &q.status
@@ -593,7 +605,7 @@ pub async fn get(
     tenant: &str,
     user_id: &str,
 ) -> Result<UserDetail, AppError> {
-    admin_of_user(app, principal, tenant, user_id)?;
+    authorize_user(app, principal, tenant, "user:read", user_id)?;
     let row = find_user_row(app, tenant, user_id).await?;
     let tables = app.tables("users")?;
     let credentials = user_view::credentials(app.db.pool(), &tables, tenant, user_id)
@@ -614,7 +626,7 @@ pub async fn credentials(
     tenant: &str,
     q: &CredentialListQuery,
 ) -> Result<CredentialPage, AppError> {
-    admin_of(app, principal, tenant)?;
+    authorize(app, principal, tenant, "user:read", Target::Tenant)?;
     let locked = parse_flag("locked", q.locked.as_deref())?;
     let limit = parse_limit(q.limit.as_deref())?;
     check_cursor("user", q.cursor.as_deref())?;
@@ -748,7 +760,7 @@ pub async fn update(
     user_id: &str,
     req: UpdateUserRequest,
 ) -> Result<UserChanged, AppError> {
-    admin_of_user(app, principal, tenant, user_id)?;
+    authorize_user(app, principal, tenant, "user:update", user_id)?;
     if req.email.is_none() && req.name.is_none() {
         return Err(AppError::invalid("give email, name, or both"));
     }
@@ -817,7 +829,7 @@ pub async fn disable(
     user_id: &str,
     req: DisableUserRequest,
 ) -> Result<UserChanged, AppError> {
-    admin_of_user(app, principal, tenant, user_id)?;
+    authorize_user(app, principal, tenant, "user:update", user_id)?;
     not_oneself(principal, tenant, user_id, "disable")?;
     check_len("reason", req.reason.trim(), 1, 500)?;
     let ctx = principal.context(app.now());
@@ -837,7 +849,7 @@ pub async fn enable(
     tenant: &str,
     user_id: &str,
 ) -> Result<UserChanged, AppError> {
-    admin_of_user(app, principal, tenant, user_id)?;
+    authorize_user(app, principal, tenant, "user:update", user_id)?;
     let ctx = principal.context(app.now());
     let done = run_admin(app, &ctx, tenant, user_id, |_| UserCommand::Enable).await?;
     user_changed(
@@ -863,7 +875,7 @@ pub async fn erase(
     tenant: &str,
     user_id: &str,
 ) -> Result<Accepted, AppError> {
-    admin_of_user(app, principal, tenant, user_id)?;
+    authorize_user(app, principal, tenant, "user:delete", user_id)?;
     not_oneself(principal, tenant, user_id, "erase")?;
     let ctx = principal.context(app.now());
     let current = load_user(app, tenant, user_id).await?.ok_or_else(no_user)?;
@@ -952,7 +964,7 @@ pub async fn issue_password_reset(
     tenant: &str,
     user_id: &str,
 ) -> Result<ResetIssued, AppError> {
-    admin_of_user(app, principal, tenant, user_id)?;
+    authorize_user(app, principal, tenant, "user:update", user_id)?;
     let security = &app.security;
     let token = OpaqueToken::new(TokenKind::PasswordReset, tenant, user_id, 0)
         .map_err(|e| AppError::internal(format!("cannot make a reset token: {e}")))?;
@@ -987,7 +999,7 @@ pub async fn sessions(
     user_id: &str,
     q: &SessionListQuery,
 ) -> Result<SessionPage, AppError> {
-    admin_of_user(app, principal, tenant, user_id)?;
+    authorize_user(app, principal, tenant, "session:read", user_id)?;
     find_user_row(app, tenant, user_id).await?;
     page_of_user(app, tenant, user_id, q, false, Some(&principal.session_id)).await
 }
@@ -1000,7 +1012,7 @@ pub async fn revoke_sessions(
     tenant: &str,
     user_id: &str,
 ) -> Result<SessionsRevoked, AppError> {
-    admin_of_user(app, principal, tenant, user_id)?;
+    authorize_user(app, principal, tenant, "session:delete", user_id)?;
     load_user(app, tenant, user_id).await?.ok_or_else(no_user)?;
     let ctx = principal.context(app.now());
     let (revoked, written) = revoke_by_admin(app, &ctx, tenant, user_id).await?;

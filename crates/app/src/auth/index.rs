@@ -248,6 +248,21 @@ impl AuthIndex {
             .cloned()
     }
 
+    /// The `(tenant, user id)` of every user whose user events name `role`, sorted.
+    pub fn users_with_role(&self, role: &str) -> Vec<(String, String)> {
+        let Ok(state) = self.state.read() else {
+            return vec![];
+        };
+        let mut out: Vec<(String, String)> = state
+            .users
+            .iter()
+            .filter(|(_, u)| u.roles.iter().any(|r| r == role))
+            .map(|(k, _)| k.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The user holding an email (by blind index) in a tenant.
     pub fn user_by_email(&self, tenant: &str, email_index: &str) -> Option<String> {
         self.state

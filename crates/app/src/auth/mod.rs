@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use custodian_domain::secret::Sealed;
 use custodian_domain::user::LockoutPolicy;
+use sha2::Digest as _;
 
 use crate::clock::Clock;
 use crate::error::AppError;
@@ -68,6 +69,10 @@ pub struct SecurityOptions {
     pub index_wait: std::time::Duration,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Which authorization checks the decision log records.
+    pub decision_log: crate::authz::DecisionLogMode,
+    /// The bearer token that may scrape the metrics without signing in.
+    pub metrics_token: Option<String>,
 }
 
 impl SecurityOptions {
@@ -81,6 +86,8 @@ impl SecurityOptions {
             login_ip_failures: 50,
             index_wait: std::time::Duration::from_secs(2),
             trusted_proxies: Vec::new(),
+            decision_log: crate::authz::DecisionLogMode::All,
+            metrics_token: None,
         }
     }
 }
@@ -114,6 +121,8 @@ pub struct Security {
     pub issuer: String,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// SHA-256 of the bearer token that may scrape the metrics.
+    metrics_token: Option<[u8; 32]>,
     /// Unwrapped data keys of users who are not erased.
     key_cache: Mutex<HashMap<String, DataKey>>,
 }
@@ -122,6 +131,14 @@ pub struct Security {
 const KEY_CACHE_ENTRIES: usize = 100_000;
 
 impl Security {
+    /// Whether `presented` is the configured metrics token (compared in constant time).
+    pub fn is_metrics_token(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
+        self.metrics_token
+            .is_some_and(|t| bool::from(t.ct_eq(&digest)))
+    }
+
     /// Loads the master key (creating it if missing), the signing keys (creating the first, made
     /// at the clock's time and not recorded on the log: see [`crate::signing`]), and starts the
     /// authentication index on `store`. Background tasks stop with `shutdown`.
@@ -186,6 +203,10 @@ impl Security {
             lifetimes: Lifetimes::default(),
             issuer: options.issuer,
             trusted_proxies: options.trusted_proxies,
+            metrics_token: options
+                .metrics_token
+                .as_deref()
+                .map(|t| sha2::Sha256::digest(t.as_bytes()).into()),
             key_cache: Mutex::new(HashMap::new()),
         })
     }

@@ -13,7 +13,9 @@ async fn the_projections_report_lists_every_projection_caught_up_with_the_head()
     let head = t.app.store.head().await.unwrap().position;
     assert!(head > 0, "the bootstrap wrote events");
 
-    let report = operations::projections(&t.app, None).await.unwrap();
+    let report = operations::projections(&t.app, &t.root().await, None)
+        .await
+        .unwrap();
     assert_eq!((report.head, report.applied), (head, head));
     let reported: BTreeSet<&str> = report.projections.iter().map(|p| p.name.as_str()).collect();
     let expected: BTreeSet<&str> = custodian_projections::all()
@@ -43,7 +45,9 @@ async fn the_relay_is_reported_behind_the_head_by_what_it_has_not_acknowledged()
         failures: 3,
         last_error: Some("connection refused".into()),
     };
-    let report = operations::projections(&t.app, Some(relay)).await.unwrap();
+    let report = operations::projections(&t.app, &t.root().await, Some(relay))
+        .await
+        .unwrap();
     let r = report.relay.unwrap();
     assert_eq!(
         (
@@ -61,7 +65,9 @@ async fn the_relay_is_reported_behind_the_head_by_what_it_has_not_acknowledged()
         acknowledged_position: head + 10,
         ..RelayProgress::default()
     };
-    let report = operations::projections(&t.app, Some(ahead)).await.unwrap();
+    let report = operations::projections(&t.app, &t.root().await, Some(ahead))
+        .await
+        .unwrap();
     assert_eq!(report.relay.unwrap().lag_events, 0);
 }
 

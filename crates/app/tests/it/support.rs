@@ -96,6 +96,7 @@ impl TestApp {
             user: index
                 .user(tenant, user_id)
                 .unwrap_or_else(|| panic!("the index does not know {tenant}/{user_id}")),
+            ip: None,
         }
     }
 

@@ -64,6 +64,11 @@ pub enum MatchKind {
     Role,
     /// The resource's membership of a group.
     Group,
+    /// The event that took the principal out of service (disabled or deleted): nothing is allowed
+    /// to it.
+    Principal,
+    /// The suspension of the tenant: nothing is allowed in it.
+    Tenant,
 }
 
 /// One link of provenance: the thing, and the position of the event that made it so.
@@ -381,6 +386,121 @@ fn reason(verdict: Verdict, matched: &[Matched], check: &Check<'_>) -> String {
     }
     if let Some(g) = matched.iter().find(|m| m.kind == MatchKind::Group) {
         let _ = write!(out, " via group {}", g.id);
+    }
+    out
+}
+
+/// A grant that reaches a principal, and how.
+#[derive(Debug, Clone)]
+pub struct Effective<'p> {
+    /// The grant.
+    pub grant: &'p super::model::Grant,
+    /// How it reaches the principal: empty for a grant to the principal; otherwise the assignment
+    /// and the roles from the assigned one to the grant's.
+    pub via: Vec<Matched>,
+    /// The assignment's scope, which narrows the grant's (`None`: no narrowing).
+    pub assignment_on: Option<&'p Scope>,
+}
+
+/// Every grant that reaches `principal` as of `as_of` (existing, in force; conditions are not
+/// evaluated, as they depend on each check's context), directly or through an assignment and
+/// inheritance. A grant reached through several paths is listed once per path.
+pub fn effective<'p>(policy: &'p Policy, principal: &str, as_of: AsOf) -> Vec<Effective<'p>> {
+    let in_force = |g: &&'p super::model::Grant| g.window.at(as_of.time).is_active();
+    let mut out: Vec<Effective<'p>> = policy
+        .principal_grants_of(principal, as_of)
+        .into_iter()
+        .filter(in_force)
+        .map(|grant| Effective {
+            grant,
+            via: vec![],
+            assignment_on: None,
+        })
+        .collect();
+    for a in policy.assignments_of(principal, as_of) {
+        let start = vec![Matched {
+            kind: MatchKind::Assignment,
+            id: a.id.clone(),
+            position: a.created.position,
+        }];
+        let mut visited: Vec<&str> = Vec::new();
+        let mut stack: Vec<(&str, Vec<Matched>)> = vec![(a.role.as_str(), start)];
+        while let Some((role, path)) = stack.pop() {
+            if visited.contains(&role) {
+                continue;
+            }
+            visited.push(role);
+            let Some((parents, stamp)) = policy.parents_at(role, as_of) else {
+                continue;
+            };
+            let mut here = path;
+            here.push(Matched {
+                kind: MatchKind::Role,
+                id: role.to_owned(),
+                position: stamp.map_or(0, |s| s.position),
+            });
+            for grant in policy
+                .role_grants
+                .get(role)
+                .into_iter()
+                .flat_map(|by| by.values().flat_map(|actions| actions.values()))
+                .flatten()
+                .filter_map(|i| policy.grants.get(*i))
+                .filter(|g| as_of.sees(g.created, g.ended.map(|e| e.0)))
+                .filter(in_force)
+            {
+                out.push(Effective {
+                    grant,
+                    via: here.clone(),
+                    assignment_on: a.on.as_ref(),
+                });
+            }
+            for p in parents.into_iter().rev() {
+                stack.push((p, here.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Who may do what on `resource` as of `as_of`: for every principal that appears in the policy,
+/// each permission (as granted, possibly a pattern) that some grant reaching them allows on the
+/// resource and no deny takes away, with the decision that proves it. Conditions are evaluated
+/// with no source address (so address-bound allows are left out).
+pub fn holders<'p>(
+    policy: &'p Policy,
+    resource: &Resource,
+    as_of: AsOf,
+) -> Vec<(&'p str, Permission, Decision)> {
+    let target = Target::Resource(resource);
+    let mut out = Vec::new();
+    for principal in policy.principals() {
+        let mut asked: Vec<&Permission> = Vec::new();
+        for e in effective(policy, principal, as_of) {
+            if e.grant.effect == Effect::Allow
+                && covers(policy, e.grant.on.as_ref(), target, as_of).is_some()
+                && covers(policy, e.assignment_on, target, as_of).is_some()
+                && !asked.contains(&&e.grant.permission)
+            {
+                asked.push(&e.grant.permission);
+            }
+        }
+        for permission in asked {
+            let decision = evaluate(
+                policy,
+                &Check {
+                    principal,
+                    permission,
+                    target,
+                    ip: None,
+                    as_of,
+                    explain: false,
+                },
+            );
+            if decision.verdict == Verdict::Allow {
+                out.push((principal, permission.clone(), decision));
+            }
+        }
     }
     out
 }

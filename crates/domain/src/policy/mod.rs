@@ -16,9 +16,12 @@ pub mod model;
 pub mod vocabulary;
 
 pub use decide::{PolicyCommand, PolicyError, decide};
-pub use evaluate::{Check, Decision, MatchKind, Matched, Target, evaluate};
+pub use evaluate::{
+    Check, Decision, Effective, MatchKind, Matched, Target, effective, evaluate, holders,
+};
 pub use event::{DecisionEvent, EndReason, PolicyEvent, Verdict};
 pub use model::{AsOf, Assignment, Grant, Policy, Stamp};
 pub use vocabulary::{
-    Catalog, Conditions, Effect, Hours, Permission, Resource, Scope, Subject, TimeOfDay, Window,
+    BUILTIN_ROLES, BUILTIN_TYPES, Catalog, Conditions, Effect, Hours, Permission, Resource, Scope,
+    Subject, TimeOfDay, Window, WindowState, builtin_role, builtin_role_names,
 };

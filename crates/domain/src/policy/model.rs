@@ -486,4 +486,73 @@ impl Policy {
             .map(String::as_str)
             .collect()
     }
+
+    /// The roles `role` reaches as of `as_of`: itself and every ancestor through parents, each
+    /// once, nearest first.
+    pub fn roles_reached<'p>(&'p self, role: &'p str, as_of: AsOf) -> Vec<&'p str> {
+        let mut out: Vec<&str> = Vec::new();
+        let mut stack = vec![role];
+        while let Some(r) = stack.pop() {
+            if out.contains(&r) {
+                continue;
+            }
+            let Some((parents, _)) = self.parents_at(r, as_of) else {
+                continue;
+            };
+            out.push(r);
+            stack.extend(parents.into_iter().rev());
+        }
+        out
+    }
+
+    /// The grants that existed as of `as_of` to `role` and to every role it reaches (windows not
+    /// applied).
+    pub fn role_grants_reached(&self, role: &str, as_of: AsOf) -> Vec<&Grant> {
+        self.roles_reached(role, as_of)
+            .into_iter()
+            .filter_map(|r| self.role_grants.get(r))
+            .flat_map(|by| by.values().flat_map(|actions| actions.values()))
+            .flatten()
+            .filter_map(|i| self.grants.get(*i))
+            .filter(|g| as_of.sees(g.created, g.ended.map(|e| e.0)))
+            .collect()
+    }
+
+    /// The assignments of `principal` in force as of `as_of` (existing, window active).
+    pub fn assignments_of(&self, principal: &str, as_of: AsOf) -> Vec<&Assignment> {
+        self.principal_assignments
+            .get(principal)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .filter_map(|i| self.assignments.get(*i))
+            .filter(|a| {
+                as_of.sees(a.created, a.ended.map(|e| e.0))
+                    && a.window.at(as_of.time) == super::vocabulary::WindowState::Active
+            })
+            .collect()
+    }
+
+    /// The names of the roles `principal` holds on the whole tenant as of `as_of`, as assigned
+    /// (not their ancestors), in assignment order.
+    pub fn tenant_roles_of(&self, principal: &str, as_of: AsOf) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for a in self.assignments_of(principal, as_of) {
+            if a.on.is_none() && !out.contains(&a.role) {
+                out.push(a.role.clone());
+            }
+        }
+        out
+    }
+
+    /// The grants made directly to `principal` that existed as of `as_of`.
+    pub fn principal_grants_of(&self, principal: &str, as_of: AsOf) -> Vec<&Grant> {
+        self.principal_grants
+            .get(principal)
+            .into_iter()
+            .flat_map(|by| by.values().flat_map(|actions| actions.values()))
+            .flatten()
+            .filter_map(|i| self.grants.get(*i))
+            .filter(|g| as_of.sees(g.created, g.ended.map(|e| e.0)))
+            .collect()
+    }
 }

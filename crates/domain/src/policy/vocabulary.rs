@@ -226,6 +226,13 @@ pub enum WindowState {
     Expired,
 }
 
+impl WindowState {
+    /// Whether this is [`WindowState::Active`].
+    pub fn is_active(self) -> bool {
+        self == Self::Active
+    }
+}
+
 impl Window {
     /// Where `t` falls: active iff `valid_from <= t < valid_until`.
     pub fn at(&self, t: Timestamp) -> WindowState {
@@ -484,6 +491,11 @@ pub struct BuiltinRole {
     pub parent: Option<&'static str>,
     /// Its default permissions.
     pub permissions: &'static [&'static str],
+}
+
+/// The names of the built-in roles, most powerful first.
+pub fn builtin_role_names() -> Vec<&'static str> {
+    BUILTIN_ROLES.iter().map(|r| r.name).collect()
 }
 
 /// The built-in role called `name`.
