@@ -1019,3 +1019,120 @@ fn commands_that_change_nothing_append_nothing() {
     ]);
     assert_eq!(world.decide(same), Ok(vec![]));
 }
+
+/// The history of the worked examples in `docs/authorization.md`, event for event, up to the
+/// deletion of role `release`.
+fn documented_before_deletion() -> World {
+    world()
+        .at("2026-01-05T09:00:00Z")
+        .catalog(&[("project", &["read", "update", "deploy"])]) // 1
+        .run(PolicyCommand::CreateRole {
+            name: "release".into(),
+            description: Some("Ships projects.".into()),
+            parents: vec!["developer".into()],
+        }) // 2
+        .run(allow("grant_1", "role:release", "project:deploy").on("type:project")) // 3
+        .run(assign("asg_1", "alice", "release")) // 4
+        .at("2026-01-12T09:00:00Z")
+        .run(join("prod", "project/p42")) // 5
+        .run(deny("grant_2", "alice", "project:*").on("group:prod")) // 6
+        .at("2026-02-27T09:00:00Z")
+        .run(
+            allow("grant_3", "bob", "project:update")
+                .on("project/p42")
+                .from("2026-03-01T00:00:00Z")
+                .until("2026-03-08T00:00:00Z")
+                .hours("22:00", "06:00", "Europe/Paris")
+                .ips(&["10.0.0.0/8"]),
+        ) // 7
+}
+
+/// [`documented_before_deletion`], then the deletion of `release` on Mar 10.
+fn documented() -> World {
+    documented_before_deletion()
+        .at("2026-03-10T09:00:00Z")
+        .run(delete_role("release")) // 8, 9, 10
+}
+
+/// Each check of the worked examples, asked at the moment the docs give: the ledger as it stood
+/// then (its position) and that time. (moment, principal, permission, resource, ip, verdict,
+/// matched, position).
+#[rustfmt::skip]
+const DOCUMENTED: &[(&str, &str, &str, &str, &str, Verdict, &str, u64)] = &[
+    // 1. Inheritance through a custom role over a built-in one.
+    ("2026-01-06T00:00:00Z", "alice", "project:deploy", "project/p42", "", Allow, "assignment asg_1@4 > role release@2 > grant grant_1@3", 4),
+    ("2026-01-06T00:00:00Z", "alice", "key:create", "key/k1", "", Allow, "assignment asg_1@4 > role release@2 > role developer@0 > grant builtin:developer:key:create@0", 4),
+    ("2026-01-06T00:00:00Z", "alice", "project:update", "project/p42", "", Deny, "", 4),
+    // 2. A deny on a group wins over the role's allow.
+    ("2026-01-13T00:00:00Z", "alice", "project:deploy", "project/p42", "", Deny, "group prod@5 > grant grant_2@6", 6),
+    ("2026-01-13T00:00:00Z", "alice", "project:deploy", "project/p7", "", Allow, "assignment asg_1@4 > role release@2 > grant grant_1@3", 6),
+    // 3. A window and two conditions.
+    ("2026-03-03T22:30:00Z", "bob", "project:update", "project/p42", "10.1.2.3", Allow, "grant grant_3@7", 7),
+    ("2026-03-03T22:30:00Z", "bob", "project:update", "project/p42", "", Deny, "", 7),
+    ("2026-03-03T12:00:00Z", "bob", "project:update", "project/p42", "10.1.2.3", Deny, "", 7),
+    ("2026-03-08T00:30:00Z", "bob", "project:update", "project/p42", "10.1.2.3", Deny, "", 7),
+    // 4. A role's deletion, and checks about earlier instants.
+    ("2026-03-11T00:00:00Z", "alice", "project:deploy", "project/p7", "", Deny, "", 10),
+    ("2026-02-01T00:00:00Z", "alice", "project:deploy", "project/p7", "", Allow, "assignment asg_1@4 > role release@2 > grant grant_1@3", 6),
+    ("2026-03-10T09:00:00Z", "alice", "project:deploy", "project/p7", "", Deny, "", 10),
+];
+
+#[test]
+fn the_worked_examples_in_the_docs_hold() {
+    let world = documented();
+    for (moment, principal, p, on, ip, verdict, matched, position) in DOCUMENTED {
+        let d = world.check(principal, p, on, &format!("at {moment}"), ip, false);
+        let got: Vec<String> = d.matched.iter().map(link).collect();
+        assert_eq!(
+            (d.verdict, got.join(" > ")),
+            (*verdict, (*matched).to_owned()),
+            "{principal} {p} on {on} at {moment}: {}",
+            d.reason
+        );
+        assert_eq!(
+            world.policy().position_at(ts(moment)),
+            *position,
+            "{moment}"
+        );
+    }
+    let reason = |p: &str, on: &str, moment: &str| {
+        world
+            .check("alice", p, on, &format!("at {moment}"), "", false)
+            .reason
+    };
+    assert_eq!(
+        reason("project:deploy", "project/p42", "2026-01-06T00:00:00Z"),
+        "grant grant_1 allows project:deploy on project/p42 through role release (assignment asg_1)"
+    );
+    assert_eq!(
+        reason("key:create", "key/k1", "2026-01-06T00:00:00Z"),
+        "grant builtin:developer:key:create allows key:create on key/k1 through role release > developer (assignment asg_1)"
+    );
+    assert_eq!(
+        reason("project:deploy", "project/p42", "2026-01-13T00:00:00Z"),
+        "grant grant_2 denies project:deploy on project/p42 via group prod"
+    );
+    assert_eq!(
+        reason("project:update", "project/p42", "2026-01-06T00:00:00Z"),
+        "no grant allows project:update on project/p42"
+    );
+    let deletion = documented_before_deletion()
+        .decide(delete_role("release"))
+        .unwrap();
+    assert_eq!(
+        deletion,
+        vec![
+            PolicyEvent::GrantRevoked {
+                id: "grant_1".into(),
+                reason: EndReason::RoleDeleted
+            },
+            PolicyEvent::AssignmentEnded {
+                id: "asg_1".into(),
+                reason: EndReason::RoleDeleted
+            },
+            PolicyEvent::RoleDeleted {
+                name: "release".into()
+            },
+        ]
+    );
+}
