@@ -6,6 +6,10 @@ use std::path::PathBuf;
 
 use custodian_domain::email::{self, EmailCommand, EmailEvent, Reservation};
 use custodian_domain::id::type_id;
+use custodian_domain::policy::{
+    self, AsOf, Check, Conditions, DecisionEvent, Effect, Hours, Permission, Policy, PolicyCommand,
+    PolicyEvent, Resource, Scope, Stamp, Subject, Target, TimeOfDay, Window,
+};
 use custodian_domain::secret::{Sealed, TokenHash};
 use custodian_domain::security::{SecurityEvent, ThrottleScope};
 use custodian_domain::session::{self, RevokeReason, SessionCommand, SessionEvent};
@@ -423,6 +427,252 @@ fn emitted_signing_key_events() -> Vec<SigningKeyEvent> {
     .unwrap()
 }
 
+// ---- policies and decisions ----
+
+fn grant_id(n: u128) -> String {
+    type_id("grant", Uuid::from_u128(n))
+}
+
+fn assignment_id(n: u128) -> String {
+    type_id("asg", Uuid::from_u128(n))
+}
+
+fn permission(s: &str) -> Permission {
+    Permission::parse(s).unwrap()
+}
+
+fn resource(s: &str) -> Resource {
+    Resource::parse(s).unwrap()
+}
+
+/// Runs `commands` against one tenant's policy, each of which must be accepted, applying each event
+/// at the next position; returns the policy and the events.
+fn policy_stream(commands: Vec<PolicyCommand>) -> (Policy, Vec<PolicyEvent>) {
+    let mut state = Policy::new();
+    let mut out = Vec::new();
+    for c in commands {
+        let label = format!("{c:?}");
+        let events = policy::decide(&state, c)
+            .unwrap_or_else(|e| panic!("policy command {label} refused: {e}"));
+        for e in &events {
+            let position = u64::try_from(out.len()).unwrap() + 1;
+            state.apply(
+                Stamp {
+                    position,
+                    at: now(),
+                },
+                e,
+            );
+            out.push(e.clone());
+        }
+    }
+    (state, out)
+}
+
+/// A tenant's policy driven through every kind of change: its catalog, custom roles (made,
+/// changed, deleted), grants of every subject, scope, window and condition, assignments (one
+/// carried over from the earlier `tenant_admin`), group memberships, revocations, and the deletion
+/// of a role, which ends its grants and assignments.
+fn emitted_policy_events() -> (Policy, Vec<PolicyEvent>) {
+    let grant = |n: u128, subject: Subject, p: &str, on: Option<Scope>| PolicyCommand::Grant {
+        id: grant_id(n),
+        subject,
+        permission: permission(p),
+        on,
+        effect: Effect::Allow,
+        window: Window::default(),
+        conditions: None,
+        granted_by: user_id(),
+    };
+    let assign = |n: u128, principal: &str, role: &str, on: Option<Scope>| PolicyCommand::Assign {
+        id: assignment_id(n),
+        principal: principal.to_owned(),
+        role: role.to_owned(),
+        on,
+        window: Window::default(),
+        assigned_by: "system".to_owned(),
+        migrated_from: None,
+    };
+    let alice = "user_01jd8x0000000000000000000a";
+    let mut commands = vec![
+        PolicyCommand::SetCatalog {
+            resource_types: [
+                ("project", &["read", "update", "deploy"][..]),
+                ("billing", &["export"][..]),
+            ]
+            .into_iter()
+            .map(|(t, a)| (t.to_owned(), a.iter().map(|a| (*a).to_owned()).collect()))
+            .collect(),
+        },
+        PolicyCommand::CreateRole {
+            name: "deployer".into(),
+            description: Some("Deploys projects.".into()),
+            parents: vec!["developer".into()],
+        },
+        PolicyCommand::CreateRole {
+            name: "release-lead".into(),
+            description: None,
+            parents: vec![],
+        },
+        PolicyCommand::UpdateRole {
+            name: "release-lead".into(),
+            description: Some(Some("Leads releases.".into())),
+            parents: Some(vec!["deployer".into(), "viewer".into()]),
+        },
+        PolicyCommand::AddMember {
+            group: "prod".into(),
+            resource: resource("project/p42"),
+        },
+        PolicyCommand::AddMember {
+            group: "prod".into(),
+            resource: resource("billing/b1"),
+        },
+        PolicyCommand::RemoveMember {
+            group: "prod".into(),
+            resource: resource("billing/b1"),
+        },
+        grant(1, Subject::Role("deployer".into()), "project:deploy", None),
+        grant(
+            2,
+            Subject::Principal(alice.into()),
+            "project:*",
+            Some(Scope::Resource(resource("project/p42"))),
+        ),
+        grant(
+            3,
+            Subject::Role("viewer".into()),
+            "project:read",
+            Some(Scope::ResourceType("project".into())),
+        ),
+        PolicyCommand::Grant {
+            id: grant_id(4),
+            subject: Subject::Role("release-lead".into()),
+            permission: permission("*:export"),
+            on: Some(Scope::Group("prod".into())),
+            effect: Effect::Deny,
+            window: Window {
+                valid_from: Some(now()),
+                valid_until: Some(now().plus(Duration::days(30))),
+            },
+            conditions: Some(Conditions {
+                time_of_day: Some(Hours {
+                    from: TimeOfDay::parse("22:00").unwrap(),
+                    until: TimeOfDay::parse("06:00").unwrap(),
+                    time_zone: "Europe/Paris".into(),
+                }),
+                source_ip: Some(vec![
+                    "203.0.113.0/24".parse().unwrap(),
+                    "2001:db8::/32".parse().unwrap(),
+                ]),
+            }),
+            granted_by: alice.into(),
+        },
+        PolicyCommand::Grant {
+            id: grant_id(5),
+            subject: Subject::Principal("key_01jd8x0000000000000000000b".into()),
+            permission: permission("project:read"),
+            on: None,
+            effect: Effect::Allow,
+            window: Window {
+                valid_from: None,
+                valid_until: Some(now().plus(Duration::hours(8))),
+            },
+            conditions: Some(Conditions {
+                time_of_day: None,
+                source_ip: Some(vec!["10.0.0.0/8".parse().unwrap()]),
+            }),
+            granted_by: alice.into(),
+        },
+        PolicyCommand::Revoke { id: grant_id(5) },
+        PolicyCommand::Assign {
+            id: assignment_id(1),
+            principal: alice.into(),
+            role: "admin".into(),
+            on: None,
+            window: Window::default(),
+            assigned_by: "system".into(),
+            migrated_from: Some("tenant_admin".into()),
+        },
+        assign(2, alice, "deployer", Some(Scope::Group("prod".into()))),
+        assign(3, "user_01jd8x0000000000000000000c", "release-lead", None),
+        PolicyCommand::Assign {
+            id: assignment_id(4),
+            principal: "user_01jd8x0000000000000000000d".into(),
+            role: "viewer".into(),
+            on: Some(Scope::ResourceType("billing".into())),
+            window: Window {
+                valid_from: Some(now().plus(Duration::days(1))),
+                valid_until: None,
+            },
+            assigned_by: alice.into(),
+            migrated_from: None,
+        },
+        PolicyCommand::Unassign {
+            id: assignment_id(4),
+        },
+    ];
+    // Deleting a role ends its live grants and assignments first, each as an event.
+    commands.push(PolicyCommand::DeleteRole {
+        name: "release-lead".into(),
+    });
+    policy_stream(commands)
+}
+
+/// Decision records are written from `evaluate`'s answers, not decided: an allow through an `at`
+/// check with an address, and a default deny without either.
+fn emitted_decision_events() -> Vec<DecisionEvent> {
+    let (policy, _) = emitted_policy_events();
+    let record = |principal: &str, p: &str, r: &str, at: Option<Timestamp>, ip: Option<&str>| {
+        let permission = permission(p);
+        let resource = resource(r);
+        let time = at.unwrap_or_else(now);
+        let as_of = match at {
+            Some(t) => AsOf {
+                position: policy.position_at(t),
+                time: t,
+            },
+            None => AsOf::now(time),
+        };
+        let decision = policy::evaluate(
+            &policy,
+            &Check {
+                principal,
+                permission: &permission,
+                target: Target::Resource(&resource),
+                ip: ip.map(|ip| ip.parse().unwrap()),
+                as_of,
+                explain: false,
+            },
+        );
+        DecisionEvent::Recorded {
+            principal: principal.to_owned(),
+            permission,
+            resource,
+            decision: decision.verdict,
+            reason: decision.reason,
+            matched: decision.matched.into_iter().map(|m| m.id).collect(),
+            at,
+            position: as_of.position.min(policy.head()),
+            ip: ip.map(str::to_owned),
+        }
+    };
+    let allowed = record(
+        "user_01jd8x0000000000000000000a",
+        "project:deploy",
+        "project/p42",
+        Some(now()),
+        Some("2001:db8::7"),
+    );
+    let denied = record(
+        "user_01jd8x0000000000000000000e",
+        "billing:export",
+        "billing/b1",
+        None,
+        None,
+    );
+    vec![allowed, denied]
+}
+
 #[test]
 fn every_emitted_event_matches_its_schema() {
     assert_eq!(
@@ -455,6 +705,70 @@ fn every_emitted_event_matches_its_schema() {
         declared::<SigningKeyEvent>(),
         "the signing-key lifecycle must emit every declared type"
     );
+    assert_eq!(
+        validate_all(&emitted_policy_events().1),
+        declared::<PolicyEvent>(),
+        "the policy's changes must emit every declared type"
+    );
+    assert_eq!(
+        validate_all(&emitted_decision_events()),
+        declared::<DecisionEvent>(),
+        "every declared decision record must be checked"
+    );
+}
+
+#[test]
+fn the_policy_changes_emit_every_optional_shape() {
+    let (_, events) = emitted_policy_events();
+    let data = |t: &str| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e.event_type() == t)
+            .map(DomainEvent::data)
+            .collect()
+    };
+    let grants = data("grant.created");
+    let scopes: BTreeSet<String> = grants
+        .iter()
+        .map(|g| match &g["on"] {
+            Value::Object(o) => o.keys().next().unwrap().clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    assert_eq!(
+        scopes,
+        ["group", "null", "resource", "resource_type"]
+            .map(String::from)
+            .into()
+    );
+    assert!(grants.iter().any(|g| g["effect"] == "deny"));
+    assert!(grants.iter().any(|g| g["conditions"].is_null()));
+    assert!(
+        grants
+            .iter()
+            .any(|g| g["conditions"]["time_of_day"].is_object())
+    );
+    assert!(grants.iter().any(|g| g["subject"]["principal"].is_string()));
+    assert!(grants.iter().any(|g| g["subject"]["role"].is_string()));
+    let ended: BTreeSet<String> = data("grant.revoked")
+        .into_iter()
+        .chain(data("assignment.ended"))
+        .map(|e| e["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ended, ["revoked", "role_deleted"].map(String::from).into());
+    assert!(
+        data("assignment.created")
+            .iter()
+            .any(|a| a["migrated_from"] == "tenant_admin")
+    );
+    let decisions: Vec<Value> = emitted_decision_events()
+        .iter()
+        .map(DomainEvent::data)
+        .collect();
+    assert_eq!(decisions[0]["decision"], "allow");
+    assert!(!decisions[0]["matched"].as_array().unwrap().is_empty());
+    assert_eq!(decisions[1]["decision"], "deny");
+    assert!(decisions[1]["at"].is_null() && decisions[1]["ip"].is_null());
 }
 
 #[test]
@@ -615,6 +929,92 @@ fn signing_key_schemas_reject_private_material_and_malformed_data() {
     fails("signing_key.issued", &|d| {
         d.as_object_mut().unwrap().remove("created_at");
     });
+}
+
+#[test]
+fn policy_schemas_reject_malformed_data() {
+    let (_, events) = emitted_policy_events();
+    let fails = |t: &str, change: &dyn Fn(&mut Value)| mutation_fails(&events, t, change);
+    // Permissions are `type:action`, each part a lower-case name or `*`.
+    fails("grant.created", &|d| d["permission"] = json!("project"));
+    fails("grant.created", &|d| {
+        d["permission"] = json!("Project:read")
+    });
+    fails("grant.created", &|d| {
+        d["permission"] = json!("project:re ad")
+    });
+    fails("grant.created", &|d| {
+        d["permission"] = json!("project:read:all")
+    });
+    fails("grant.created", &|d| d["permission"] = json!("**:read"));
+    // Closed objects, at every level.
+    fails("grant.created", &|d| d["note"] = json!("temporary"));
+    fails("grant.created", &|d| {
+        d["subject"]["principal"] = json!("user_01jd8x0000000000000000000a")
+    });
+    fails("grant.created", &|d| d["on"] = json!({"project": "p42"}));
+    fails("grant.created", &|d| {
+        d["conditions"] = json!({"weekday": "monday"})
+    });
+    fails("grant.created", &|d| d["conditions"] = json!({}));
+    // Effects are allow or deny; nothing is optional but null.
+    fails("grant.created", &|d| d["effect"] = json!("maybe"));
+    fails("grant.created", &|d| d["effect"] = json!(null));
+    fails("grant.created", &|d| {
+        d.as_object_mut().unwrap().remove("valid_until");
+    });
+    fails("grant.created", &|d| d["valid_from"] = json!("2026-01-01"));
+    fails("grant.created", &|d| {
+        d["id"] = json!("asg_00000000000000000000000001")
+    });
+    fails("grant.created", &|d| {
+        d["on"] = json!({"resource": "project"})
+    });
+    fails("grant.created", &|d| {
+        d["conditions"] = json!({"source_ip": []})
+    });
+    fails(
+        "grant.created",
+        &|d| {
+            d["conditions"] =
+                json!({"time_of_day": {"from": "9:00", "until": "17:00", "time_zone": "UTC"}})
+        },
+    );
+    fails("grant.revoked", &|d| d["reason"] = json!("expired"));
+    fails("assignment.created", &|d| d["role"] = json!("Release Lead"));
+    fails("assignment.created", &|d| {
+        d["migrated_from"] = json!("root")
+    });
+    fails("assignment.ended", &|d| {
+        d["id"] = json!("grant_00000000000000000000000001")
+    });
+    fails("role.created", &|d| {
+        d["parents"] = json!(["viewer", "viewer"])
+    });
+    fails("role.created", &|d| {
+        d["description"] = json!("x".repeat(501))
+    });
+    fails("role.deleted", &|d| d["parents"] = json!([]));
+    fails("catalog.updated", &|d| {
+        d["resource_types"]["user"] = json!(["read"])
+    });
+    fails("catalog.updated", &|d| {
+        d["resource_types"]["project"] = json!([])
+    });
+    fails("group.member_added", &|d| {
+        d["resource"] = json!("project/p 42")
+    });
+    fails("group.member_added", &|d| {
+        d["resource"] = json!("project/p\u{1}")
+    });
+    fails("group.member_removed", &|d| d["group"] = json!("Prod"));
+    let decisions = emitted_decision_events();
+    let fails =
+        |change: &dyn Fn(&mut Value)| mutation_fails(&decisions, "decision.recorded", change);
+    fails(&|d| d["decision"] = json!("abstain"));
+    fails(&|d| d["position"] = json!(-1));
+    fails(&|d| d["matched"] = json!([{"kind": "grant"}]));
+    fails(&|d| d["ip"] = json!("not an address"));
 }
 
 /// The (type, version) of every event the code knows, as schema file names.

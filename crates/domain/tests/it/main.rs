@@ -1,3 +1,4 @@
 //! Integration tests of the domain crate: one binary, one module per concern.
 
 mod event_schemas;
+mod policy;
