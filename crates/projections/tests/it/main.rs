@@ -3,5 +3,6 @@
 mod failures;
 mod identity;
 mod live_equals_rebuilt;
+mod policy;
 mod support;
 mod tenants;
