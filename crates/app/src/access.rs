@@ -308,10 +308,14 @@ pub fn check_roles(
             }
             _ => {}
         }
-        let name = if role == ROLE_TENANT_ADMIN {
-            "admin".to_owned()
-        } else {
-            role
+        let name = match role.as_str() {
+            ROLE_TENANT_ADMIN if tenant == SYSTEM_TENANT => {
+                return Err(AppError::invalid(
+                    "roles: tenant_admin has no meaning in the platform scope _system; assign its roles with POST /v1/tenants/_system/assignments",
+                ));
+            }
+            ROLE_TENANT_ADMIN => "admin".to_owned(),
+            _ => role,
         };
         if !app.policy.read(tenant, |p| p.role_exists(&name))? {
             return Err(AppError::invalid(format!(

@@ -173,9 +173,10 @@ pub async fn projections(
     report(app, relay).await
 }
 
-/// What [`projections`] reports, for a metrics scraper: one presenting the configured metrics
-/// token, or a principal holding `audit:read` in `_system`.
-pub async fn metrics(
+/// What [`projections`] reports, for an operator's tool presenting `bearer`: the configured scrape
+/// token (`--metrics-token`), or the access token of a principal holding `audit:read` in
+/// `_system`. Serves `/metrics` and `/v1/admin/projections`.
+pub async fn operator_report(
     app: &App,
     bearer: Option<&str>,
     relay: Option<RelayProgress>,

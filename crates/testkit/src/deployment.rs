@@ -16,6 +16,9 @@ use tokio::sync::mpsc;
 
 use crate::ledger::{Backend, Ledger};
 
+/// The scrape token every test server is started with (`--metrics-token`).
+pub const SCRAPE_TOKEN: &str = "scrape-token-of-the-test-servers";
+
 /// Path of a binary of this workspace, built next to the test executables.
 ///
 /// # Panics
@@ -184,6 +187,17 @@ impl Server {
     ///
     /// # Panics
     /// When the server does not listen within 30 s.
+    /// GETs `path` of this server as an operator holding the scrape token (`/metrics`,
+    /// `/v1/admin/projections`), answering the body.
+    pub async fn operations(&self, path: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(SCRAPE_TOKEN)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
     pub async fn start(args: &[String], cwd: &Path, envs: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(workspace_binary("custodian"));
         cmd.arg("serve")
@@ -191,6 +205,7 @@ impl Server {
             .current_dir(cwd)
             .env("CUSTODIAN_LISTEN", "127.0.0.1:0")
             .env("CUSTODIAN_LOG_FORMAT", "json")
+            .env("CUSTODIAN_METRICS_TOKEN", SCRAPE_TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);

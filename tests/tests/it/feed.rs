@@ -36,10 +36,14 @@ async fn serve_with_nats_url_publishes_the_whole_log_as_cloudevents() {
     let mut args = ledger.serve_args();
     args.extend(["--nats-url".to_owned(), nats.url()]);
     let server = Server::start(&args, cwd.path(), &[]).await;
-    let admin = format!("{}/v1/admin/projections", server.base);
     let mut relay = serde_json::Value::Null;
     for _ in 0..400 {
-        let body: serde_json::Value = reqwest::get(&admin).await.unwrap().json().await.unwrap();
+        let body: serde_json::Value = server
+            .operations("/v1/admin/projections")
+            .await
+            .json()
+            .await
+            .unwrap();
         relay = body["relay"].clone();
         if relay["acknowledged_position"] == total {
             break;
@@ -63,12 +67,7 @@ async fn serve_with_nats_url_publishes_the_whole_log_as_cloudevents() {
     assert_eq!(body["position"], 1);
     assert_eq!(body["type"], "load.appended");
 
-    let metrics = reqwest::get(format!("{}/metrics", server.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.operations("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains(&format!("custodian_relay_acknowledged_position {total}")),
         "{metrics}"

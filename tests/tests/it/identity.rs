@@ -1573,7 +1573,8 @@ async fn tenant_and_user_administration(ledger: Deployment) {
     let boss = login_ok(api, "acme", boss_email, boss_pw).await;
     let me = assert_token_works(api, &boss.access).await;
     assert_eq!(me["tenant"], "acme");
-    assert_eq!(me["roles"], json!(["tenant_admin"]));
+    // `tenant_admin` is the earlier name of the built-in `admin` role, assigned on the tenant.
+    assert_eq!(me["roles"], json!(["admin"]));
     assert_eq!(me["email"], boss_email);
     assert_eq!(me["name"], name_of(boss_email));
     let as_boss = api.bearer(&boss.access);

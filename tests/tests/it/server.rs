@@ -140,10 +140,14 @@ async fn projections_can_be_inspected_and_rebuilt_from_the_command_line() {
             .find(|p| p["name"] == "tenants" && p["generation"] == generation)
             .map(|p| p["state"].as_str().unwrap().to_owned())
     };
-    let admin = format!("{}/v1/admin/projections", server.base);
     let mut first = None;
     for _ in 0..200 {
-        let body: serde_json::Value = reqwest::get(&admin).await.unwrap().json().await.unwrap();
+        let body: serde_json::Value = server
+            .operations("/v1/admin/projections")
+            .await
+            .json()
+            .await
+            .unwrap();
         first = status_of(&body, 1);
         if first.as_deref() == Some("active") {
             break;
@@ -180,7 +184,12 @@ async fn projections_can_be_inspected_and_rebuilt_from_the_command_line() {
     // The running server notices the request and swaps the new generation in.
     let mut second = None;
     for _ in 0..400 {
-        let body: serde_json::Value = reqwest::get(&admin).await.unwrap().json().await.unwrap();
+        let body: serde_json::Value = server
+            .operations("/v1/admin/projections")
+            .await
+            .json()
+            .await
+            .unwrap();
         second = status_of(&body, 2);
         if second.as_deref() == Some("active") {
             break;

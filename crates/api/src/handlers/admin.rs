@@ -4,13 +4,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use custodian_app::Principal;
 use custodian_app::operations::{self, Health, ProjectionsReport, Readiness, RelayProgress};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::extract::BearerCredential;
-use crate::openapi::AuthProblems;
 use crate::respond::{PROBLEM_JSON, Problem, ProblemDocument};
 use crate::state::AppState;
 
@@ -89,18 +87,18 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Proble
         (status = 200, description = "Every projection generation's progress", body = ProjectionsReport,
             headers(("Custodian-Position" = u64, description = "The position the views had applied"))),
         (status = 400, description = "`Custodian-Min-Position` is not an integer from 0 to 9223372036854775807 (code `bad_request`)", body = ProblemDocument, content_type = PROBLEM_JSON),
-        AuthProblems,
-        (status = 403, description = "The caller does not hold `audit:read` in `_system` (code `forbidden`)", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 401, description = "No bearer credential, or one that is neither the configured scrape token (`--metrics-token`) nor a valid access token (code `unauthenticated`)", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, description = "The access token's holder does not hold `audit:read` in `_system` (code `forbidden`)", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 503, description = "The views did not reach `Custodian-Min-Position` in time, or the store is unreachable (code `unavailable`)", body = ProblemDocument, content_type = PROBLEM_JSON,
             headers(("Retry-After" = u64, description = "Seconds to wait before asking again"))),
     ),
 )]
 async fn projections(
     State(state): State<AppState>,
-    principal: Principal,
+    BearerCredential(bearer): BearerCredential,
 ) -> Result<Json<ProjectionsReport>, Problem> {
     Ok(Json(
-        operations::projections(&state, &principal, relay(&state)).await?,
+        operations::operator_report(&state, bearer.as_deref(), relay(&state)).await?,
     ))
 }
 
@@ -121,7 +119,7 @@ async fn metrics(
     State(state): State<AppState>,
     BearerCredential(bearer): BearerCredential,
 ) -> Result<impl IntoResponse, Problem> {
-    let report = operations::metrics(&state, bearer.as_deref(), relay(&state)).await?;
+    let report = operations::operator_report(&state, bearer.as_deref(), relay(&state)).await?;
     let body = crate::metrics::render(&report)
         .map_err(|e| Problem::internal(format!("encoding metrics: {e}")))?;
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body))

@@ -79,6 +79,7 @@ async fn a_read_with_min_position_sees_the_write_just_made_1000_times() {
         Duration::from_secs(5),
     )
     .await;
+    let root = crate::support::root_token(&app).await;
     let stream = StreamName::parse("acme/thing/t1").unwrap();
     for i in 0..1000u64 {
         let written = app
@@ -90,6 +91,7 @@ async fn a_read_with_min_position_sees_the_write_just_made_1000_times() {
         let r = app
             .client
             .get(app.url("/v1/admin/projections"))
+            .bearer_auth(&root)
             .header("Custodian-Min-Position", written.to_string())
             .send()
             .await
@@ -142,7 +144,22 @@ async fn a_read_that_cannot_be_served_in_time_is_503_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projection_status_and_metrics_report_position_and_lag() {
-    let app = spawn_app().await;
+    let ledger = custodian_testkit::Ledger::sqlite();
+    let location = ledger.location.clone();
+    let mut identity = custodian_app::SecurityOptions::new(
+        std::env::temp_dir().join(format!("custodian-test-{}.key", uuid::Uuid::now_v7())),
+    );
+    identity.metrics_token = Some(SCRAPE_TOKEN.to_owned());
+    let app = crate::support::spawn_app_with(
+        location,
+        ledger.into_dir(),
+        None,
+        Duration::from_secs(2),
+        identity,
+    )
+    .await;
+    let root = crate::support::root_token(&app).await;
+    let before = app.store.head().await.unwrap().position;
     for i in 0..3 {
         app.store
             .append(
@@ -153,22 +170,35 @@ async fn projection_status_and_metrics_report_position_and_lag() {
             .await
             .unwrap();
     }
+    let head = before + 3;
     app.state
         .projections
-        .wait_for(3, Duration::from_secs(5))
+        .wait_for(head, Duration::from_secs(5))
         .await
         .unwrap();
+    let anonymous = app
+        .client
+        .get(app.url("/v1/admin/projections"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        anonymous.status(),
+        401,
+        "projection status needs a principal"
+    );
     let body: serde_json::Value = app
         .client
         .get(app.url("/v1/admin/projections"))
+        .bearer_auth(&root)
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(body["head"], 3);
-    assert_eq!(body["applied"], 3);
+    assert_eq!(body["head"], head);
+    assert_eq!(body["applied"], head);
     let tenants = body["projections"]
         .as_array()
         .unwrap()
@@ -176,11 +206,40 @@ async fn projection_status_and_metrics_report_position_and_lag() {
         .find(|p| p["name"] == "tenants")
         .expect("the tenants projection is reported");
     assert_eq!(tenants["state"], "active");
-    assert_eq!(tenants["position"], 3);
+    assert_eq!(tenants["position"], head);
     assert_eq!(tenants["lag_events"], 0);
     assert!(tenants["last_error"].is_null());
 
-    let r = app.client.get(app.url("/metrics")).send().await.unwrap();
+    for credential in [None, Some("not-the-scrape-token-at-all")] {
+        let mut r = app.client.get(app.url("/metrics"));
+        if let Some(c) = credential {
+            r = r.bearer_auth(c);
+        }
+        assert_eq!(
+            r.send().await.unwrap().status(),
+            401,
+            "metrics need a credential"
+        );
+    }
+    let by_root = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth(&root)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        by_root.status(),
+        200,
+        "a platform administrator may read the metrics"
+    );
+    let r = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth(SCRAPE_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(
         r.headers()["content-type"]
@@ -190,12 +249,12 @@ async fn projection_status_and_metrics_report_position_and_lag() {
     );
     let text = r.text().await.unwrap();
     for needle in [
-        "custodian_log_head_position 3",
-        "custodian_views_applied_position 3",
-        "custodian_projection_position{projection=\"tenants\",generation=\"1\",state=\"active\"} 3",
-        "custodian_projection_lag_events{projection=\"tenants\",generation=\"1\",state=\"active\"} 0",
+        format!("custodian_log_head_position {head}"),
+        format!("custodian_views_applied_position {head}"),
+        format!("custodian_projection_position{{projection=\"tenants\",generation=\"1\",state=\"active\"}} {head}"),
+        "custodian_projection_lag_events{projection=\"tenants\",generation=\"1\",state=\"active\"} 0".to_owned(),
     ] {
-        assert!(text.contains(needle), "{needle} missing from\n{text}");
+        assert!(text.contains(&needle), "{needle} missing from\n{text}");
     }
 }
 
@@ -253,3 +312,6 @@ async fn projections_at(app: &crate::support::App, position: &str) -> reqwest::R
         .await
         .unwrap()
 }
+
+/// The scrape token the metrics test configures.
+const SCRAPE_TOKEN: &str = "scrape-token-for-prometheus-0123";

@@ -154,6 +154,7 @@ async fn documented_routes_answer_as_documented() {
             "get" => app.client.get(&url),
             "post" => app.client.post(&url).json(&serde_json::json!({})),
             "patch" => app.client.patch(&url).json(&serde_json::json!({})),
+            "put" => app.client.put(&url).json(&serde_json::json!({})),
             "delete" => app.client.delete(&url),
             other => panic!("no request for method {other}"),
         };
@@ -192,7 +193,10 @@ async fn readyz_documents_its_503_as_a_problem_document() {
         .map(String::as_str)
         .collect();
     properties.sort_unstable();
-    assert_eq!(properties, ["code", "detail", "status", "title", "type"]);
+    assert_eq!(
+        properties,
+        ["code", "detail", "known", "status", "title", "type"]
+    );
 }
 
 #[tokio::test]

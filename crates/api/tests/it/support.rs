@@ -90,3 +90,39 @@ pub async fn problem(response: reqwest::Response) -> (u16, serde_json::Value) {
     );
     (status, response.json().await.unwrap())
 }
+
+/// The platform administrator's email and password in [`root_token`].
+pub const ROOT_EMAIL: &str = "root@platform.test";
+/// See [`ROOT_EMAIL`].
+pub const ROOT_PASSWORD: &str = "platform admin passphrase";
+
+/// Bootstraps the platform administrator on `app`'s ledger and logs them in; answers their access
+/// token.
+pub async fn root_token(app: &App) -> String {
+    let identity = &app.state.security;
+    custodian_api::bootstrap::bootstrap(
+        &app.store,
+        &app.state.db,
+        &identity.keyring,
+        &identity.hasher,
+        &identity.policy,
+        custodian_api::bootstrap::Admin {
+            email: ROOT_EMAIL,
+            name: "Root",
+            password: ROOT_PASSWORD,
+        },
+        custodian_app::Clock::now(&custodian_app::SystemClock),
+    )
+    .await
+    .unwrap();
+    let r = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .json(&serde_json::json!({"tenant": "_system", "email": ROOT_EMAIL, "password": ROOT_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the platform administrator logs in");
+    let body: serde_json::Value = r.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}

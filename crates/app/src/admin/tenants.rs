@@ -8,7 +8,6 @@
 //! The platform scope `_system` has no tenant stream, yet it is where platform administrators
 //! live, so reads show it beside the tenants (see [`TenantView`]); it cannot be changed.
 
-use custodian_domain::policy::Target;
 use custodian_domain::tenant::{self, Plan, Tenant, TenantCommand, TenantError, TenantEvent};
 use custodian_projections::tenants::{self as tenant_view, TenantRow};
 use serde::{Deserialize, Serialize};
@@ -238,10 +237,10 @@ pub async fn list(
 /// scope, as listed.
 pub async fn get(app: &App, principal: &Principal, tenant: &str) -> Result<TenantView, AppError> {
     check_tenant(tenant, true)?;
-    if principal.tenant == SYSTEM_TENANT {
+    // Every member reads their own tenant's record; reading another's is a platform-wide
+    // permission.
+    if principal.tenant != tenant {
         access::authorize_platform(app, principal, "tenant:read", Some(tenant))?;
-    } else {
-        access::authorize(app, principal, tenant, "tenant:read", Target::Tenant)?;
     }
     if tenant == SYSTEM_TENANT {
         return platform(app).await;

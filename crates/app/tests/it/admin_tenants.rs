@@ -502,8 +502,17 @@ async fn other_callers_are_forbidden_their_own_tenant_and_never_see_another() {
     create(&t, "acme").await;
     create(&t, "globex").await;
     t.views_caught_up().await;
+    // An administrator of the earlier model (carried over to the admin role at start-up), and a
+    // viewer.
     let (admin, _) = member(&t, "acme", &[ROLE_TENANT_ADMIN]).await;
+    assert_eq!(
+        custodian_app::authz::migrate::tenant_admins(&t.app)
+            .await
+            .unwrap(),
+        1
+    );
     let (user, _) = member(&t, "acme", &[]).await;
+    t.assign("acme", &user.user_id, "viewer").await;
 
     for caller in [&admin, &user] {
         // Their own tenant: they may read it, not change it.

@@ -444,6 +444,26 @@ impl TestApp {
         }
     }
 
+    /// Assigns `role` to `principal` on the whole of `tenant`, as the platform administrator;
+    /// answers the assignment's id.
+    pub async fn assign(&self, tenant: &str, principal: &str, role: &str) -> String {
+        custodian_app::authz::manage::create_assignment(
+            &self.app,
+            &self.root().await,
+            tenant,
+            custodian_app::authz::manage::CreateAssignmentRequest {
+                principal: principal.to_owned(),
+                role: role.to_owned(),
+                on: None,
+                valid_from: None,
+                valid_until: None,
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("assigning {role} to {principal} in {tenant}: {e:?}"))
+        .id
+    }
+
     /// `member` as a principal acting in their session, as the index knows them now.
     pub async fn as_member(&self, member: &Member) -> Principal {
         self.principal(&member.tenant, &member.user_id, &member.session_id)

@@ -791,6 +791,8 @@ fn link(m: &Matched) -> String {
         MatchKind::Assignment => "assignment",
         MatchKind::Role => "role",
         MatchKind::Group => "group",
+        MatchKind::Principal => "principal",
+        MatchKind::Tenant => "tenant",
     };
     format!("{kind} {}@{}", m.id, m.position)
 }
