@@ -182,13 +182,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `custodian serve ARGS` in `cwd` with `envs`, JSON logs and a free port, and waits
-    /// until it listens.
-    ///
-    /// # Panics
-    /// When the server does not listen within 30 s.
     /// GETs `path` of this server as an operator holding the scrape token (`/metrics`,
-    /// `/v1/admin/projections`), answering the body.
+    /// `/v1/admin/projections`).
     pub async fn operations(&self, path: &str) -> reqwest::Response {
         reqwest::Client::new()
             .get(format!("{}{path}", self.base))
@@ -198,6 +193,11 @@ impl Server {
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
+    /// Starts `custodian serve ARGS` in `cwd` with `envs`, JSON logs, the scrape token
+    /// [`SCRAPE_TOKEN`] and a free port, and waits until it listens.
+    ///
+    /// # Panics
+    /// When the server does not listen within 30 s.
     pub async fn start(args: &[String], cwd: &Path, envs: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(workspace_binary("custodian"));
         cmd.arg("serve")
