@@ -119,6 +119,16 @@ pub fn from_name<T: serde::de::DeserializeOwned>(name: &str) -> Option<T> {
         .ok()
 }
 
+/// Reads a field that may be absent (`None`), `null` (`Some(None)`) or a value, for updates where
+/// `null` clears.
+pub fn double_option<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    serde::Deserialize::deserialize(deserializer).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,14 +169,4 @@ mod tests {
         let (items, next) = page(vec!["a", "b"], 2, |s| s);
         assert_eq!((items, next), (vec!["a", "b"], None));
     }
-}
-
-/// Reads a field that may be absent (`None`), `null` (`Some(None)`) or a value, for updates where
-/// `null` clears.
-pub fn double_option<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    T: serde::Deserialize<'de>,
-    D: serde::Deserializer<'de>,
-{
-    serde::Deserialize::deserialize(deserializer).map(Some)
 }

@@ -8,9 +8,6 @@ use serde_json::{Value, json};
 
 use crate::support::{App, problem, spawn_app_on};
 
-const ADMIN_EMAIL: &str = crate::support::ROOT_EMAIL;
-const ADMIN_PASSWORD: &str = crate::support::ROOT_PASSWORD;
-
 /// A fresh server with a platform administrator, logged in.
 struct Admined {
     app: App,

@@ -10,7 +10,7 @@ use custodian_projections::{ApplyError, Projection, Tables};
 use custodian_store::ExpectedVersion;
 use sqlx::AnyConnection;
 
-use crate::support::{problem, spawn_app, spawn_app_on};
+use crate::support::{problem, spawn_app_on};
 
 fn tenant_created(n: u64) -> NewEvent {
     NewEvent {
