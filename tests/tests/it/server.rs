@@ -119,6 +119,8 @@ fn serve_help_documents_every_setting_and_its_variable() {
         ("--argon2-iterations", "CUSTODIAN_ARGON2_ITERATIONS"),
         ("--login-ip-failures", "CUSTODIAN_LOGIN_IP_FAILURES"),
         ("--trusted-proxies", "CUSTODIAN_TRUSTED_PROXIES"),
+        ("--decision-log", "CUSTODIAN_DECISION_LOG"),
+        ("--metrics-token", "CUSTODIAN_METRICS_TOKEN"),
     ] {
         assert!(
             help.contains(flag) && help.contains(env),

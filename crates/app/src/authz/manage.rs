@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use custodian_projections::policy as view;
+
 use super::run;
 use crate::App;
 use crate::access::{self, Principal, authorize};
@@ -824,7 +826,8 @@ async fn member_change(
 pub struct GrantListQuery {
     /// Only grants to this subject: `role:NAME`, or a principal's id (also written `principal:ID`).
     pub subject: Option<String>,
-    /// Only grants whose permission covers this one (`project:read` also finds `project:*`).
+    /// Only grants whose permission overlaps this one (`project:read` also finds `project:*`,
+    /// `*:read` and `*:*`).
     pub permission: Option<String>,
     /// `true` to include revoked grants.
     pub include_ended: Option<String>,
@@ -886,8 +889,8 @@ fn subject_filter(s: &str) -> Subject {
     }
 }
 
-/// A page of the tenant's grants (built-in roles' defaults are not listed; see the role).
-/// Needs `grant:read`.
+/// A page of the tenant's grants, from the policy view (built-in roles' defaults are not listed;
+/// see the role). Needs `grant:read`.
 pub async fn list_grants(
     app: &App,
     principal: &Principal,
@@ -903,30 +906,38 @@ pub async fn list_grants(
         .as_deref()
         .map(|p| parse_permission("permission", p))
         .transpose()?;
-    let subject = q.subject.as_deref().map(subject_filter);
-    let items = app.policy.read(tenant, |p| {
-        p.grants()
-            .filter(|g| ended || g.ended.is_none())
-            .filter(|g| subject.as_ref().is_none_or(|s| &g.subject == s))
-            .filter(|g| permission.as_ref().is_none_or(|w| g.permission.covers(w)))
-            .filter(|g| q.cursor.as_deref().is_none_or(|c| g.id.as_str() > c))
-            .take(limit as usize + 1)
-            .map(|g| GrantView {
-                id: g.id.clone(),
-                subject: SubjectBody::from(&g.subject),
-                permission: g.permission.to_string(),
-                on: g.on.as_ref().map(ScopeBody::from),
-                effect: g.effect.into(),
-                valid_from: g.window.valid_from,
-                valid_until: g.window.valid_until,
-                conditions: g.conditions.as_ref().map(ConditionsBody::from),
-                granted_by: g.granted_by.clone(),
-                granted_at: g.created.at,
-                position: g.created.position,
-                ended_at: g.ended.map(|(s, _)| s.at),
-            })
-            .collect::<Vec<_>>()
-    })?;
+    let filter = view::GrantFilter {
+        subject: q.subject.as_deref().map(subject_filter),
+        permission,
+        include_ended: ended,
+    };
+    let tables = app.tables("policy")?;
+    let rows = view::list_grants(
+        app.db.pool(),
+        &tables,
+        tenant,
+        &filter,
+        q.cursor.as_deref(),
+        limit + 1,
+    )
+    .await?;
+    let items: Vec<GrantView> = rows
+        .into_iter()
+        .map(|g| GrantView {
+            id: g.id,
+            subject: SubjectBody::from(&g.subject),
+            permission: g.permission.to_string(),
+            on: g.on.as_ref().map(ScopeBody::from),
+            effect: g.effect.into(),
+            valid_from: g.valid_from,
+            valid_until: g.valid_until,
+            conditions: g.conditions.as_ref().map(ConditionsBody::from),
+            granted_by: g.granted_by,
+            granted_at: g.created_at,
+            position: g.created_position,
+            ended_at: g.ended_at,
+        })
+        .collect();
     let (items, next_cursor) = crate::validate::page(items, limit, |g| &g.id);
     Ok(GrantPage { items, next_cursor })
 }
@@ -990,7 +1001,7 @@ pub struct AssignmentPage {
     pub next_cursor: Option<String>,
 }
 
-/// A page of the tenant's assignments. Needs `assignment:read`.
+/// A page of the tenant's assignments, from the policy view. Needs `assignment:read`.
 pub async fn list_assignments(
     app: &App,
     principal: &Principal,
@@ -1001,28 +1012,37 @@ pub async fn list_assignments(
     let limit = crate::validate::parse_limit(q.limit.as_deref())?;
     crate::validate::check_cursor("asg", q.cursor.as_deref())?;
     let ended = crate::validate::parse_flag("include_ended", q.include_ended.as_deref())?;
-    let items = app.policy.read(tenant, |p| {
-        p.assignments()
-            .filter(|a| ended || a.ended.is_none())
-            .filter(|a| q.principal.as_deref().is_none_or(|w| a.principal == w))
-            .filter(|a| q.role.as_deref().is_none_or(|w| a.role == w))
-            .filter(|a| q.cursor.as_deref().is_none_or(|c| a.id.as_str() > c))
-            .take(limit as usize + 1)
-            .map(|a| AssignmentView {
-                id: a.id.clone(),
-                principal: a.principal.clone(),
-                role: a.role.clone(),
-                on: a.on.as_ref().map(ScopeBody::from),
-                valid_from: a.window.valid_from,
-                valid_until: a.window.valid_until,
-                assigned_by: a.assigned_by.clone(),
-                migrated_from: a.migrated_from.clone(),
-                assigned_at: a.created.at,
-                position: a.created.position,
-                ended_at: a.ended.map(|(s, _)| s.at),
-            })
-            .collect::<Vec<_>>()
-    })?;
+    let filter = view::AssignmentFilter {
+        principal: q.principal,
+        role: q.role,
+        include_ended: ended,
+    };
+    let tables = app.tables("policy")?;
+    let rows = view::list_assignments(
+        app.db.pool(),
+        &tables,
+        tenant,
+        &filter,
+        q.cursor.as_deref(),
+        limit + 1,
+    )
+    .await?;
+    let items: Vec<AssignmentView> = rows
+        .into_iter()
+        .map(|a| AssignmentView {
+            id: a.id,
+            principal: a.principal,
+            role: a.role,
+            on: a.on.as_ref().map(ScopeBody::from),
+            valid_from: a.valid_from,
+            valid_until: a.valid_until,
+            assigned_by: a.assigned_by,
+            migrated_from: a.migrated_from,
+            assigned_at: a.created_at,
+            position: a.created_position,
+            ended_at: a.ended_at,
+        })
+        .collect();
     let (items, next_cursor) = crate::validate::page(items, limit, |a| &a.id);
     Ok(AssignmentPage { items, next_cursor })
 }
