@@ -30,7 +30,15 @@ pub fn min_position(raw: &HeaderValue) -> Option<u64> {
         .filter(|n| *n <= MAX_POSITION)
 }
 
-/// Waits for `Custodian-Min-Position` on reads, and stamps `Custodian-Position` on their answers.
+/// Whether a request is an authorization check (`POST /v1/tenants/{t}/check[/batch]`), which
+/// honours `Custodian-Min-Position` as reads do.
+pub fn is_check(method: &Method, path: &str) -> bool {
+    *method == Method::POST
+        && path.starts_with("/v1/tenants/")
+        && (path.ends_with("/check") || path.ends_with("/check/batch"))
+}
+
+/// Waits for `Custodian-Min-Position` on reads and checks, and stamps `Custodian-Position` on their answers.
 pub async fn read_your_writes(
     State(state): State<AppState>,
     request: Request,
@@ -38,16 +46,29 @@ pub async fn read_your_writes(
 ) -> Response {
     let is_read = matches!(*request.method(), Method::GET | Method::HEAD)
         && request.uri().path().starts_with("/v1/");
-    if is_read && let Some(raw) = request.headers().get(CUSTODIAN_MIN_POSITION) {
+    let is_check = is_check(request.method(), request.uri().path());
+    if (is_read || is_check)
+        && let Some(raw) = request.headers().get(CUSTODIAN_MIN_POSITION)
+    {
         let Some(wanted) = min_position(raw) else {
             return Problem::bad_request(
                     "Custodian-Min-Position must be an integer from 0 to 9223372036854775807 (a position from a Custodian-Position header)",
                 )
                 .into_response();
         };
-        if let Err(e) = state.projections.wait_for(wanted, state.read_wait).await {
+        // Reads are served by the views and the authorization index, checks by the index alone.
+        if is_read && let Err(e) = state.projections.wait_for(wanted, state.read_wait).await {
             return Problem::unavailable(
                 format!("{e}; retry, or read without {CUSTODIAN_MIN_POSITION}"),
+                1,
+            )
+            .into_response();
+        }
+        if state.app.policy.wait_for(wanted).await.is_err() {
+            return Problem::unavailable(
+                format!(
+                    "the authorization index did not reach position {wanted} in time; retry, or ask without {CUSTODIAN_MIN_POSITION}"
+                ),
                 1,
             )
             .into_response();

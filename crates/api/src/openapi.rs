@@ -56,7 +56,13 @@ pub fn document_read_your_writes(openapi: &mut Document) {
                 .build()
         };
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let Some(get) = item.get.as_mut().filter(|_| path.starts_with("/v1/")) else {
+            let check = crate::consistency::is_check(&axum::http::Method::POST, path);
+            let operation = if check {
+                item.post.as_mut()
+            } else {
+                item.get.as_mut().filter(|_| path.starts_with("/v1/"))
+            };
+            let Some(get) = operation else {
                 continue;
             };
             let parameters = get.parameters.get_or_insert_with(Vec::new);
