@@ -56,6 +56,8 @@ pub async fn authenticate(app: &App, access_token: &str) -> Result<Principal, Ap
             }
         })?;
     security.index.catch_up().await.map_err(refusal)?;
+    // Every use case authorizes its caller against the policy as of this request at least.
+    app.policy.catch_up().await?;
     let user = security
         .index
         .check(&claims.tenant, &claims.sub, &claims.sid, now)

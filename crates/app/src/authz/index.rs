@@ -123,10 +123,10 @@ impl PolicyIndex {
     /// Reads `tenant`'s policy (the built-ins only, if it has no events yet).
     pub fn read<T>(&self, tenant: &str, f: impl FnOnce(&Policy) -> T) -> Result<T, AppError> {
         let state = self.state.read().map_err(|_| poisoned())?;
-        Ok(match state.policies.get(tenant) {
-            Some(p) => f(p),
-            None => f(&Policy::new()),
-        })
+        Ok(f(state
+            .policies
+            .get(tenant)
+            .unwrap_or_else(|| builtin_only())))
     }
 
     /// The instant a question is about: for `At`, the position of the log as it stood then.
@@ -204,10 +204,10 @@ fn decide_in(state: &State, tenant: &str, check: &Check<'_>) -> Decision {
             "the principal is disabled or deleted",
         );
     }
-    match state.policies.get(tenant) {
-        Some(p) => evaluate(p, check),
-        None => evaluate(&Policy::new(), check),
-    }
+    evaluate(
+        state.policies.get(tenant).unwrap_or_else(|| builtin_only()),
+        check,
+    )
 }
 
 fn refused(kind: MatchKind, id: &str, position: u64, reason: &str) -> Decision {
@@ -221,6 +221,12 @@ fn refused(kind: MatchKind, id: &str, position: u64, reason: &str) -> Decision {
         }],
         trace: vec![],
     }
+}
+
+/// The policy of a tenant without policy events: the built-in roles only.
+fn builtin_only() -> &'static Policy {
+    static POLICY: std::sync::LazyLock<Policy> = std::sync::LazyLock::new(Policy::new);
+    &POLICY
 }
 
 fn poisoned() -> AppError {
