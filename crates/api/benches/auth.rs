@@ -44,7 +44,16 @@
 //! (Cargo also builds a package's binaries for its benchmarks, with the bench profile, which here
 //! has the release profile's settings, and links the result to the same `target/release/custodian`;
 //! a warning is printed if a source file is newer than the binary found.)
-//! `BENCH_PART=login` or `BENCH_PART=me` runs one part. Any setup error ends the run with a non-zero
+//! 4. **Checks** (`BENCH_PART=check`): on a fresh ledger, a tenant with a custom catalog, 64 service
+//!    principals, a four-level hierarchy of custom roles under the built-in ones, and 256 grants
+//!    (a quarter resource-scoped, some through resource groups, a few denies), all made over HTTP;
+//!    then `POST /v1/tenants/{t}/check` as the platform administrator, with 256 different checks
+//!    round robin, open loop at `BENCH_RATE` against `/healthz` in alternating slices as in part 3,
+//!    first with the decision log on (`--decision-log all`, the default), then on a restarted
+//!    server with it off (`--decision-log none`). The table gives each p99 over the same server's
+//!    `/healthz`, and the events the decision log appended.
+//!
+//! `BENCH_PART=login`, `BENCH_PART=me` or `BENCH_PART=check` runs one part. Any setup error ends the run with a non-zero
 //! exit status; errors during a measurement are counted in the tables.
 
 use std::error::Error;
@@ -96,6 +105,7 @@ struct Config {
     rate: f64,
     login: bool,
     me: bool,
+    check: bool,
 }
 
 fn env_number(name: &str, default: f64) -> Result<f64> {
@@ -128,9 +138,10 @@ async fn run() -> Result<()> {
         rate: env_number("BENCH_RATE", 5_000.0)?,
         login: part.as_deref().is_none_or(|p| p == "login"),
         me: part.as_deref().is_none_or(|p| p == "me"),
+        check: part.as_deref().is_none_or(|p| p == "check"),
     };
-    if !config.login && !config.me {
-        return Err("BENCH_PART must be `login` or `me`".into());
+    if !config.login && !config.me && !config.check {
+        return Err("BENCH_PART must be `login`, `me` or `check`".into());
     }
     let binary = custodian_binary()?;
     let params = Argon2Params::default();
@@ -151,13 +162,22 @@ async fn run() -> Result<()> {
         load_average(),
     );
 
-    let dir = tempfile::tempdir()?;
     let started = Instant::now();
-    bootstrap(&binary, dir.path()).await?;
-    let server = Server::start(&binary, dir.path()).await?;
-    let outcome = measure(&server, &config, params, threads).await;
-    server.stop().await;
-    let (login, me) = outcome?;
+    let (login, me) = if config.login || config.me {
+        let dir = tempfile::tempdir()?;
+        bootstrap(&binary, dir.path()).await?;
+        let server = Server::start(&binary, dir.path(), &[]).await?;
+        let outcome = measure(&server, &config, params, threads).await;
+        server.stop().await;
+        outcome?
+    } else {
+        (None, None)
+    };
+    let checks = if config.check {
+        Some(check_part(&binary, &config).await?)
+    } else {
+        None
+    };
     eprintln!(
         "done in {:.0} s; load average {}",
         started.elapsed().as_secs_f64(),
@@ -175,6 +195,10 @@ async fn run() -> Result<()> {
             println!();
             print_flood_table(quiet, during, logins);
         }
+    }
+    if let Some(checks) = checks {
+        println!();
+        print_check_table(&checks, config.rate);
     }
     Ok(())
 }
@@ -288,7 +312,15 @@ async fn measure(
         let mut runs: Vec<ReadRun> = Vec::new();
         for (label, path, tokens) in &targets {
             let url = format!("{}{path}", server.base);
-            open_loop(&client, &url, tokens, config.rate, WARM_UP.as_secs_f64()).await?;
+            open_loop(
+                &client,
+                &url,
+                tokens,
+                &[],
+                config.rate,
+                WARM_UP.as_secs_f64(),
+            )
+            .await?;
             runs.push(ReadRun::empty(label));
         }
         // Slices of SLICE each, alternating between the targets (and their order every round), so
@@ -307,7 +339,7 @@ async fn measure(
                 let url = format!("{}{path}", server.base);
                 let cpu = server.cpu();
                 let own = own_cpu();
-                let mut run = open_loop(&client, &url, tokens, config.rate, slice).await?;
+                let mut run = open_loop(&client, &url, tokens, &[], config.rate, slice).await?;
                 run.server_cpu = server.cpu().saturating_sub(cpu);
                 run.client_cpu = own_cpu().saturating_sub(own);
                 progress.push(format!(
@@ -327,11 +359,11 @@ async fn measure(
         let me_url = format!("{}/v1/auth/me", server.base);
         let secs = (config.secs / 2.0).max(1.0);
         let (_, _, me_tokens) = &targets[1];
-        let mut quiet = open_loop(&client, &me_url, me_tokens, FLOOD_RATE, secs).await?;
+        let mut quiet = open_loop(&client, &me_url, me_tokens, &[], FLOOD_RATE, secs).await?;
         quiet.label = "`GET /v1/auth/me` alone";
         let (flood_logins, during) = tokio::join!(
             login_run(&client, &server.base, &users, FLOOD_CLIENTS, secs),
-            open_loop(&client, &me_url, me_tokens, FLOOD_RATE, secs)
+            open_loop(&client, &me_url, me_tokens, &[], FLOOD_RATE, secs)
         );
         let mut during = during?;
         during.label = "`GET /v1/auth/me` during the login flood";
@@ -474,13 +506,14 @@ struct Server {
 impl Server {
     /// Starts `custodian serve` with JSON logs on a free loopback port and waits until it listens.
     /// Its log is read in the background; warnings and errors are copied to standard error.
-    async fn start(binary: &Path, data_dir: &Path) -> Result<Self> {
+    async fn start(binary: &Path, data_dir: &Path, envs: &[(&str, &str)]) -> Result<Self> {
         let mut child = custodian(binary, data_dir)
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .env("CUSTODIAN_LISTEN", "127.0.0.1:0")
             .env("CUSTODIAN_LOG_FORMAT", "json")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -1076,12 +1109,14 @@ struct Sample {
     outcome: std::result::Result<(), String>,
 }
 
-/// `GET url` at `rate` requests/s for `secs` on a fixed timeline, with `tokens` round robin as
-/// bearer tokens (none when empty), at most [`MAX_IN_FLIGHT`] at once.
+/// `GET url` (or `POST url` with `bodies` round robin as JSON, when there are bodies) at `rate`
+/// requests/s for `secs` on a fixed timeline, with `tokens` round robin as bearer tokens (none
+/// when empty), at most [`MAX_IN_FLIGHT`] at once.
 async fn open_loop(
     client: &reqwest::Client,
     url: &str,
     tokens: &[String],
+    bodies: &[Vec<u8>],
     rate: f64,
     secs: f64,
 ) -> Result<ReadRun> {
@@ -1090,6 +1125,7 @@ async fn open_loop(
     let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let client = client.clone();
     let url: reqwest::Url = url.parse()?;
+    let bodies = bodies.to_vec();
     let authorizations = tokens
         .iter()
         .map(|t| HeaderValue::from_str(&format!("Bearer {t}")))
@@ -1112,7 +1148,14 @@ async fn open_loop(
                         .block_on(Arc::clone(&limit).acquire_owned())
                         .expect("the semaphore is never closed"),
                 };
-                let mut request = client.get(url.clone());
+                let mut request = if bodies.is_empty() {
+                    client.get(url.clone())
+                } else {
+                    client
+                        .post(url.clone())
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(bodies[k % bodies.len()].clone())
+                };
                 if !authorizations.is_empty() {
                     let authorization = &authorizations[k % authorizations.len()];
                     request = request.header(AUTHORIZATION, authorization.clone());
@@ -1265,4 +1308,275 @@ fn median(values: &[f64]) -> f64 {
 
 fn per_request_ms(cpu: Duration, requests: usize) -> f64 {
     cpu.as_secs_f64() * 1000.0 / requests.max(1) as f64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 4: authorization checks over HTTP.
+
+/// Principals, roles and grants of the check part's policy.
+const CHECK_PRINCIPALS: usize = 64;
+const CHECK_GRANTS: usize = 256;
+const CHECK_BODIES: usize = 256;
+
+/// The check part: per decision-log mode, `/healthz` and `/check` on the same server.
+struct CheckPart {
+    modes: Vec<(&'static str, ReadRun, ReadRun, u64)>,
+}
+
+/// Makes the check part's policy over HTTP as the platform administrator; answers the admin's
+/// token and the check bodies.
+async fn check_setup(client: &reqwest::Client, base: &str) -> Result<(String, Vec<Vec<u8>>)> {
+    let admin = login(client, base, "_system", ADMIN_EMAIL, ADMIN_PASSWORD).await?;
+    let t = format!("{base}/v1/tenants/{TENANT}");
+    let post = |path: String, body: Value| {
+        let admin = admin.clone();
+        async move { post_json(client, &path, Some(&admin), &body).await }
+    };
+    post(
+        format!("{base}/v1/tenants"),
+        json!({ "slug": TENANT, "name": "Benchmark tenant" }),
+    )
+    .await?;
+    send(
+        client
+            .put(format!("{t}/catalog"))
+            .bearer_auth(&admin)
+            .json(&json!({"resource_types": {"project": ["read", "write", "deploy"], "billing": ["read", "export"]}})),
+    )
+    .await?;
+    let mut principals = Vec::new();
+    for i in 0..CHECK_PRINCIPALS {
+        let created = post(
+            format!("{t}/users"),
+            json!({"email": format!("svc{i}@bench.test"), "name": format!("Service {i}"), "kind": "service"}),
+        )
+        .await?;
+        principals.push(created["user_id"].as_str().ok_or("no user_id")?.to_owned());
+    }
+    // A four-level hierarchy: ops > release > build > reader > viewer.
+    let levels = ["reader", "build", "release", "ops"];
+    let mut parent = "viewer";
+    for role in levels {
+        post(
+            format!("{t}/roles"),
+            json!({"name": role, "parents": [parent]}),
+        )
+        .await?;
+        parent = role;
+    }
+    let actions = [
+        "project:read",
+        "project:write",
+        "project:deploy",
+        "billing:read",
+        "billing:export",
+    ];
+    for g in 0..CHECK_GRANTS {
+        let permission = actions[g % actions.len()];
+        let subject = if g % 3 == 0 {
+            json!({"principal": principals[g % CHECK_PRINCIPALS]})
+        } else {
+            json!({"role": levels[g % levels.len()]})
+        };
+        let mut body = json!({"subject": subject, "permission": permission});
+        if g % 4 == 0 {
+            body["on"] = json!({"resource": format!("project/p{}", g % 32)});
+        } else if g % 7 == 0 {
+            body["on"] = json!({"group": format!("team{}", g % 4)});
+        }
+        if g % 29 == 0 {
+            body["effect"] = json!("deny");
+        }
+        post(format!("{t}/grants"), body).await?;
+    }
+    for p in 0..32 {
+        send(
+            client
+                .put(format!("{t}/groups/team{}/members/project/p{p}", p % 4))
+                .bearer_auth(&admin),
+        )
+        .await?;
+    }
+    for (i, principal) in principals.iter().enumerate() {
+        post(
+            format!("{t}/assignments"),
+            json!({"principal": principal, "role": levels[i % levels.len()]}),
+        )
+        .await?;
+    }
+    let bodies = (0..CHECK_BODIES)
+        .map(|i| {
+            serde_json::to_vec(&json!({
+                "principal": principals[i % CHECK_PRINCIPALS],
+                "permission": actions[i % actions.len()],
+                "resource": format!("project/p{}", i % 40),
+            }))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((admin, bodies))
+}
+
+async fn check_part(binary: &Path, config: &Config) -> Result<CheckPart> {
+    let dir = tempfile::tempdir()?;
+    bootstrap(binary, dir.path()).await?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(MAX_IN_FLIGHT * 2)
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    let mut part = CheckPart { modes: Vec::new() };
+    let mut setup: Option<(String, Vec<Vec<u8>>)> = None;
+    for mode in ["all", "none"] {
+        let server = Server::start(binary, dir.path(), &[("CUSTODIAN_DECISION_LOG", mode)]).await?;
+        let (token, bodies) = match &setup {
+            Some(s) => (
+                login(
+                    &client,
+                    &server.base,
+                    "_system",
+                    ADMIN_EMAIL,
+                    ADMIN_PASSWORD,
+                )
+                .await?,
+                s.1.clone(),
+            ),
+            None => {
+                let began = Instant::now();
+                let s = check_setup(&client, &server.base).await?;
+                eprintln!(
+                    "check setup: policy made over HTTP in {:.1} s",
+                    began.elapsed().as_secs_f64()
+                );
+                setup = Some(s.clone());
+                s
+            }
+        };
+        let tokens = vec![token];
+        let healthz = format!("{}/healthz", server.base);
+        let check = format!("{}/v1/tenants/{TENANT}/check", server.base);
+        // One check first, to fail early on a setup problem rather than count errors.
+        send(
+            client
+                .post(&check)
+                .bearer_auth(&tokens[0])
+                .json(&serde_json::from_slice::<Value>(&bodies[0])?),
+        )
+        .await
+        .map_err(|e| format!("a check failed before the run: {e}"))?;
+        let log_before = log_head(&client, &server.base, &tokens[0]).await?;
+        open_loop(
+            &client,
+            &check,
+            &tokens,
+            &bodies,
+            config.rate,
+            WARM_UP.as_secs_f64(),
+        )
+        .await?;
+        open_loop(
+            &client,
+            &healthz,
+            &[],
+            &[],
+            config.rate,
+            WARM_UP.as_secs_f64(),
+        )
+        .await?;
+        let mut base_run = ReadRun::empty("baseline: `GET /healthz`");
+        let mut check_run = ReadRun::empty(if mode == "all" {
+            "`POST /check`, decision log on"
+        } else {
+            "`POST /check`, decision log off"
+        });
+        let slices = (config.secs / SLICE.as_secs_f64()).ceil().max(1.0) as usize;
+        let slice = config.secs / slices as f64;
+        for round in 0..slices {
+            for i in 0..2 {
+                let which = if round % 2 == 0 { i } else { 1 - i };
+                let cpu = server.cpu();
+                let own = own_cpu();
+                let mut run = if which == 0 {
+                    open_loop(&client, &healthz, &[], &[], config.rate, slice).await?
+                } else {
+                    open_loop(&client, &check, &tokens, &bodies, config.rate, slice).await?
+                };
+                run.server_cpu = server.cpu().saturating_sub(cpu);
+                run.client_cpu = own_cpu().saturating_sub(own);
+                if which == 0 {
+                    base_run.absorb(run);
+                } else {
+                    check_run.absorb(run);
+                }
+            }
+        }
+        let appended = log_head(&client, &server.base, &tokens[0])
+            .await?
+            .saturating_sub(log_before);
+        eprintln!("{}: {}", base_run.label, base_run.summary());
+        eprintln!(
+            "{}: {}; the log grew by {appended} events",
+            check_run.label,
+            check_run.summary()
+        );
+        server.stop().await;
+        part.modes.push((mode, base_run, check_run, appended));
+    }
+    Ok(part)
+}
+
+/// The log's head, from the projection report.
+async fn log_head(client: &reqwest::Client, base: &str, token: &str) -> Result<u64> {
+    let body = send(
+        client
+            .get(format!("{base}/v1/admin/projections"))
+            .bearer_auth(token),
+    )
+    .await?;
+    Ok(serde_json::from_slice::<Value>(&body)?["head"]
+        .as_u64()
+        .unwrap_or(0))
+}
+
+fn print_check_table(part: &CheckPart, rate: f64) {
+    println!(
+        "Authorization checks over HTTP: open loop at {} requests/s, {CHECK_BODIES} different checks round robin, against `/healthz` on the same server in alternating {}-s slices",
+        thousands(rate.round() as u64),
+        SLICE.as_secs()
+    );
+    println!();
+    let mut table = Table::new([
+        "request",
+        "requests",
+        "achieved/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "p99 ratio to healthz",
+        "server CPU µs/request",
+        "events appended",
+    ]);
+    for (_, healthz, check, appended) in &part.modes {
+        let base = percentile_ms(&healthz.latencies, 99.0);
+        for (run, events) in [(healthz, None), (check, Some(*appended))] {
+            table.row([
+                run.label.to_owned(),
+                thousands(run.sent as u64),
+                thousands(run.achieved().round() as u64),
+                format!("{:.3}", percentile_ms(&run.latencies, 50.0)),
+                format!("{:.3}", percentile_ms(&run.latencies, 99.0)),
+                format!("{:.3}", percentile_ms(&run.latencies, 100.0)),
+                run.errors.to_string(),
+                format!("{:.2}", percentile_ms(&run.latencies, 99.0) / base),
+                format!("{:.1}", per_request_ms(run.server_cpu, run.sent) * 1000.0),
+                events.map(thousands).unwrap_or_default(),
+            ]);
+        }
+    }
+    print!("{table}");
+    for (_, _, check, _) in &part.modes {
+        if let Some(e) = &check.first_error {
+            println!("First error of {}: {e}", check.label);
+        }
+    }
 }
