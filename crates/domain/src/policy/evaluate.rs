@@ -184,10 +184,15 @@ pub fn evaluate(policy: &Policy, check: &Check<'_>) -> Decision {
         .get(check.principal)
         .map_or(&[][..], Vec::as_slice);
     let mut visited: Vec<&str> = Vec::new();
+    let mut stack: Vec<(&str, Option<usize>)> = Vec::new();
     for a in assignments
         .iter()
         .filter_map(|i| policy.assignments.get(*i))
     {
+        // The first applicable deny decides, and the rest of the walk could only add to the trace.
+        if walk.deny.is_some() && !check.explain {
+            break;
+        }
         if !check.as_of.sees(a.created, a.ended.map(|e| e.0)) {
             continue;
         }
@@ -219,8 +224,12 @@ pub fn evaluate(policy: &Policy, check: &Check<'_>) -> Decision {
             head = Some(walk.push(MatchKind::Group, &m.group, m.added.position, head));
         }
         visited.clear();
-        let mut stack = vec![(a.role.as_str(), head)];
+        stack.clear();
+        stack.push((a.role.as_str(), head));
         while let Some((role, parent)) = stack.pop() {
+            if walk.deny.is_some() && !check.explain {
+                break;
+            }
             if visited.contains(&role) {
                 continue;
             }
@@ -353,36 +362,35 @@ fn weigh<'p>(
     }
 }
 
-fn target_words(target: Target<'_>) -> String {
-    match target {
-        Target::Tenant => "the tenant".to_owned(),
-        Target::Type(t) => format!("every {t}"),
-        Target::Group(g) => format!("group {g}"),
-        Target::Resource(r) => r.to_string(),
-    }
-}
-
 fn reason(verdict: Verdict, matched: &[Matched], check: &Check<'_>) -> String {
-    let what = format!("{} on {}", check.permission, target_words(check.target));
-    let Some(grant) = matched.iter().rev().find(|m| m.kind == MatchKind::Grant) else {
-        return format!("no grant allows {what}");
+    // Written into one buffer: the reason is built for every check, so it is on the hot path.
+    let mut out = String::with_capacity(128);
+    let grant = matched.iter().rev().find(|m| m.kind == MatchKind::Grant);
+    let _ = match (grant, verdict) {
+        (None, _) => write!(out, "no grant allows "),
+        (Some(g), Verdict::Deny) => write!(out, "grant {} denies ", g.id),
+        (Some(g), Verdict::Allow) => write!(out, "grant {} allows ", g.id),
     };
-    let mut out = match verdict {
-        Verdict::Deny => format!("grant {} denies {what}", grant.id),
-        Verdict::Allow => format!("grant {} allows {what}", grant.id),
+    let _ = write!(out, "{} on ", check.permission);
+    let _ = match check.target {
+        Target::Tenant => write!(out, "the tenant"),
+        Target::Type(t) => write!(out, "every {t}"),
+        Target::Group(g) => write!(out, "group {g}"),
+        Target::Resource(r) => write!(out, "{r}"),
     };
-    let roles: Vec<&str> = matched
-        .iter()
-        .filter(|m| m.kind == MatchKind::Role)
-        .map(|m| m.id.as_str())
-        .collect();
+    if grant.is_none() {
+        return out;
+    }
     if let Some(a) = matched.iter().find(|m| m.kind == MatchKind::Assignment) {
-        let _ = write!(
-            out,
-            " through role {} (assignment {})",
-            roles.join(" > "),
-            a.id
-        );
+        out.push_str(" through role ");
+        let roles = matched.iter().filter(|m| m.kind == MatchKind::Role);
+        for (i, role) in roles.enumerate() {
+            if i > 0 {
+                out.push_str(" > ");
+            }
+            out.push_str(&role.id);
+        }
+        let _ = write!(out, " (assignment {})", a.id);
     }
     if let Some(g) = matched.iter().find(|m| m.kind == MatchKind::Group) {
         let _ = write!(out, " via group {}", g.id);
