@@ -423,7 +423,7 @@ fn check_parents(policy: &Policy, name: &str, parents: &[String]) -> Result<(), 
         if visited.insert(role)
             && let Some((ps, _)) = policy.parents_at(role, now)
         {
-            stack.extend(ps);
+            stack.extend(ps.iter().map(String::as_str));
         }
     }
     Ok(())

@@ -246,7 +246,7 @@ pub fn evaluate(policy: &Policy, check: &Check<'_>) -> Decision {
             if let Some(by) = policy.role_grants.get(role) {
                 consider(policy, by, check, here, &mut walk);
             }
-            stack.extend(parents.into_iter().rev().map(|p| (p, here)));
+            stack.extend(parents.iter().rev().map(|p| (p.as_str(), here)));
         }
     }
     let (verdict, at) = match (walk.deny, walk.allow) {
@@ -463,8 +463,8 @@ pub fn effective<'p>(policy: &'p Policy, principal: &str, as_of: AsOf) -> Vec<Ef
                     assignment_on: a.on.as_ref(),
                 });
             }
-            for p in parents.into_iter().rev() {
-                stack.push((p, here.clone()));
+            for p in parents.iter().rev() {
+                stack.push((p.as_str(), here.clone()));
             }
         }
     }

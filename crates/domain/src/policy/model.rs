@@ -1,7 +1,7 @@
 //! A tenant's policy as its events have made it, with its whole history: nothing is forgotten when
 //! it ends, so the same structure answers for now and for any past position.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::event::{EndReason, PolicyEvent};
 use super::vocabulary::{
@@ -129,8 +129,13 @@ impl AsOf {
     }
 }
 
+/// The maps of the policy: keyed by names, probed several times per check. foldhash is several
+/// times faster than SipHash on short keys; its seed is drawn once per process, which keeps keys
+/// chosen by tenants from being arranged to collide in another process.
+pub(super) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Grants by permission: resource type, then action (either may be `*`).
-pub(super) type ByPermission = HashMap<String, HashMap<String, Vec<usize>>>;
+pub(super) type ByPermission = Map<String, Map<String, Vec<usize>>>;
 
 /// A tenant's policy: its catalog, roles, grants, assignments and groups, with their history.
 #[derive(Debug, Clone)]
@@ -139,19 +144,21 @@ pub struct Policy {
     pub catalog: Catalog,
     /// The version of the policy stream applied.
     pub version: u64,
-    pub(super) roles: HashMap<String, Vec<RoleLife>>,
+    pub(super) roles: Map<String, Vec<RoleLife>>,
     pub(super) grants: Vec<Grant>,
-    pub(super) grant_ids: HashMap<String, usize>,
+    pub(super) grant_ids: Map<String, usize>,
     pub(super) assignments: Vec<Assignment>,
-    pub(super) assignment_ids: HashMap<String, usize>,
-    pub(super) principal_grants: HashMap<String, ByPermission>,
-    pub(super) role_grants: HashMap<String, ByPermission>,
-    pub(super) principal_assignments: HashMap<String, Vec<usize>>,
-    pub(super) role_assignments: HashMap<String, Vec<usize>>,
+    pub(super) assignment_ids: Map<String, usize>,
+    pub(super) principal_grants: Map<String, ByPermission>,
+    pub(super) role_grants: Map<String, ByPermission>,
+    pub(super) principal_assignments: Map<String, Vec<usize>>,
+    pub(super) role_assignments: Map<String, Vec<usize>>,
     /// Resource type → id → memberships.
-    pub(super) members: HashMap<String, HashMap<String, Vec<Membership>>>,
+    pub(super) members: Map<String, Map<String, Vec<Membership>>>,
     /// The stamps applied, with times made non-decreasing, to find the position of an instant.
     timeline: Vec<Stamp>,
+    /// The built-in roles' parents.
+    builtin_parents: Map<String, Vec<String>>,
 }
 
 impl Default for Policy {
@@ -166,17 +173,26 @@ impl Policy {
         let mut policy = Self {
             catalog: Catalog::default(),
             version: 0,
-            roles: HashMap::new(),
+            roles: Map::default(),
             grants: Vec::new(),
-            grant_ids: HashMap::new(),
+            grant_ids: Map::default(),
             assignments: Vec::new(),
-            assignment_ids: HashMap::new(),
-            principal_grants: HashMap::new(),
-            role_grants: HashMap::new(),
-            principal_assignments: HashMap::new(),
-            role_assignments: HashMap::new(),
-            members: HashMap::new(),
+            assignment_ids: Map::default(),
+            principal_grants: Map::default(),
+            role_grants: Map::default(),
+            principal_assignments: Map::default(),
+            role_assignments: Map::default(),
+            members: Map::default(),
             timeline: Vec::new(),
+            builtin_parents: BUILTIN_ROLES
+                .iter()
+                .map(|r| {
+                    (
+                        r.name.to_owned(),
+                        r.parent.map(str::to_owned).into_iter().collect(),
+                    )
+                })
+                .collect(),
         };
         let origin = Stamp {
             position: 0,
@@ -395,9 +411,9 @@ impl Policy {
 
     /// The parents of `role` as of `as_of`, with the stamp of the event that set them (`None` for
     /// a built-in role); `None` when the role did not exist then.
-    pub fn parents_at(&self, role: &str, as_of: AsOf) -> Option<(Vec<&str>, Option<Stamp>)> {
-        if let Some(b) = builtin_role(role) {
-            return Some((b.parent.into_iter().collect(), None));
+    pub fn parents_at(&self, role: &str, as_of: AsOf) -> Option<(&[String], Option<Stamp>)> {
+        if let Some(parents) = self.builtin_parents.get(role) {
+            return Some((parents, None));
         }
         let life = self.role_life_at(role, as_of)?;
         let version = life
@@ -405,10 +421,7 @@ impl Policy {
             .iter()
             .rev()
             .find(|v| v.stamp.position <= as_of.position)?;
-        Some((
-            version.parents.iter().map(String::as_str).collect(),
-            Some(version.stamp),
-        ))
+        Some((&version.parents, Some(version.stamp)))
     }
 
     fn role_life_at(&self, role: &str, as_of: AsOf) -> Option<&RoleLife> {
@@ -500,7 +513,7 @@ impl Policy {
                 continue;
             };
             out.push(r);
-            stack.extend(parents.into_iter().rev());
+            stack.extend(parents.iter().rev().map(String::as_str));
         }
         out
     }
