@@ -287,7 +287,9 @@ fn consider<'p>(
             for a in [asked.action.as_str(), ANY] {
                 if let Some(ids) = actions.get(a) {
                     for i in ids {
-                        weigh(policy, *i, check, parent, walk);
+                        // Filed under the asked type (or `*`) and action (or `*`): it covers the
+                        // asked permission, and overlaps it, without comparing the names again.
+                        weigh(policy, *i, check, parent, walk, true);
                     }
                 }
             }
@@ -295,7 +297,7 @@ fn consider<'p>(
     } else {
         for ids in by.values().flat_map(|actions| actions.values()) {
             for i in ids {
-                weigh(policy, *i, check, parent, walk);
+                weigh(policy, *i, check, parent, walk, false);
             }
         }
     }
@@ -307,13 +309,14 @@ fn weigh<'p>(
     check: &Check<'_>,
     parent: Option<usize>,
     walk: &mut Walk<'p>,
+    covered: bool,
 ) {
     let Some(g) = policy.grants.get(i) else {
         return;
     };
     let relevant = match g.effect {
-        Effect::Deny => g.permission.overlaps(check.permission) && walk.deny.is_none(),
-        Effect::Allow => g.permission.covers(check.permission) && walk.allow.is_none(),
+        Effect::Deny => walk.deny.is_none() && (covered || g.permission.overlaps(check.permission)),
+        Effect::Allow => walk.allow.is_none() && (covered || g.permission.covers(check.permission)),
     };
     if !relevant || !check.as_of.sees(g.created, g.ended.map(|e| e.0)) {
         return;
