@@ -1524,6 +1524,21 @@ async fn check_part(binary: &Path, config: &Config) -> Result<CheckPart> {
     Ok(part)
 }
 
+/// Logs the platform administrator in once the restarted server has caught up with the log (it
+/// answers 503 until then).
+async fn login_when_ready(client: &reqwest::Client, base: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match login(client, base, "_system", ADMIN_EMAIL, ADMIN_PASSWORD).await {
+            Ok(token) => return Ok(token),
+            Err(e) if e.contains("503") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// The log's head, from the projection report.
 async fn log_head(client: &reqwest::Client, base: &str, token: &str) -> Result<u64> {
     let body = send(
