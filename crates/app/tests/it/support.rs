@@ -70,13 +70,16 @@ impl TestApp {
         )
         .await
         .unwrap();
-        Self {
+        let t = Self {
             app,
             clock,
             admin_id,
             shutdown,
             _ledger: ledger,
-        }
+        };
+        // Every view serves before the first use case reads one.
+        t.views_caught_up().await;
+        t
     }
 
     /// Moves the clock forward by `secs` seconds.
