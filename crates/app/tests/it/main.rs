@@ -4,9 +4,12 @@
 mod account;
 mod admin_tenants;
 mod admin_users;
+mod authz_property;
 mod bootstrap;
+mod decision_log;
 mod identity;
 mod mfa;
+mod migration;
 mod operations;
 mod sessions;
 mod signing;

@@ -35,6 +35,11 @@ pub struct TestApp {
 impl TestApp {
     /// A service on an empty temporary SQLite ledger with a platform administrator.
     pub async fn new() -> Self {
+        Self::with_options(|_| {}).await
+    }
+
+    /// [`TestApp::new`] with the security options `change` makes of the defaults.
+    pub async fn with_options(change: impl FnOnce(&mut SecurityOptions)) -> Self {
         let ledger = Ledger::sqlite();
         let location = ledger.location.clone();
         let store = ledger.open().await;
@@ -44,11 +49,13 @@ impl TestApp {
             .join("secret.key");
         let clock = Arc::new(ManualClock::new(Timestamp::parse(START).unwrap()));
         let shutdown = CancellationToken::new();
+        let mut options = SecurityOptions::new(key_file);
+        change(&mut options);
         let app = App::start(
             store,
             &location,
             custodian_projections::all(),
-            SecurityOptions::new(key_file),
+            options,
             clock.clone(),
             shutdown.clone(),
         )
@@ -70,13 +77,21 @@ impl TestApp {
         )
         .await
         .unwrap();
-        Self {
+        let t = Self {
             app,
             clock,
             admin_id,
             shutdown,
             _ledger: ledger,
-        }
+        };
+        // Every view serves before the first use case reads one.
+        t.views_caught_up().await;
+        t
+    }
+
+    /// Stops the service's background work, as a server does at shutdown (the log stays open).
+    pub fn shut_down(&self) {
+        self.shutdown.cancel();
     }
 
     /// Moves the clock forward by `secs` seconds.
@@ -371,6 +386,46 @@ impl TestApp {
     /// The events appended after `position`, in order.
     pub async fn events_after(&self, position: u64) -> Vec<custodian_domain::EventRecord> {
         self.app.store.read_all(position + 1, 10_000).await.unwrap()
+    }
+
+    /// Every event of the stream `{tenant}/{aggregate}/{id}`, in order.
+    pub async fn stream_events(
+        &self,
+        tenant: &str,
+        aggregate: &str,
+        id: &str,
+    ) -> Vec<custodian_domain::EventRecord> {
+        let s = custodian_app::stream(tenant, aggregate, id).unwrap();
+        custodian_app::commands::read_stream(self.app.store.as_ref(), &s, 1)
+            .await
+            .unwrap()
+    }
+
+    /// Waits, without polling on a timer, until the stream `{tenant}/{aggregate}/{id}` holds at
+    /// least `n` events (at most 10 s), and answers them all.
+    pub async fn wait_for_stream(
+        &self,
+        tenant: &str,
+        aggregate: &str,
+        id: &str,
+        n: usize,
+    ) -> Vec<custodian_domain::EventRecord> {
+        let mut head = self.app.store.watch_head();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            head.borrow_and_update();
+            let events = self.stream_events(tenant, aggregate, id).await;
+            if events.len() >= n {
+                return events;
+            }
+            match tokio::time::timeout_at(deadline, head.changed()).await {
+                Ok(Ok(())) => {}
+                _ => panic!(
+                    "{tenant}/{aggregate}/{id} holds {} events, not {n}",
+                    events.len()
+                ),
+            }
+        }
     }
 }
 
