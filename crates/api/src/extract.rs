@@ -179,7 +179,9 @@ fn json_problem(rejection: JsonRejection) -> Problem {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "Payload too large",
-                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+                format!(
+                    "the body is larger than {MAX_BODY_BYTES} bytes ({MAX_BATCH_BODY_BYTES} for a batch of checks)"
+                ),
             )
         }
         other => Problem::bad_request(format!("cannot read the body: {}", other.body_text())),
@@ -188,6 +190,9 @@ fn json_problem(rejection: JsonRejection) -> Problem {
 
 /// The largest JSON body the identity endpoints read.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The largest body of `POST /v1/tenants/{tenant}/check/batch`: room for its 1,000 checks.
+pub const MAX_BATCH_BODY_BYTES: usize = 1024 * 1024;
 
 /// Path parameters; a path that does not parse names nothing that exists, so it is 404.
 #[derive(Debug, Clone)]

@@ -190,7 +190,7 @@ pub enum JsonBodyProblems {
     /// The body is not valid JSON (code `bad_request`).
     #[response(status = 400, content_type = "application/problem+json")]
     Malformed(ProblemDocument<'static>),
-    /// The body is larger than 64 KiB (code `payload_too_large`).
+    /// The body is larger than 64 KiB, or 1 MiB for a batch of checks (code `payload_too_large`).
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(ProblemDocument<'static>),
     /// The body is missing or not sent as `Content-Type: application/json` (code
