@@ -1,8 +1,9 @@
 //! Read-your-writes (DESIGN section 3): a read may ask, with `Custodian-Min-Position: N`, to be
 //! answered only from views that have applied position `N`. The server waits for that (bounded),
 //! woken by the projection workers rather than polling, and otherwise answers 503 with
-//! `Retry-After`. Every answer to a read under `/v1` carries `Custodian-Position`: the position its
-//! views had applied.
+//! `Retry-After`. Checks (`POST .../check` and `.../check/batch`) wait the same way, for the
+//! authorization index as well. Every answer to a read under `/v1` carries `Custodian-Position`:
+//! the position its views had applied.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method};
@@ -30,14 +31,6 @@ pub fn min_position(raw: &HeaderValue) -> Option<u64> {
         .filter(|n| *n <= MAX_POSITION)
 }
 
-/// Whether a request is an authorization check (`POST /v1/tenants/{t}/check[/batch]`), which
-/// honours `Custodian-Min-Position` as reads do.
-pub fn is_check(method: &Method, path: &str) -> bool {
-    *method == Method::POST
-        && path.starts_with("/v1/tenants/")
-        && (path.ends_with("/check") || path.ends_with("/check/batch"))
-}
-
 /// Waits for `Custodian-Min-Position` on reads and checks, and stamps `Custodian-Position` on their answers.
 pub async fn read_your_writes(
     State(state): State<AppState>,
@@ -46,10 +39,8 @@ pub async fn read_your_writes(
 ) -> Response {
     let is_read = matches!(*request.method(), Method::GET | Method::HEAD)
         && request.uri().path().starts_with("/v1/");
-    let is_check = is_check(request.method(), request.uri().path());
-    if (is_read || is_check)
-        && let Some(raw) = request.headers().get(CUSTODIAN_MIN_POSITION)
-    {
+    let waits = is_read || is_check(request.method(), request.uri().path());
+    if waits && let Some(raw) = request.headers().get(CUSTODIAN_MIN_POSITION) {
         let Some(wanted) = min_position(raw) else {
             return Problem::bad_request(
                     "Custodian-Min-Position must be an integer from 0 to 9223372036854775807 (a position from a Custodian-Position header)",
@@ -64,10 +55,12 @@ pub async fn read_your_writes(
             )
             .into_response();
         }
-        if state.app.policy.wait_for(wanted).await.is_err() {
+        // Checks and the policy's reads are answered from the authorization index, which
+        // follows the log on its own.
+        if state.policy.wait_for(wanted).await.is_err() {
             return Problem::unavailable(
                 format!(
-                    "the authorization index did not reach position {wanted} in time; retry, or ask without {CUSTODIAN_MIN_POSITION}"
+                    "the authorization index has not reached position {wanted}; retry, or read without {CUSTODIAN_MIN_POSITION}"
                 ),
                 1,
             )
@@ -82,6 +75,16 @@ pub async fn read_your_writes(
             .insert(CUSTODIAN_POSITION, HeaderValue::from(applied));
     }
     response
+}
+
+/// Whether the request asks the decision point (`POST /v1/tenants/{tenant}/check` or
+/// `.../check/batch`): a read, though it is a POST.
+pub fn is_check(method: &Method, path: &str) -> bool {
+    *method == Method::POST
+        && path
+            .strip_prefix("/v1/tenants/")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(_, tail)| tail == "check" || tail == "check/batch")
 }
 
 #[cfg(test)]
@@ -108,6 +111,20 @@ mod tests {
                 wanted,
                 "{raw:?}"
             );
+        }
+    }
+
+    #[test]
+    fn only_the_decision_point_is_a_read_among_posts() {
+        for (method, path, check) in [
+            (Method::POST, "/v1/tenants/acme/check", true),
+            (Method::POST, "/v1/tenants/acme/check/batch", true),
+            (Method::GET, "/v1/tenants/acme/check", false),
+            (Method::POST, "/v1/tenants/acme/grants", false),
+            (Method::POST, "/v1/tenants/acme/check/other", false),
+            (Method::POST, "/v1/tenants/check", false),
+        ] {
+            assert_eq!(is_check(&method, path), check, "{method} {path}");
         }
     }
 }

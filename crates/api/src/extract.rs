@@ -149,45 +149,95 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(unsupported_media_type());
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    payload_too_large()
+                } else {
+                    Problem::bad_request(format!("cannot read the body: {}", e.body_text()))
+                }
+            })?;
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(Self(v)),
+            // serde reports some shapes it does not expect (an object with two keys where one
+            // enum variant is expected) as syntax errors; valid JSON is of the wrong shape.
+            Err(JsonRejection::JsonSyntaxError(e))
+                if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() =>
+            {
+                Err(wrong_shape(&e.body_text()))
+            }
             Err(rejection) => Err(json_problem(rejection)),
         }
     }
 }
 
+/// Whether `Content-Type` says JSON: `application/json` or `application/*+json`, with any
+/// parameters.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json") || subtype.to_ascii_lowercase().ends_with("+json"))
+}
+
+fn wrong_shape(text: &str) -> Problem {
+    Problem::validation(format!(
+        "the JSON body does not have the expected fields: {}",
+        text.trim_start_matches("Failed to deserialize the JSON body into the target type: ")
+            .trim_start_matches("Failed to parse the request body as JSON: ")
+    ))
+}
+
+fn unsupported_media_type() -> Problem {
+    Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "Unsupported media type",
+        "send the body as JSON with Content-Type: application/json",
+    )
+}
+
+fn payload_too_large() -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "Payload too large",
+        format!(
+            "the body is larger than {MAX_BODY_BYTES} bytes ({MAX_BATCH_BODY_BYTES} for a batch of checks)"
+        ),
+    )
+}
+
+/// The refusal of a body that was read but does not parse into the expected type.
 fn json_problem(rejection: JsonRejection) -> Problem {
     match rejection {
-        JsonRejection::JsonDataError(e) => Problem::validation(format!(
-            "the JSON body does not have the expected fields: {}",
-            e.body_text()
-                .trim_start_matches("Failed to deserialize the JSON body into the target type: ")
-        )),
-        JsonRejection::JsonSyntaxError(e) => Problem::bad_request(format!(
+        JsonRejection::JsonDataError(e) => wrong_shape(&e.body_text()),
+        other => Problem::bad_request(format!(
             "the body is not valid JSON: {}",
-            e.body_text()
+            other
+                .body_text()
                 .trim_start_matches("Failed to parse the request body as JSON: ")
         )),
-        JsonRejection::MissingJsonContentType(_) => Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Unsupported media type",
-            "send the body as JSON with Content-Type: application/json",
-        ),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "Payload too large",
-                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-            )
-        }
-        other => Problem::bad_request(format!("cannot read the body: {}", other.body_text())),
     }
 }
 
 /// The largest JSON body the identity endpoints read.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The largest body of `POST /v1/tenants/{tenant}/check/batch`: room for its 1,000 checks.
+pub const MAX_BATCH_BODY_BYTES: usize = 1024 * 1024;
 
 /// Path parameters; a path that does not parse names nothing that exists, so it is 404.
 #[derive(Debug, Clone)]

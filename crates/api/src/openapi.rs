@@ -37,9 +37,9 @@ use crate::respond::{PROBLEM_JSON, ProblemDocument};
 pub struct ApiDoc;
 
 /// Completes the document once every route is in it: documents read-your-writes on every read
-/// under `/v1`, where the middleware applies it: the optional `Custodian-Min-Position` header, its
-/// 400 when it is not a position, and the 503 when the views do not reach it in time. One place,
-/// because one middleware answers them for every read.
+/// under `/v1` and on the checks, where the middleware applies it: the optional
+/// `Custodian-Min-Position` header, its 400 when it is not a position, and the 503 when the views
+/// do not reach it in time. One place, because one middleware answers them for every read.
 pub fn document_read_your_writes(openapi: &mut Document) {
     {
         use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
@@ -56,16 +56,15 @@ pub fn document_read_your_writes(openapi: &mut Document) {
                 .build()
         };
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let check = crate::consistency::is_check(&axum::http::Method::POST, path);
-            let operation = if check {
+            let read = if path.starts_with("/v1/tenants/{tenant}/check") {
                 item.post.as_mut()
             } else {
                 item.get.as_mut().filter(|_| path.starts_with("/v1/"))
             };
-            let Some(get) = operation else {
+            let Some(operation) = read else {
                 continue;
             };
-            let parameters = get.parameters.get_or_insert_with(Vec::new);
+            let parameters = operation.parameters.get_or_insert_with(Vec::new);
             if parameters
                 .iter()
                 .any(|p| p.name.eq_ignore_ascii_case(CUSTODIAN_MIN_POSITION_HEADER))
@@ -87,7 +86,7 @@ pub fn document_read_your_writes(openapi: &mut Document) {
                     ))
                     .build(),
             );
-            let responses = &mut get.responses.responses;
+            let responses = &mut operation.responses.responses;
             responses.entry("400".to_owned()).or_insert_with(|| {
                 problem("`Custodian-Min-Position` is not a position: an integer from 0 to 2^63-1 (code `bad_request`)").into()
             });
@@ -196,7 +195,7 @@ pub enum JsonBodyProblems {
     /// The body is not valid JSON (code `bad_request`).
     #[response(status = 400, content_type = "application/problem+json")]
     Malformed(ProblemDocument<'static>),
-    /// The body is larger than 64 KiB (code `payload_too_large`).
+    /// The body is larger than 64 KiB, or 1 MiB for a batch of checks (code `payload_too_large`).
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(ProblemDocument<'static>),
     /// The body is missing or not sent as `Content-Type: application/json` (code

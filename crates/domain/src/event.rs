@@ -191,11 +191,14 @@ impl Timestamp {
         Self(utc.replace_nanosecond(micros).unwrap_or(utc))
     }
 
-    /// Parses any RFC 3339 timestamp and normalizes it.
+    /// Parses any RFC 3339 timestamp and normalizes it; one whose UTC instant falls outside the
+    /// years 0000-9999 (`9999-12-31T23:00:00-02:00`) is refused.
     pub fn parse(s: &str) -> Result<Self, TimestampError> {
         OffsetDateTime::parse(s, &Rfc3339)
+            .ok()
+            .and_then(|dt| dt.checked_to_offset(UtcOffset::UTC))
             .map(Self::from_datetime)
-            .map_err(|_| TimestampError(s.to_owned()))
+            .ok_or_else(|| TimestampError(s.to_owned()))
     }
 
     /// Microseconds since the Unix epoch.
@@ -671,6 +674,22 @@ mod tests {
         let t = Timestamp::parse("2026-01-02T03:04:05.123456789-02:00").unwrap();
         assert_eq!(t.to_string(), "2026-01-02T05:04:05.123456Z");
         assert!(Timestamp::parse("yesterday").is_err());
+    }
+
+    #[test]
+    fn a_timestamp_whose_utc_instant_leaves_the_calendar_is_refused() {
+        for outside in [
+            "9999-12-31T23:59:59.999999-14:00",
+            "9999-12-31T23:00:00-02:00",
+            "-0001-01-01T00:00:00Z",
+        ] {
+            assert!(Timestamp::parse(outside).is_err(), "{outside}");
+        }
+        let first = Timestamp::parse("0000-01-01T00:00:00Z").unwrap();
+        assert_eq!(first.to_string(), "0000-01-01T00:00:00.000000Z");
+        let last = Timestamp::parse("9999-12-31T23:59:59.999999Z").unwrap();
+        assert_eq!(last.to_string(), "9999-12-31T23:59:59.999999Z");
+        assert!(Timestamp::parse("0001-01-01T00:00:00+14:00").is_ok());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! `custodian_app::authz`.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use custodian_app::Principal;
@@ -20,13 +20,16 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::{JsonBody, PathParams, QueryParams, TenantPath};
+use crate::extract::{JsonBody, MAX_BATCH_BODY_BYTES, PathParams, QueryParams, TenantPath};
 use crate::openapi::{AdminProblems, AuthProblems, JsonBodyProblems, PolicyProblems};
 use crate::respond::{Problem, positioned};
 use crate::state::AppState;
 
 /// This module's routes.
 pub(crate) fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    // A batch of 1,000 checks is larger than the body limit of every other route.
+    let (schemas, paths, batch) = routes!(check_batch);
+    let batch = batch.layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES));
     router
         .routes(routes!(set_catalog, get_catalog))
         .routes(routes!(create_role, list_roles))
@@ -37,7 +40,7 @@ pub(crate) fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState>
         .routes(routes!(end_assignment))
         .routes(routes!(add_member, remove_member))
         .routes(routes!(check))
-        .routes(routes!(check_batch))
+        .routes((schemas, paths, batch))
         .routes(routes!(principal_permissions))
         .routes(routes!(resource_principals))
         .routes(routes!(my_permissions))
@@ -483,6 +486,8 @@ async fn check(
 }
 
 /// Up to 1,000 checks, evaluated against one state of the policy. Needs `decision:execute`.
+///
+/// The body may be up to 1 MiB.
 #[utoipa::path(
     post,
     path = "/v1/tenants/{tenant}/check/batch",

@@ -4,115 +4,11 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::{App, problem, spawn_app_on};
-
-/// A fresh server with a platform administrator, logged in.
-struct Admined {
-    app: App,
-    db_file: std::path::PathBuf,
-    root: String,
-}
-
-async fn setup() -> Admined {
-    let dir = tempfile::tempdir().unwrap();
-    let db_file = dir.path().join("custodian.db");
-    let app = spawn_app_on(
-        db_file.display().to_string(),
-        Some(dir),
-        None,
-        Duration::from_secs(5),
-    )
-    .await;
-    let root = crate::support::root_token(&app).await;
-    Admined { app, db_file, root }
-}
-
-async fn login(app: &App, tenant: &str, email: &str, password: &str) -> reqwest::Response {
-    app.client
-        .post(app.url("/v1/auth/login"))
-        .json(&json!({"tenant": tenant, "email": email, "password": password}))
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn token(app: &App, tenant: &str, email: &str, password: &str) -> String {
-    let r = login(app, tenant, email, password).await;
-    assert_eq!(r.status(), 200, "login of {email} in {tenant}");
-    let body: Value = r.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
-}
-
-/// Sends a request as `token`. Reads wait for the views to reach the log's head, so they see every
-/// command sent before.
-async fn send(
-    app: &App,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let head = app.store.head().await.unwrap().position;
-    let mut request = app
-        .client
-        .request(method, app.url(path))
-        .bearer_auth(token)
-        .header("custodian-min-position", head.to_string());
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
-
-/// Expects `status` and a JSON body; a command's answer carries its position in both places.
-async fn expect(response: reqwest::Response, status: u16) -> Value {
-    let got = response.status().as_u16();
-    let header = response
-        .headers()
-        .get("custodian-position")
-        .map(|h| h.to_str().unwrap().parse::<u64>().unwrap());
-    let text = response.text().await.unwrap();
-    assert_eq!(got, status, "{text}");
-    let body: Value = serde_json::from_str(&text).unwrap();
-    if let Some(position) = body.get("position") {
-        assert_eq!(Some(position.as_u64().unwrap()), header, "{body}");
-        assert!(position.as_u64().unwrap() > 0);
-    }
-    body
-}
-
-/// Expects a problem document with `status`; returns its detail.
-async fn refused(response: reqwest::Response, status: u16) -> String {
-    let (got, body) = problem(response).await;
-    assert_eq!(got, status, "{body}");
-    body["detail"].as_str().unwrap().to_owned()
-}
-
-async fn create_tenant(app: &App, root: &str, slug: &str) -> Value {
-    let r = send(
-        app,
-        Method::POST,
-        "/v1/tenants",
-        root,
-        Some(json!({"slug": slug, "name": format!("{slug} Inc")})),
-    )
-    .await;
-    expect(r, 201).await
-}
-
-async fn create_user(app: &App, as_token: &str, tenant: &str, body: Value) -> Value {
-    let r = send(
-        app,
-        Method::POST,
-        &format!("/v1/tenants/{tenant}/users"),
-        as_token,
-        Some(body),
-    )
-    .await;
-    expect(r, 201).await
-}
+use crate::support::{
+    Admined, create_tenant, create_user, expect, login, problem, refused, send, setup, token,
+};
 
 #[tokio::test]
 async fn platform_admins_create_list_change_suspend_and_reactivate_tenants() {

@@ -1,6 +1,8 @@
 //! HTTP tests of the server frame, against the real router on a random port.
 
 mod admin_identity;
+mod authz_http;
+mod authz_input;
 mod consistency;
 mod frame;
 mod fuzz;

@@ -3,6 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::Method;
+use serde_json::{Value, json};
+
 use custodian_api::server::{AppState, router};
 use custodian_projections::Projection;
 use custodian_store::{EventStore, StoreOptions};
@@ -125,4 +128,117 @@ pub async fn root_token(app: &App) -> String {
     assert_eq!(r.status(), 200, "the platform administrator logs in");
     let body: serde_json::Value = r.json().await.unwrap();
     body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// A fresh server with a platform administrator, logged in.
+pub struct Admined {
+    pub app: App,
+    /// The SQLite file of its ledger.
+    pub db_file: std::path::PathBuf,
+    /// The platform administrator's access token.
+    pub root: String,
+}
+
+/// A server on a fresh SQLite ledger, with its platform administrator logged in.
+pub async fn setup() -> Admined {
+    let dir = tempfile::tempdir().unwrap();
+    let db_file = dir.path().join("custodian.db");
+    let app = spawn_app_on(
+        db_file.display().to_string(),
+        Some(dir),
+        None,
+        Duration::from_secs(5),
+    )
+    .await;
+    let root = root_token(&app).await;
+    Admined { app, db_file, root }
+}
+
+/// Logs in with a password; answers the server's response, whatever it is.
+pub async fn login(app: &App, tenant: &str, email: &str, password: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/auth/login"))
+        .json(&json!({"tenant": tenant, "email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Logs in with a password, which must succeed; answers the access token.
+pub async fn token(app: &App, tenant: &str, email: &str, password: &str) -> String {
+    let r = login(app, tenant, email, password).await;
+    assert_eq!(r.status(), 200, "login of {email} in {tenant}");
+    let body: Value = r.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Sends a request as `token`. Reads wait for the views to reach the log's head, so they see every
+/// command sent before.
+pub async fn send(
+    app: &App,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let head = app.store.head().await.unwrap().position;
+    let mut request = app
+        .client
+        .request(method, app.url(path))
+        .bearer_auth(token)
+        .header("custodian-min-position", head.to_string());
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+/// Expects `status` and a JSON body; a command's answer carries its position in both places.
+pub async fn expect(response: reqwest::Response, status: u16) -> Value {
+    let got = response.status().as_u16();
+    let header = response
+        .headers()
+        .get("custodian-position")
+        .map(|h| h.to_str().unwrap().parse::<u64>().unwrap());
+    let text = response.text().await.unwrap();
+    assert_eq!(got, status, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    if let Some(position) = body.get("position") {
+        assert_eq!(Some(position.as_u64().unwrap()), header, "{body}");
+        assert!(position.as_u64().unwrap() > 0);
+    }
+    body
+}
+
+/// Expects a problem document with `status`; returns its detail.
+pub async fn refused(response: reqwest::Response, status: u16) -> String {
+    let (got, body) = problem(response).await;
+    assert_eq!(got, status, "{body}");
+    body["detail"].as_str().unwrap().to_owned()
+}
+
+/// Creates the tenant `slug` as `root`, a platform administrator.
+pub async fn create_tenant(app: &App, root: &str, slug: &str) -> Value {
+    let r = send(
+        app,
+        Method::POST,
+        "/v1/tenants",
+        root,
+        Some(json!({"slug": slug, "name": format!("{slug} Inc")})),
+    )
+    .await;
+    expect(r, 201).await
+}
+
+/// Creates a user of `tenant` as `as_token`, which must succeed.
+pub async fn create_user(app: &App, as_token: &str, tenant: &str, body: Value) -> Value {
+    let r = send(
+        app,
+        Method::POST,
+        &format!("/v1/tenants/{tenant}/users"),
+        as_token,
+        Some(body),
+    )
+    .await;
+    expect(r, 201).await
 }
