@@ -1429,17 +1429,7 @@ async fn check_part(binary: &Path, config: &Config) -> Result<CheckPart> {
     for mode in ["all", "none"] {
         let server = Server::start(binary, dir.path(), &[("CUSTODIAN_DECISION_LOG", mode)]).await?;
         let (token, bodies) = match &setup {
-            Some(s) => (
-                login(
-                    &client,
-                    &server.base,
-                    "_system",
-                    ADMIN_EMAIL,
-                    ADMIN_PASSWORD,
-                )
-                .await?,
-                s.1.clone(),
-            ),
+            Some(s) => (login_when_ready(&client, &server.base).await?, s.1.clone()),
             None => {
                 let began = Instant::now();
                 let s = check_setup(&client, &server.base).await?;
