@@ -28,7 +28,8 @@ pub struct Me {
     pub email: Option<String>,
     /// Their display name.
     pub name: Option<String>,
-    /// Built-in roles.
+    /// The platform's root role if held, and the roles held on the whole tenant now (as access
+    /// tokens carry them).
     pub roles: Vec<String>,
     /// Whether TOTP is required at login.
     pub mfa_enabled: bool,

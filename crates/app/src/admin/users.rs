@@ -174,7 +174,9 @@ pub struct UserView {
     pub email: Option<String>,
     /// The display name; `null` once erased.
     pub name: Option<String>,
-    /// Built-in roles.
+    /// Roles recorded on the user itself: the platform's root role `platform_admin` (and, on users
+    /// created before the policy existed, `tenant_admin`, carried over to an assignment of
+    /// `admin`). The tenant's roles are assignments: `GET .../assignments?principal={user_id}`.
     pub roles: Vec<String>,
     /// When the user was created or invited.
     pub created_at: String,
@@ -246,7 +248,8 @@ pub struct UserCreated {
     pub email: String,
     /// The display name.
     pub name: String,
-    /// Built-in roles.
+    /// The roles given: `platform_admin` recorded on the user, and the tenant's roles assigned on
+    /// the whole tenant (`tenant_admin` answered as `admin`).
     pub roles: Vec<String>,
     /// Whether a password was set.
     pub password_set: bool,
