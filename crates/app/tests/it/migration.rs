@@ -222,6 +222,8 @@ async fn a_carried_over_assignment_that_was_ended_is_not_made_again() {
     assert_eq!(migrate::tenant_admins(&t.app).await.unwrap(), 0);
 
     assert_eq!(carried_over(&t, "acme").await.len(), acme.len());
+    // Listings are served by the view, which follows the log on its own.
+    t.views_caught_up().await;
     let live = manage::list_assignments(
         &t.app,
         &t.root().await,

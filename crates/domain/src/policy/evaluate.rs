@@ -19,8 +19,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::event::Verdict;
-use super::model::{AsOf, ByPermission, Membership, Policy};
-use super::vocabulary::{ANY, Effect, Permission, Resource, Scope, WindowState};
+use super::model::{ANY_ID, AsOf, ByPermission, Membership, Policy};
+use super::vocabulary::{Effect, Permission, Resource, Scope, WindowState};
 
 /// What a check is about, beyond the permission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,13 +176,12 @@ pub fn evaluate(policy: &Policy, check: &Check<'_>) -> Decision {
         deny: None,
         trace: Vec::new(),
     };
-    if let Some(by) = policy.principal_grants.get(check.principal) {
-        consider(policy, by, check, None, &mut walk);
+    let keys = Keys::of(policy, check.permission);
+    let entry = policy.principals.get(check.principal);
+    if let Some(entry) = entry {
+        consider(policy, &entry.grants, &keys, check, None, &mut walk);
     }
-    let assignments = policy
-        .principal_assignments
-        .get(check.principal)
-        .map_or(&[][..], Vec::as_slice);
+    let assignments = entry.map_or(&[][..], |e| e.assignments.as_slice());
     let mut visited: Vec<&str> = Vec::new();
     let mut stack: Vec<(&str, Option<usize>)> = Vec::new();
     for a in assignments
@@ -234,7 +233,7 @@ pub fn evaluate(policy: &Policy, check: &Check<'_>) -> Decision {
                 continue;
             }
             visited.push(role);
-            let Some((parents, stamp)) = policy.parents_at(role, check.as_of) else {
+            let Some((entry, parents, stamp)) = policy.role_at(role, check.as_of) else {
                 continue;
             };
             let here = Some(walk.push(
@@ -243,9 +242,7 @@ pub fn evaluate(policy: &Policy, check: &Check<'_>) -> Decision {
                 stamp.map_or(0, |s| s.position),
                 parent,
             ));
-            if let Some(by) = policy.role_grants.get(role) {
-                consider(policy, by, check, here, &mut walk);
-            }
+            consider(policy, &entry.grants, &keys, check, here, &mut walk);
             stack.extend(parents.iter().rev().map(|p| (p.as_str(), here)));
         }
     }
@@ -273,29 +270,61 @@ fn window_word(state: WindowState) -> &'static str {
 }
 
 /// Considers the grants of one subject that may bear on the permission asked.
+/// The keys a concrete permission's grants are filed under: its type or `*`, with its action or
+/// `*` (those no grant names are left out). `None` for a pattern, whose grants are all weighed.
+struct Keys {
+    keys: [(u32, u32); 4],
+    len: usize,
+    concrete: bool,
+}
+
+impl Keys {
+    fn of(policy: &Policy, asked: &Permission) -> Self {
+        let mut out = Self {
+            keys: [(ANY_ID, ANY_ID); 4],
+            len: 0,
+            concrete: asked.is_concrete(),
+        };
+        if !out.concrete {
+            return out;
+        }
+        let t = policy.name_id(&asked.resource_type);
+        let a = policy.name_id(&asked.action);
+        for t in [t, Some(ANY_ID)].into_iter().flatten() {
+            for a in [a, Some(ANY_ID)].into_iter().flatten() {
+                if let Some(slot) = out.keys.get_mut(out.len) {
+                    *slot = (t, a);
+                    out.len += 1;
+                }
+            }
+        }
+        out
+    }
+}
+
 fn consider<'p>(
     policy: &'p Policy,
     by: &'p ByPermission,
+    keys: &Keys,
     check: &Check<'_>,
     parent: Option<usize>,
     walk: &mut Walk<'p>,
 ) {
-    let asked = check.permission;
-    if asked.is_concrete() {
-        for t in [asked.resource_type.as_str(), ANY] {
-            let Some(actions) = by.get(t) else { continue };
-            for a in [asked.action.as_str(), ANY] {
-                if let Some(ids) = actions.get(a) {
-                    for i in ids {
-                        // Filed under the asked type (or `*`) and action (or `*`): it covers the
-                        // asked permission, and overlaps it, without comparing the names again.
-                        weigh(policy, *i, check, parent, walk, true);
-                    }
+    if by.is_empty() {
+        return;
+    }
+    if keys.concrete {
+        for key in keys.keys.iter().take(keys.len) {
+            if let Some(ids) = by.get(key) {
+                for i in ids {
+                    // Filed under the asked type (or `*`) and action (or `*`): it covers the
+                    // asked permission, and overlaps it, without comparing the names again.
+                    weigh(policy, *i, check, parent, walk, true);
                 }
             }
         }
     } else {
-        for ids in by.values().flat_map(|actions| actions.values()) {
+        for ids in by.values() {
             for i in ids {
                 weigh(policy, *i, check, parent, walk, false);
             }
@@ -441,7 +470,7 @@ pub fn effective<'p>(policy: &'p Policy, principal: &str, as_of: AsOf) -> Vec<Ef
                 continue;
             }
             visited.push(role);
-            let Some((parents, stamp)) = policy.parents_at(role, as_of) else {
+            let Some((entry, parents, stamp)) = policy.role_at(role, as_of) else {
                 continue;
             };
             let mut here = path;
@@ -450,11 +479,9 @@ pub fn effective<'p>(policy: &'p Policy, principal: &str, as_of: AsOf) -> Vec<Ef
                 id: role.to_owned(),
                 position: stamp.map_or(0, |s| s.position),
             });
-            for grant in policy
-                .role_grants
-                .get(role)
-                .into_iter()
-                .flat_map(|by| by.values().flat_map(|actions| actions.values()))
+            for grant in entry
+                .grants
+                .values()
                 .flatten()
                 .filter_map(|i| policy.grants.get(*i))
                 .filter(|g| as_of.sees(g.created, g.ended.map(|e| e.0)))

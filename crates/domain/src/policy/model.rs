@@ -134,8 +134,29 @@ impl AsOf {
 /// chosen by tenants from being arranged to collide in another process.
 pub(super) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-/// Grants by permission: resource type, then action (either may be `*`).
-pub(super) type ByPermission = Map<String, Map<String, Vec<usize>>>;
+/// Grants by permission: the interned ids of the resource type and the action (either may be
+/// [`ANY_ID`], for `*`).
+pub(super) type ByPermission = Map<(u32, u32), Vec<usize>>;
+
+/// The interned id of `*`.
+pub(super) const ANY_ID: u32 = 0;
+
+/// What the policy keeps of a role: its lives (custom roles) or its parents (built-in ones), and
+/// the grants to it and assignments of it, so that a check finds all with one lookup.
+#[derive(Debug, Clone, Default)]
+pub(super) struct RoleEntry {
+    pub(super) lives: Vec<RoleLife>,
+    pub(super) builtin_parents: Option<Vec<String>>,
+    pub(super) grants: ByPermission,
+    pub(super) assignments: Vec<usize>,
+}
+
+/// What the policy keeps of a principal: the grants to it and its assignments.
+#[derive(Debug, Clone, Default)]
+pub(super) struct PrincipalEntry {
+    pub(super) grants: ByPermission,
+    pub(super) assignments: Vec<usize>,
+}
 
 /// A tenant's policy: its catalog, roles, grants, assignments and groups, with their history.
 #[derive(Debug, Clone)]
@@ -144,21 +165,18 @@ pub struct Policy {
     pub catalog: Catalog,
     /// The version of the policy stream applied.
     pub version: u64,
-    pub(super) roles: Map<String, Vec<RoleLife>>,
+    pub(super) roles: Map<String, RoleEntry>,
     pub(super) grants: Vec<Grant>,
     pub(super) grant_ids: Map<String, usize>,
     pub(super) assignments: Vec<Assignment>,
     pub(super) assignment_ids: Map<String, usize>,
-    pub(super) principal_grants: Map<String, ByPermission>,
-    pub(super) role_grants: Map<String, ByPermission>,
-    pub(super) principal_assignments: Map<String, Vec<usize>>,
-    pub(super) role_assignments: Map<String, Vec<usize>>,
+    pub(super) principals: Map<String, PrincipalEntry>,
+    /// Resource types' and actions' names, interned so grants are filed under integer keys.
+    names: Map<String, u32>,
     /// Resource type → id → memberships.
     pub(super) members: Map<String, Map<String, Vec<Membership>>>,
     /// The stamps applied, with times made non-decreasing, to find the position of an instant.
     timeline: Vec<Stamp>,
-    /// The built-in roles' parents.
-    builtin_parents: Map<String, Vec<String>>,
 }
 
 impl Default for Policy {
@@ -173,26 +191,24 @@ impl Policy {
         let mut policy = Self {
             catalog: Catalog::default(),
             version: 0,
-            roles: Map::default(),
+            roles: BUILTIN_ROLES
+                .iter()
+                .map(|r| {
+                    let entry = RoleEntry {
+                        builtin_parents: Some(r.parent.map(str::to_owned).into_iter().collect()),
+                        ..RoleEntry::default()
+                    };
+                    (r.name.to_owned(), entry)
+                })
+                .collect(),
             grants: Vec::new(),
             grant_ids: Map::default(),
             assignments: Vec::new(),
             assignment_ids: Map::default(),
-            principal_grants: Map::default(),
-            role_grants: Map::default(),
-            principal_assignments: Map::default(),
-            role_assignments: Map::default(),
+            principals: Map::default(),
+            names: std::iter::once((super::vocabulary::ANY.to_owned(), ANY_ID)).collect(),
             members: Map::default(),
             timeline: Vec::new(),
-            builtin_parents: BUILTIN_ROLES
-                .iter()
-                .map(|r| {
-                    (
-                        r.name.to_owned(),
-                        r.parent.map(str::to_owned).into_iter().collect(),
-                    )
-                })
-                .collect(),
         };
         let origin = Stamp {
             position: 0,
@@ -219,17 +235,31 @@ impl Policy {
         policy
     }
 
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.names.get(name) {
+            return *id;
+        }
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.insert(name.to_owned(), id);
+        id
+    }
+
+    /// The interned id of a resource type's or an action's name, if any grant names it.
+    pub(super) fn name_id(&self, name: &str) -> Option<u32> {
+        self.names.get(name).copied()
+    }
+
     fn add_grant(&mut self, grant: Grant) {
         let i = self.grants.len();
+        let key = (
+            self.intern(&grant.permission.resource_type),
+            self.intern(&grant.permission.action),
+        );
         let by = match &grant.subject {
-            Subject::Principal(p) => self.principal_grants.entry(p.clone()).or_default(),
-            Subject::Role(r) => self.role_grants.entry(r.clone()).or_default(),
+            Subject::Principal(p) => &mut self.principals.entry(p.clone()).or_default().grants,
+            Subject::Role(r) => &mut self.roles.entry(r.clone()).or_default().grants,
         };
-        by.entry(grant.permission.resource_type.clone())
-            .or_default()
-            .entry(grant.permission.action.clone())
-            .or_default()
-            .push(i);
+        by.entry(key).or_default().push(i);
         self.grant_ids.insert(grant.id.clone(), i);
         self.grants.push(grant);
     }
@@ -253,7 +283,7 @@ impl Policy {
                 name,
                 description,
                 parents,
-            } => self.roles.entry(name).or_default().push(RoleLife {
+            } => self.roles.entry(name).or_default().lives.push(RoleLife {
                 versions: vec![RoleVersion {
                     stamp,
                     description,
@@ -324,13 +354,15 @@ impl Policy {
                 migrated_from,
             } => {
                 let i = self.assignments.len();
-                self.principal_assignments
+                self.principals
                     .entry(principal.clone())
                     .or_default()
+                    .assignments
                     .push(i);
-                self.role_assignments
+                self.roles
                     .entry(role.clone())
                     .or_default()
+                    .assignments
                     .push(i);
                 self.assignment_ids.insert(id.clone(), i);
                 self.assignments.push(Assignment {
@@ -391,7 +423,7 @@ impl Policy {
     fn live_role_mut(&mut self, name: &str) -> Option<&mut RoleLife> {
         self.roles
             .get_mut(name)
-            .and_then(|lives| lives.last_mut())
+            .and_then(|e| e.lives.last_mut())
             .filter(|l| l.deleted.is_none())
     }
 
@@ -412,24 +444,32 @@ impl Policy {
     /// The parents of `role` as of `as_of`, with the stamp of the event that set them (`None` for
     /// a built-in role); `None` when the role did not exist then.
     pub fn parents_at(&self, role: &str, as_of: AsOf) -> Option<(&[String], Option<Stamp>)> {
-        if let Some(parents) = self.builtin_parents.get(role) {
-            return Some((parents, None));
+        self.role_at(role, as_of)
+            .map(|(_, parents, stamp)| (parents, stamp))
+    }
+
+    /// What the policy keeps of `role`, with its parents and their stamp as of `as_of`; `None`
+    /// when the role did not exist then. One lookup, for the walk of a check.
+    pub(super) fn role_at(
+        &self,
+        role: &str,
+        as_of: AsOf,
+    ) -> Option<(&RoleEntry, &[String], Option<Stamp>)> {
+        let entry = self.roles.get(role)?;
+        if let Some(parents) = &entry.builtin_parents {
+            return Some((entry, parents, None));
         }
-        let life = self.role_life_at(role, as_of)?;
+        let life = entry
+            .lives
+            .iter()
+            .rev()
+            .find(|l| l.created().is_some_and(|c| as_of.sees(c, l.deleted)))?;
         let version = life
             .versions
             .iter()
             .rev()
             .find(|v| v.stamp.position <= as_of.position)?;
-        Some((&version.parents, Some(version.stamp)))
-    }
-
-    fn role_life_at(&self, role: &str, as_of: AsOf) -> Option<&RoleLife> {
-        self.roles
-            .get(role)?
-            .iter()
-            .rev()
-            .find(|l| l.created().is_some_and(|c| as_of.sees(c, l.deleted)))
+        Some((entry, &version.parents, Some(version.stamp)))
     }
 
     /// Whether `role` exists now (built-in or live custom role).
@@ -438,7 +478,7 @@ impl Policy {
             || self
                 .roles
                 .get(role)
-                .and_then(|l| l.last())
+                .and_then(|e| e.lives.last())
                 .is_some_and(|l| l.deleted.is_none())
     }
 
@@ -446,8 +486,8 @@ impl Policy {
     pub fn custom_roles(&self) -> BTreeMap<&str, &RoleVersion> {
         self.roles
             .iter()
-            .filter_map(|(name, lives)| {
-                let life = lives.last().filter(|l| l.deleted.is_none())?;
+            .filter_map(|(name, entry)| {
+                let life = entry.lives.last().filter(|l| l.deleted.is_none())?;
                 Some((name.as_str(), life.versions.last()?))
             })
             .collect()
@@ -493,11 +533,7 @@ impl Policy {
 
     /// The principals that appear in a grant or an assignment, in no particular order.
     pub fn principals(&self) -> BTreeSet<&str> {
-        self.principal_grants
-            .keys()
-            .chain(self.principal_assignments.keys())
-            .map(String::as_str)
-            .collect()
+        self.principals.keys().map(String::as_str).collect()
     }
 
     /// The roles `role` reaches as of `as_of`: itself and every ancestor through parents, each
@@ -523,8 +559,8 @@ impl Policy {
     pub fn role_grants_reached(&self, role: &str, as_of: AsOf) -> Vec<&Grant> {
         self.roles_reached(role, as_of)
             .into_iter()
-            .filter_map(|r| self.role_grants.get(r))
-            .flat_map(|by| by.values().flat_map(|actions| actions.values()))
+            .filter_map(|r| self.roles.get(r))
+            .flat_map(|e| e.grants.values())
             .flatten()
             .filter_map(|i| self.grants.get(*i))
             .filter(|g| as_of.sees(g.created, g.ended.map(|e| e.0)))
@@ -533,9 +569,9 @@ impl Policy {
 
     /// The assignments of `principal` in force as of `as_of` (existing, window active).
     pub fn assignments_of(&self, principal: &str, as_of: AsOf) -> Vec<&Assignment> {
-        self.principal_assignments
+        self.principals
             .get(principal)
-            .map_or(&[][..], Vec::as_slice)
+            .map_or(&[][..], |e| e.assignments.as_slice())
             .iter()
             .filter_map(|i| self.assignments.get(*i))
             .filter(|a| {
@@ -559,10 +595,10 @@ impl Policy {
 
     /// The grants made directly to `principal` that existed as of `as_of`.
     pub fn principal_grants_of(&self, principal: &str, as_of: AsOf) -> Vec<&Grant> {
-        self.principal_grants
+        self.principals
             .get(principal)
             .into_iter()
-            .flat_map(|by| by.values().flat_map(|actions| actions.values()))
+            .flat_map(|e| e.grants.values())
             .flatten()
             .filter_map(|i| self.grants.get(*i))
             .filter(|g| as_of.sees(g.created, g.ended.map(|e| e.0)))
