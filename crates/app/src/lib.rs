@@ -23,6 +23,7 @@ pub mod bootstrap;
 pub mod clock;
 pub mod commands;
 pub mod error;
+mod follower;
 pub mod identity;
 pub mod mfa;
 pub mod operations;

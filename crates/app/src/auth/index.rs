@@ -17,7 +17,6 @@ use custodian_domain::tenant::{TenantEvent, TenantStatus};
 use custodian_domain::user::{UserEvent, UserKind, UserStatus};
 use custodian_domain::{DomainEvent, EventRecord, Timestamp};
 use custodian_store::EventStore;
-use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -129,22 +128,8 @@ impl AuthIndex {
             }
         });
         let follower = index.clone();
-        tokio::spawn(async move {
-            let mut events = Box::pin(custodian_store::follow(store, 1));
-            loop {
-                let next = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    next = events.next() => next,
-                };
-                match next {
-                    Some(Ok(record)) => follower.apply(&record),
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "authentication index cannot read the log; retrying");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    None => return,
-                }
-            }
+        crate::follower::spawn(store, "the authentication index", shutdown, move |record| {
+            follower.apply(record);
         });
         index
     }

@@ -13,7 +13,6 @@ use custodian_domain::tenant::TenantEvent;
 use custodian_domain::user::UserEvent;
 use custodian_domain::{DomainEvent, EventRecord, Timestamp};
 use custodian_store::EventStore;
-use futures::StreamExt as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -73,22 +72,8 @@ impl PolicyIndex {
             wait,
         });
         let follower = index.clone();
-        tokio::spawn(async move {
-            let mut events = Box::pin(custodian_store::follow(store, 1));
-            loop {
-                let next = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    next = events.next() => next,
-                };
-                match next {
-                    Some(Ok(record)) => follower.apply(&record),
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "authorization index cannot read the log; retrying");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    None => return,
-                }
-            }
+        crate::follower::spawn(store, "the authorization index", shutdown, move |record| {
+            follower.apply(record);
         });
         index
     }

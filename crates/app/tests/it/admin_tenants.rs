@@ -10,9 +10,9 @@ use custodian_app::auth::index::Refusal;
 use custodian_app::commands::{self, Context};
 use custodian_app::{AppError, Clock, identity, stream};
 use custodian_domain::id::type_id;
-use custodian_domain::secret::{Sealed, TokenHash};
+use custodian_domain::secret::TokenHash;
 use custodian_domain::session::{self, SessionCommand};
-use custodian_domain::user::{self, LoginMethod, ROLE_TENANT_ADMIN, UserCommand, UserKind};
+use custodian_domain::user::{LoginMethod, ROLE_TENANT_ADMIN};
 use custodian_domain::{Actor, EventRecord};
 
 use crate::support::{START, TestApp};
@@ -60,7 +60,7 @@ async fn events_of(t: &TestApp, name: &str) -> Vec<EventRecord> {
 /// A user of `tenant` with `roles` and a live session, written to the log as a login would leave
 /// them, and an access token for that session.
 async fn member(t: &TestApp, tenant: &str, roles: &[&str]) -> (Principal, String) {
-    let user_id = type_id("user", uuid::Uuid::now_v7());
+    let user_id = t.user_with_roles(tenant, roles).await;
     let session_id = type_id("sess", uuid::Uuid::now_v7());
     let now = t.clock.now();
     let ctx = Context {
@@ -68,30 +68,6 @@ async fn member(t: &TestApp, tenant: &str, roles: &[&str]) -> (Principal, String
         now,
         correlation_id: None,
     };
-    let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
-    commands::execute(
-        &t.app.store,
-        None,
-        &stream(tenant, "user", &user_id).unwrap(),
-        &ctx,
-        None,
-        user::evolve,
-        |u| {
-            user::decide(
-                u.as_ref(),
-                UserCommand::Create {
-                    kind: UserKind::Person,
-                    email: Sealed("v1.sealed-email".into()),
-                    name: Sealed("v1.sealed-name".into()),
-                    email_index: format!("{:064x}", uuid::Uuid::now_v7().as_u128()),
-                    roles: roles.clone(),
-                    credential: Some(Sealed("v1.sealed-password".into())),
-                },
-            )
-        },
-    )
-    .await
-    .unwrap();
     commands::execute(
         &t.app.store,
         None,
@@ -119,7 +95,13 @@ async fn member(t: &TestApp, tenant: &str, roles: &[&str]) -> (Principal, String
         .app
         .security
         .signer
-        .issue(&user_id, tenant, &session_id, roles, now.as_datetime())
+        .issue(
+            &user_id,
+            tenant,
+            &session_id,
+            roles.iter().map(|r| (*r).to_owned()).collect(),
+            now.as_datetime(),
+        )
         .unwrap();
     (t.principal(tenant, &user_id, &session_id).await, token)
 }

@@ -4,12 +4,8 @@
 use custodian_app::authz::check::{self, CheckRequest, VerdictView};
 use custodian_app::authz::manage;
 use custodian_app::authz::migrate;
-use custodian_app::commands::{self, Context};
-use custodian_app::{Clock, stream};
-use custodian_domain::id::type_id;
 use custodian_domain::policy::PolicyEvent;
-use custodian_domain::secret::Sealed;
-use custodian_domain::user::{self, ROLE_TENANT_ADMIN, UserCommand, UserKind};
+use custodian_domain::user::ROLE_TENANT_ADMIN;
 use custodian_domain::{Actor, DomainEvent as _, EventRecord};
 
 use crate::support::TestApp;
@@ -17,37 +13,7 @@ use crate::support::TestApp;
 /// A person of `tenant` created with `roles`, as the earlier model wrote them: the roles named in
 /// their `user.created`. Answers their id.
 async fn legacy_user(t: &TestApp, tenant: &str, roles: &[&str]) -> String {
-    let user_id = type_id("user", uuid::Uuid::now_v7());
-    let ctx = Context {
-        actor: Actor::system(),
-        now: t.clock.now(),
-        correlation_id: None,
-    };
-    let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
-    commands::execute(
-        &t.app.store,
-        None,
-        &stream(tenant, "user", &user_id).unwrap(),
-        &ctx,
-        None,
-        user::evolve,
-        |u| {
-            user::decide(
-                u.as_ref(),
-                UserCommand::Create {
-                    kind: UserKind::Person,
-                    email: Sealed("v1.sealed-email".into()),
-                    name: Sealed("v1.sealed-name".into()),
-                    email_index: format!("{:064x}", uuid::Uuid::now_v7().as_u128()),
-                    roles: roles.clone(),
-                    credential: Some(Sealed("v1.sealed-password".into())),
-                },
-            )
-        },
-    )
-    .await
-    .unwrap();
-    user_id
+    t.user_with_roles(tenant, roles).await
 }
 
 /// The carried-over assignments of `tenant`'s policy stream: each record with its event.

@@ -499,6 +499,44 @@ impl TestApp {
         }
     }
 
+    /// A person of `tenant` whose `user.created` names `roles`, written straight to the log as the
+    /// earlier model wrote users (sealed fields are placeholders); answers their id.
+    pub async fn user_with_roles(&self, tenant: &str, roles: &[&str]) -> String {
+        use custodian_domain::secret::Sealed;
+        use custodian_domain::user::{self, UserCommand, UserKind};
+        let user_id = Self::new_user_id();
+        let ctx = custodian_app::commands::Context {
+            actor: custodian_domain::Actor::system(),
+            now: self.clock.now(),
+            correlation_id: None,
+        };
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        custodian_app::commands::execute(
+            &self.app.store,
+            None,
+            &custodian_app::stream(tenant, "user", &user_id).unwrap(),
+            &ctx,
+            None,
+            user::evolve,
+            |u| {
+                user::decide(
+                    u.as_ref(),
+                    UserCommand::Create {
+                        kind: UserKind::Person,
+                        email: Sealed("v1.sealed-email".into()),
+                        name: Sealed("v1.sealed-name".into()),
+                        email_index: format!("{:064x}", uuid::Uuid::now_v7().as_u128()),
+                        roles: roles.clone(),
+                        credential: Some(Sealed("v1.sealed-password".into())),
+                    },
+                )
+            },
+        )
+        .await
+        .unwrap();
+        user_id
+    }
+
     /// Assigns `role` to `principal` on the whole of `tenant`, as the platform administrator;
     /// answers the assignment's id.
     pub async fn assign(&self, tenant: &str, principal: &str, role: &str) -> String {
