@@ -137,6 +137,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await?;
     let projections = state.projections.clone();
+    let decisions = state.decisions.clone();
     let mut state = state;
     let relay_task = match &config.nats_url {
         Some(url) => {
@@ -160,6 +161,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     workers.cancel();
+    // Decisions queued before shutdown are written before the store closes.
+    decisions.stopped().await;
     projections.stop().await;
     if let Some(task) = relay_task {
         let _ = task.await;

@@ -81,6 +81,7 @@ impl App {
         let db = ViewDb::open(location)
             .await
             .context("cannot open the views' database")?;
+        let stop_migrating = shutdown.clone();
         let policy = authz::PolicyIndex::start(store.clone(), options.index_wait, shutdown.clone());
         let decisions =
             authz::DecisionLog::start(store.clone(), options.decision_log, shutdown.clone());
@@ -113,11 +114,18 @@ impl App {
         };
         let migrating = app.clone();
         tokio::spawn(async move {
-            // Retried until the indexes have caught up with a long log.
+            // Retried until the indexes have caught up with a long log; stops with the service.
             for _ in 0..600 {
-                match authz::migrate::tenant_admins(&migrating).await {
+                let outcome = tokio::select! {
+                    () = stop_migrating.cancelled() => return,
+                    outcome = authz::migrate::tenant_admins(&migrating) => outcome,
+                };
+                match outcome {
                     Err(AppError::Unavailable { .. }) => {
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        tokio::select! {
+                            () = stop_migrating.cancelled() => return,
+                            () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                        }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot carry tenant_admin over to the policy");
