@@ -1,6 +1,7 @@
 //! Server configuration: command-line flags, then `CUSTODIAN_*` environment variables, then an
 //! optional TOML file, then defaults.
 
+use custodian_app::ratelimit::{RateTier, RateTiers};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -141,6 +142,18 @@ pub struct FileConfig {
     trusted_proxies: Option<String>,
     decision_log: Option<String>,
     metrics_token: Option<String>,
+    rate_limits: Option<RateLimitsFile>,
+}
+
+/// `[rate_limits.free]`, `[rate_limits.team]`, `[rate_limits.enterprise]`: each plan's request
+/// rates, each `tenant = { limit = 1200, window_seconds = 60 }` and `principal = { ... }`; a plan
+/// not given keeps its defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitsFile {
+    free: Option<RateTier>,
+    team: Option<RateTier>,
+    enterprise: Option<RateTier>,
 }
 
 /// Where the log lives.
@@ -245,6 +258,8 @@ pub struct Config {
     pub decision_log: custodian_app::authz::DecisionLogMode,
     /// The bearer token that may scrape `/metrics`.
     pub metrics_token: Option<String>,
+    /// Request rates by plan.
+    pub rate_tiers: RateTiers,
 }
 
 /// Why the configuration cannot be used.
@@ -356,6 +371,13 @@ impl Config {
                 "metrics_token must be at least 16 characters".into(),
             ));
         }
+        let mut rate_tiers = RateTiers::default();
+        if let Some(given) = file.rate_limits {
+            rate_tiers.free = given.free.unwrap_or(rate_tiers.free);
+            rate_tiers.team = given.team.unwrap_or(rate_tiers.team);
+            rate_tiers.enterprise = given.enterprise.unwrap_or(rate_tiers.enterprise);
+        }
+        rate_tiers.validate().map_err(ConfigError::Invalid)?;
         let trusted_proxies = parse_proxies(
             args.trusted_proxies
                 .or(file.trusted_proxies)
@@ -404,6 +426,7 @@ impl Config {
             trusted_proxies,
             decision_log,
             metrics_token,
+            rate_tiers,
         })
     }
 }
@@ -425,6 +448,7 @@ impl Config {
             trusted_proxies: self.trusted_proxies.clone(),
             decision_log: self.decision_log,
             metrics_token: self.metrics_token.clone(),
+            rate_tiers: self.rate_tiers,
         }
     }
 }
@@ -488,6 +512,32 @@ mod tests {
         );
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.max_event_bytes, 4096);
+    }
+
+    #[test]
+    fn a_plan_s_rate_limits_come_from_the_file_and_the_others_keep_their_defaults() {
+        let f = file(
+            r#"
+            [rate_limits.team]
+            tenant = { limit = 20000, window_seconds = 60 }
+            principal = { limit = 50, window_seconds = 1 }
+            "#,
+        );
+        let c = Config::merge(ServeArgs::default(), f).unwrap();
+        let defaults = RateTiers::default();
+        assert_eq!(c.rate_tiers.team.tenant.limit, 20_000);
+        assert_eq!(c.rate_tiers.team.principal.window_seconds, 1);
+        assert_eq!(c.rate_tiers.free, defaults.free);
+        assert_eq!(c.rate_tiers.enterprise, defaults.enterprise);
+        let zero = file(
+            r#"
+            [rate_limits.free]
+            tenant = { limit = 0, window_seconds = 60 }
+            principal = { limit = 5, window_seconds = 60 }
+            "#,
+        );
+        let err = Config::merge(ServeArgs::default(), zero).unwrap_err();
+        assert!(err.to_string().contains("plan free"), "{err}");
     }
 
     #[test]

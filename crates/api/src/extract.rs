@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use utoipa::IntoParams;
 
+use crate::ratelimit::RateLimitSlot;
 use crate::respond::Problem;
 use crate::state::AppState;
 
@@ -112,6 +113,17 @@ impl FromRequestParts<AppState> for Principal {
         let mut principal = custodian_app::identity::authenticate(&state.app, token).await?;
         let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
         principal.ip = ip;
+        let admission = custodian_app::ratelimit::admit(&state.app, &principal);
+        let refused = admission.retry_after;
+        if let Some(slot) = parts.extensions.get::<RateLimitSlot>() {
+            slot.set(admission);
+        }
+        if let Some(retry_after) = refused {
+            return Err(Problem::rate_limited(
+                "too many requests for this tenant's plan or this caller; retry after `Retry-After`",
+                retry_after,
+            ));
+        }
         Ok(principal)
     }
 }

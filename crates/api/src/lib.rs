@@ -15,6 +15,7 @@ pub mod extract;
 pub mod handlers;
 pub mod metrics;
 pub mod openapi;
+pub mod ratelimit;
 pub mod respond;
 pub mod server;
 pub mod state;

@@ -97,6 +97,52 @@ pub fn document_read_your_writes(openapi: &mut Document) {
     }
 }
 
+/// Adds the rate-limit headers to every answer of the operations that authenticate their caller
+/// (those that can answer 401), which carry them.
+pub fn document_rate_limits(openapi: &mut Document) {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::{ObjectBuilder, RefOr, Type};
+    let header = |description: &str| {
+        HeaderBuilder::new()
+            .schema(ObjectBuilder::new().schema_type(Type::String))
+            .description(Some(description))
+            .build()
+    };
+    for item in openapi.paths.paths.values_mut() {
+        for operation in [
+            item.get.as_mut(),
+            item.post.as_mut(),
+            item.put.as_mut(),
+            item.patch.as_mut(),
+            item.delete.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let responses = &mut operation.responses.responses;
+            if !responses.contains_key("401") {
+                continue;
+            }
+            for (status, response) in responses.iter_mut() {
+                let RefOr::T(response) = response else {
+                    continue;
+                };
+                if status == "401" {
+                    continue;
+                }
+                response.headers.insert(
+                    "RateLimit-Policy".to_owned(),
+                    header("The caller's rate limits: `\"tenant\";q=1200;w=60, \"principal\";q=600;w=60` (and `\"key\"` for a key with its own limit); q requests per w seconds"),
+                );
+                response.headers.insert(
+                    "RateLimit".to_owned(),
+                    header("Where each limit stands: `\"tenant\";r=1187;t=1`, r requests left, t seconds until all are back"),
+                );
+            }
+        }
+    }
+}
+
 /// The read-your-writes request header, as the document names it.
 const CUSTODIAN_MIN_POSITION_HEADER: &str = "Custodian-Min-Position";
 
@@ -216,6 +262,11 @@ pub enum AuthProblems {
     /// act (code `unauthenticated`).
     #[response(status = 401, content_type = "application/problem+json")]
     Unauthenticated(ProblemDocument<'static>),
+    /// The tenant's plan, the caller or its key made more requests than their rate limit allows;
+    /// retry after `Retry-After` (code `rate_limited`; `RateLimit-Policy` and `RateLimit` say
+    /// which limit).
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(ProblemDocument<'static>),
     /// The store or the authentication index is busy; retry after `Retry-After` (code
     /// `unavailable`).
     #[response(status = 503, content_type = "application/problem+json")]

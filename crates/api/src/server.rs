@@ -43,6 +43,7 @@ use crate::{consistency, handlers};
 pub fn router(state: AppState) -> Router {
     let (routes, mut document) = documented_routes().split_for_parts();
     openapi::document_read_your_writes(&mut document);
+    openapi::document_rate_limits(&mut document);
     routes
         .layer(Extension(Arc::new(document)))
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             consistency::read_your_writes,
         ))
+        .layer(middleware::from_fn(crate::ratelimit::headers))
         .layer(middleware::from_fn(log_internal_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

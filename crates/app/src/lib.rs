@@ -27,6 +27,7 @@ mod follower;
 pub mod identity;
 pub mod mfa;
 pub mod operations;
+pub mod ratelimit;
 pub mod sessions;
 pub mod signing;
 pub mod users;

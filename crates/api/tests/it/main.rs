@@ -7,4 +7,5 @@ mod consistency;
 mod frame;
 mod fuzz;
 mod openapi;
+mod ratelimit_http;
 mod support;

@@ -242,3 +242,52 @@ pub async fn create_user(app: &App, as_token: &str, tenant: &str, body: Value) -
     .await;
     expect(r, 201).await
 }
+
+/// A server on a fresh SQLite ledger whose time is `clock`, with its platform administrator
+/// logged in.
+pub async fn setup_clocked(
+    identity: custodian_app::SecurityOptions,
+    clock: Arc<custodian_app::ManualClock>,
+) -> Admined {
+    let dir = tempfile::tempdir().unwrap();
+    let db_file = dir.path().join("custodian.db");
+    let location = db_file.display().to_string();
+    let store = custodian_store::open(&location, StoreOptions::default())
+        .await
+        .unwrap();
+    let app = custodian_app::App::start(
+        store.clone(),
+        &location,
+        custodian_projections::all(),
+        identity,
+        clock,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let state = AppState {
+        app,
+        read_wait: Duration::from_secs(5),
+        relay: None,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = router(state.clone());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            served.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let app = App {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        store,
+        state,
+        _dir: Some(dir),
+    };
+    let root = root_token(&app).await;
+    Admined { app, db_file, root }
+}

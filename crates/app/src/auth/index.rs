@@ -13,7 +13,7 @@ use std::time::Duration;
 use custodian_domain::email::EmailEvent;
 use custodian_domain::secret::Sealed;
 use custodian_domain::session::SessionEvent;
-use custodian_domain::tenant::{TenantEvent, TenantStatus};
+use custodian_domain::tenant::{Plan, TenantEvent, TenantStatus};
 use custodian_domain::user::{UserEvent, UserKind, UserStatus};
 use custodian_domain::{DomainEvent, EventRecord, Timestamp};
 use custodian_store::EventStore;
@@ -61,6 +61,8 @@ pub struct IndexedSession {
 #[derive(Debug, Default)]
 struct State {
     tenants: HashMap<String, TenantStatus>,
+    /// Tenant → its plan.
+    plans: HashMap<String, Plan>,
     users: HashMap<(String, String), IndexedUser>,
     sessions: HashMap<String, IndexedSession>,
     user_sessions: HashMap<(String, String), Vec<String>>,
@@ -223,6 +225,15 @@ impl AuthIndex {
                 .is_ok_and(|s| s.tenants.contains_key(tenant))
     }
 
+    /// A tenant's plan (`free` for one the index does not know).
+    pub fn plan(&self, tenant: &str) -> Plan {
+        self.state
+            .read()
+            .ok()
+            .and_then(|s| s.plans.get(tenant).copied())
+            .unwrap_or(Plan::Free)
+    }
+
     /// A user as the index knows them.
     pub fn user(&self, tenant: &str, user_id: &str) -> Option<IndexedUser> {
         self.state
@@ -304,7 +315,14 @@ fn apply(state: &mut State, record: &EventRecord) {
     let (t, schema, data) = (record.event_type.as_str(), record.schema, &record.data);
     match record.stream.aggregate() {
         "tenant" => match TenantEvent::decode(t, schema, data) {
-            Ok(TenantEvent::Created { .. } | TenantEvent::Reactivated) => {
+            Ok(TenantEvent::Created { plan, .. }) => {
+                state.tenants.insert(id.to_owned(), TenantStatus::Active);
+                state.plans.insert(id.to_owned(), plan);
+            }
+            Ok(TenantEvent::PlanChanged { plan }) => {
+                state.plans.insert(id.to_owned(), plan);
+            }
+            Ok(TenantEvent::Reactivated) => {
                 state.tenants.insert(id.to_owned(), TenantStatus::Active);
             }
             Ok(TenantEvent::Suspended { .. }) => {

@@ -73,6 +73,8 @@ pub struct SecurityOptions {
     pub decision_log: crate::authz::DecisionLogMode,
     /// The bearer token that may scrape the metrics without signing in.
     pub metrics_token: Option<String>,
+    /// Request rates by plan.
+    pub rate_tiers: crate::ratelimit::RateTiers,
 }
 
 impl SecurityOptions {
@@ -88,6 +90,7 @@ impl SecurityOptions {
             trusted_proxies: Vec::new(),
             decision_log: crate::authz::DecisionLogMode::All,
             metrics_token: None,
+            rate_tiers: crate::ratelimit::RateTiers::default(),
         }
     }
 }
@@ -121,6 +124,10 @@ pub struct Security {
     pub issuer: String,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Request rates by plan.
+    pub rate_tiers: crate::ratelimit::RateTiers,
+    /// This node's rate-limit buckets.
+    pub ratelimits: crate::ratelimit::RateLimiter,
     /// SHA-256 of the bearer token that may scrape the metrics.
     metrics_token: Option<[u8; 32]>,
     /// Unwrapped data keys of users who are not erased.
@@ -203,6 +210,8 @@ impl Security {
             lifetimes: Lifetimes::default(),
             issuer: options.issuer,
             trusted_proxies: options.trusted_proxies,
+            rate_tiers: options.rate_tiers,
+            ratelimits: crate::ratelimit::RateLimiter::default(),
             metrics_token: options
                 .metrics_token
                 .as_deref()
