@@ -94,10 +94,9 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| Problem::unauthenticated("send Authorization: Bearer <access token>"))?;
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            Problem::unauthenticated("send Authorization: Bearer <access token or API key>")
+        })?;
         let token = header
             .to_str()
             .ok()
@@ -108,11 +107,10 @@ impl FromRequestParts<AppState> for Principal {
             .map(str::trim)
             .ok_or_else(|| {
                 Problem::unauthenticated("the Authorization header must be `Bearer <access token>`")
-            })?;
-        let mut principal = custodian_app::identity::authenticate(&state.app, token).await?;
+            })?
+            .to_owned();
         let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
-        principal.ip = ip;
-        Ok(principal)
+        Ok(custodian_app::identity::authenticate_from(&state.app, &token, ip).await?)
     }
 }
 

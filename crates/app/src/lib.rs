@@ -25,6 +25,7 @@ pub mod commands;
 pub mod error;
 mod follower;
 pub mod identity;
+pub mod keys;
 pub mod mfa;
 pub mod operations;
 pub mod sessions;
@@ -64,6 +65,8 @@ pub struct App {
     pub policy: Arc<authz::PolicyIndex>,
     /// The decision log's writer.
     pub decisions: Arc<authz::DecisionLog>,
+    /// API keys: the index that verifies them and the recorder of their usage.
+    pub keys: Arc<keys::Keys>,
 }
 
 impl App {
@@ -85,6 +88,7 @@ impl App {
         let policy = authz::PolicyIndex::start(store.clone(), options.index_wait, shutdown.clone());
         let decisions =
             authz::DecisionLog::start(store.clone(), options.decision_log, shutdown.clone());
+        let index_wait = options.index_wait;
         let security = Security::start(
             options,
             db.clone(),
@@ -93,6 +97,13 @@ impl App {
             shutdown.clone(),
         )
         .await?;
+        let keys = keys::Keys::start(
+            store.clone(),
+            &security.keyring,
+            clock.clone(),
+            index_wait,
+            shutdown.clone(),
+        );
         let projections = Projections::start(
             db.clone(),
             store.clone(),
@@ -111,6 +122,7 @@ impl App {
             clock,
             policy,
             decisions,
+            keys,
         };
         let migrating = app.clone();
         tokio::spawn(async move {
