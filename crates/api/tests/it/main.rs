@@ -6,5 +6,6 @@ mod authz_input;
 mod consistency;
 mod frame;
 mod fuzz;
+mod keys;
 mod openapi;
 mod support;

@@ -353,8 +353,8 @@ pub struct KeyView {
     pub last_used_at: Option<String>,
     /// Valid uses recorded.
     pub uses: u64,
-    /// The position of its `key.issued`.
-    pub position: u64,
+    /// The log position of its `key.issued`.
+    pub issued_position: u64,
 }
 
 /// A page of keys, by id (creation order).
@@ -719,7 +719,7 @@ fn key_view(app: &App, r: view::KeyRow, now: Timestamp) -> Result<KeyView, AppEr
         revoked_at: r.revoked_at,
         last_used_at: r.last_used_at,
         uses: r.uses,
-        position: r.created_position,
+        issued_position: r.created_position,
     })
 }
 
