@@ -668,3 +668,132 @@ async fn listings_filter_keys_by_owner_and_status() {
     .unwrap_err();
     assert!(matches!(e, AppError::Invalid(_)), "{e:?}");
 }
+
+/// Scopes a creator may ask for: concrete permissions, patterns, and some no built-in role holds.
+const POOL: &[&str] = &[
+    "key:read",
+    "key:create",
+    "key:verify",
+    "key:delete",
+    "key:*",
+    "user:read",
+    "user:create",
+    "user:delete",
+    "grant:create",
+    "role:*",
+    "tenant:read",
+    "tenant:update",
+    "usage:create",
+    "audit:export",
+    "*:read",
+    "*:*",
+];
+
+/// Concrete permissions a key's rights are compared on.
+const CONCRETE: &[&str] = &[
+    "key:read",
+    "key:create",
+    "key:verify",
+    "key:delete",
+    "key:rotate",
+    "user:read",
+    "user:create",
+    "user:delete",
+    "grant:create",
+    "role:update",
+    "tenant:read",
+    "tenant:update",
+    "usage:create",
+    "audit:export",
+    "quota:read",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatever_is_asked_a_key_never_holds_what_its_creator_lacks() {
+    use custodian_domain::policy::{Permission, Resource};
+    use proptest::prelude::*;
+    use proptest::test_runner::{RngSeed, TestRunner};
+
+    let w = world().await;
+    let mut creators = Vec::new();
+    for role in ["viewer", "developer", "manager", "admin"] {
+        let u = w.t.user_with_roles("acme", &[]).await;
+        w.t.assign("acme", &u, role).await;
+        creators.push(w.t.principal("acme", &u, "sess_creator").await);
+    }
+    let ada = w.ada().await;
+    let handle = tokio::runtime::Handle::current();
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 40,
+        rng_seed: RngSeed::Fixed(0x6b65_7973),
+        failure_persistence: None,
+        max_shrink_iters: 32,
+        ..ProptestConfig::default()
+    });
+    let case = (
+        0..creators.len(),
+        proptest::sample::subsequence(POOL, 1..5),
+        0..3usize,
+        any::<bool>(),
+    );
+    let item = Resource::parse("key/key_x").unwrap();
+    let targets = [Target::Tenant, Target::Type("key"), Target::Resource(&item)];
+    let result = tokio::task::block_in_place(|| {
+        runner.run(&case, |(c, scopes, on, owned_by_ada)| {
+            handle.block_on(async {
+                let creator = &creators[c];
+                let on_body = match on {
+                    0 => None,
+                    1 => Some(KeyScopeBody::ResourceType("key".into())),
+                    _ => Some(KeyScopeBody::Resource("key/key_x".into())),
+                };
+                let on_target = targets[on];
+                let mut req = request(&scopes);
+                req.on = on_body;
+                if owned_by_ada {
+                    req.owner = Some(w.ada.user_id.clone());
+                }
+                let held = |p: &Principal, s: &str, t: Target<'_>| {
+                    access::holds(&w.t.app, p, "acme", &Permission::parse(s).unwrap(), t).unwrap()
+                };
+                match keys::create_key(&w.t.app, creator, "acme", req).await {
+                    Ok(made) => {
+                        for s in &scopes {
+                            prop_assert!(held(creator, s, on_target), "{s} issued unheld");
+                        }
+                        let as_key = custodian_app::identity::authenticate(&w.t.app, &made.key)
+                            .await
+                            .unwrap();
+                        for p in CONCRETE {
+                            for t in targets {
+                                if held(&as_key, p, t) {
+                                    prop_assert!(
+                                        held(creator, p, t),
+                                        "the key holds {p} on {t:?}, its creator does not"
+                                    );
+                                    prop_assert!(held(&ada, p, t) || !owned_by_ada);
+                                }
+                            }
+                        }
+                    }
+                    Err(AppError::MissingScopes { missing, .. }) => {
+                        prop_assert!(!missing.is_empty());
+                        for m in &missing {
+                            prop_assert!(scopes.contains(&m.as_str()));
+                            prop_assert!(!held(creator, m, on_target), "{m} refused but held");
+                        }
+                    }
+                    Err(AppError::Forbidden(_)) => {
+                        // The viewer may not create keys at all.
+                        prop_assert!(!held(creator, "key:create", Target::Tenant));
+                    }
+                    Err(e) => prop_assert!(false, "{e:?}"),
+                }
+                Ok(())
+            })
+        })
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
