@@ -7,7 +7,7 @@ use custodian_app::keys::{
     self, CreateKeyRequest, KeyListQuery, KeyScopeBody, RotateKeyRequest, UpdateKeyRequest,
     UsageLimitBody,
 };
-use custodian_app::{AppError, Principal, access};
+use custodian_app::{AppError, Clock as _, Principal, access};
 use custodian_domain::key::KeyEvent;
 use custodian_domain::policy::Target;
 use custodian_domain::tenant::TenantCommand;
@@ -796,4 +796,32 @@ async fn whatever_is_asked_a_key_never_holds_what_its_creator_lacks() {
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+#[tokio::test]
+async fn a_restarted_index_takes_the_usage_left_from_the_recorded_windows() {
+    let w = world().await;
+    let mut metered = request(&["key:read"]);
+    metered.usage_limit = Some(UsageLimitBody {
+        remaining: 10,
+        refill: None,
+    });
+    let issued = w.issue(metered).await;
+    for _ in 0..3 {
+        assert_eq!(w.code(verifying(&issued.key)).await, VerifyCode::Valid);
+    }
+    w.t.advance(60);
+    assert_eq!(w.t.app.keys.recorder.record(false).await, 1);
+    // A new index on the same log, as after a restart: it replays the issue and the recorded
+    // window, not the counters of the process that wrote them.
+    let fresh = keys::KeyIndex::start(
+        w.t.app.store.clone(),
+        std::time::Duration::from_secs(5),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    fresh.catch_up().await.unwrap();
+    let entry = fresh.get(&issued.id).unwrap();
+    assert_eq!(fresh.remaining(&entry, w.t.clock.now()), Some(7));
+    assert_eq!(fresh.consume(&entry, 7, w.t.clock.now()), Ok(Some(0)));
+    assert!(fresh.consume(&entry, 1, w.t.clock.now()).is_err());
 }
