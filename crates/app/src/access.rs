@@ -8,6 +8,8 @@
 //! them (404), so existence does not leak across tenants. Platform-wide operations (creating and
 //! listing tenants, changing a tenant's plan or standing) are decided by the policy of `_system`.
 //! Nobody disables or erases themselves, and nobody grants or assigns what they do not hold.
+//! A caller authenticated with an API key acts as the key's owner, but holds only what the key's
+//! scopes (and `on`) cover, even when the owner is a platform administrator.
 
 use std::net::IpAddr;
 
