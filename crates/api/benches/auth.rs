@@ -53,7 +53,14 @@
 //!    server with it off (`--decision-log none`). The table gives each p99 over the same server's
 //!    `/healthz`, and the events the decision log appended.
 //!
-//! `BENCH_PART=login`, `BENCH_PART=me` or `BENCH_PART=check` runs one part. Any setup error ends the run with a non-zero
+//! 5. **Key verification** (`BENCH_PART=verify`): on a fresh ledger, 64 API keys issued over HTTP,
+//!    then `POST /v1/keys/verify` as the platform administrator, the keys round robin, open loop at
+//!    `BENCH_RATE`, against `/healthz` in alternating slices.
+//! 6. **Keys against access tokens** (`BENCH_PART=key`): on the same kind of server, `GET
+//!    /v1/auth/me` with `Authorization: Bearer cst_...` (the 64 keys round robin) against the same
+//!    request with the administrator's access token, and `/healthz`, in alternating slices.
+//!
+//! `BENCH_PART=login`, `BENCH_PART=me`, `BENCH_PART=check`, `BENCH_PART=verify` or `BENCH_PART=key` runs one part. Any setup error ends the run with a non-zero
 //! exit status; errors during a measurement are counted in the tables.
 
 use std::error::Error;
@@ -106,6 +113,8 @@ struct Config {
     login: bool,
     me: bool,
     check: bool,
+    verify: bool,
+    key: bool,
 }
 
 fn env_number(name: &str, default: f64) -> Result<f64> {
@@ -139,9 +148,11 @@ async fn run() -> Result<()> {
         login: part.as_deref().is_none_or(|p| p == "login"),
         me: part.as_deref().is_none_or(|p| p == "me"),
         check: part.as_deref().is_none_or(|p| p == "check"),
+        verify: part.as_deref().is_none_or(|p| p == "verify"),
+        key: part.as_deref().is_none_or(|p| p == "key"),
     };
-    if !config.login && !config.me && !config.check {
-        return Err("BENCH_PART must be `login`, `me` or `check`".into());
+    if !config.login && !config.me && !config.check && !config.verify && !config.key {
+        return Err("BENCH_PART must be `login`, `me`, `check`, `verify` or `key`".into());
     }
     let binary = custodian_binary()?;
     let params = Argon2Params::default();
@@ -178,6 +189,11 @@ async fn run() -> Result<()> {
     } else {
         None
     };
+    let keys = if config.verify || config.key {
+        Some(key_part(&binary, &config).await?)
+    } else {
+        None
+    };
     eprintln!(
         "done in {:.0} s; load average {}",
         started.elapsed().as_secs_f64(),
@@ -199,6 +215,10 @@ async fn run() -> Result<()> {
     if let Some(checks) = checks {
         println!();
         print_check_table(&checks, config.rate);
+    }
+    if let Some(keys) = keys {
+        println!();
+        print_key_table(&keys, config.rate);
     }
     Ok(())
 }
@@ -1582,6 +1602,154 @@ fn print_check_table(part: &CheckPart, rate: f64) {
     for (_, _, check, _) in &part.modes {
         if let Some(e) = &check.first_error {
             println!("First error of {}: {e}", check.label);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parts 5 and 6: API keys over HTTP.
+
+/// Keys issued for the key parts.
+const BENCH_KEYS: usize = 64;
+
+/// The key parts: `/healthz` first, then each measured request, on one server.
+struct KeyPart {
+    runs: Vec<ReadRun>,
+}
+
+async fn key_part(binary: &Path, config: &Config) -> Result<KeyPart> {
+    let dir = tempfile::tempdir()?;
+    bootstrap(binary, dir.path()).await?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(MAX_IN_FLIGHT * 2)
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    let server = Server::start(binary, dir.path(), &[]).await?;
+    let outcome = key_runs(&client, &server, config).await;
+    server.stop().await;
+    outcome
+}
+
+async fn key_runs(client: &reqwest::Client, server: &Server, config: &Config) -> Result<KeyPart> {
+    let base = &server.base;
+    let admin = login(client, base, "_system", ADMIN_EMAIL, ADMIN_PASSWORD).await?;
+    let mut keys = Vec::with_capacity(BENCH_KEYS);
+    for i in 0..BENCH_KEYS {
+        let made = post_json(
+            client,
+            &format!("{base}/v1/tenants/_system/keys"),
+            Some(&admin),
+            &json!({"name": format!("bench {i}"), "scopes": ["tenant:read", "key:read"]}),
+        )
+        .await?;
+        let key = made["key"]
+            .as_str()
+            .ok_or_else(|| format!("the key answer has no key: {made}"))?;
+        keys.push(key.to_owned());
+    }
+    let bodies = keys
+        .iter()
+        .map(|k| serde_json::to_vec(&json!({ "key": k })))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let healthz = format!("{base}/healthz");
+    let me = format!("{base}/v1/auth/me");
+    let verify = format!("{base}/v1/keys/verify");
+    let admin = vec![admin];
+    let mut targets: Vec<(&'static str, &str, &[String], &[Vec<u8>])> =
+        vec![("baseline: `GET /healthz`", &healthz, &[], &[])];
+    if config.key {
+        targets.push(("`GET /v1/auth/me`, access token", &me, &admin, &[]));
+        targets.push(("`GET /v1/auth/me`, API key", &me, &keys, &[]));
+    }
+    if config.verify {
+        targets.push(("`POST /v1/keys/verify`", &verify, &admin, &bodies));
+    }
+    // One request each first, to fail early on a setup problem rather than count errors.
+    for (label, url, tokens, bodies) in &targets {
+        let mut request = match bodies.first() {
+            Some(b) => client
+                .post(*url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b.clone()),
+            None => client.get(*url),
+        };
+        if let Some(t) = tokens.first() {
+            request = request.bearer_auth(t);
+        }
+        send(request)
+            .await
+            .map_err(|e| format!("{label} failed before the run: {e}"))?;
+        open_loop(
+            client,
+            url,
+            tokens,
+            bodies,
+            config.rate,
+            WARM_UP.as_secs_f64(),
+        )
+        .await?;
+    }
+    let mut runs: Vec<ReadRun> = targets.iter().map(|t| ReadRun::empty(t.0)).collect();
+    let slices = (config.secs / SLICE.as_secs_f64()).ceil().max(1.0) as usize;
+    let slice = config.secs / slices as f64;
+    for round in 0..slices {
+        for i in 0..targets.len() {
+            let which = (i + round) % targets.len();
+            let (_, url, tokens, bodies) = targets[which];
+            let cpu = server.cpu();
+            let own = own_cpu();
+            let mut run = open_loop(client, url, tokens, bodies, config.rate, slice).await?;
+            run.server_cpu = server.cpu().saturating_sub(cpu);
+            run.client_cpu = own_cpu().saturating_sub(own);
+            runs[which].absorb(run);
+        }
+    }
+    for run in &runs {
+        eprintln!("{}: {}", run.label, run.summary());
+    }
+    Ok(KeyPart { runs })
+}
+
+fn print_key_table(part: &KeyPart, rate: f64) {
+    println!(
+        "API keys over HTTP: open loop at {} requests/s, {BENCH_KEYS} keys round robin, against `/healthz` on the same server in alternating {}-s slices",
+        thousands(rate.round() as u64),
+        SLICE.as_secs()
+    );
+    println!();
+    let mut table = Table::new([
+        "request",
+        "requests",
+        "achieved/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "p99 ratio to healthz",
+        "server CPU µs/request",
+    ]);
+    let base = part
+        .runs
+        .first()
+        .map_or(f64::NAN, |h| percentile_ms(&h.latencies, 99.0));
+    for run in &part.runs {
+        table.row([
+            run.label.to_owned(),
+            thousands(run.sent as u64),
+            thousands(run.achieved().round() as u64),
+            format!("{:.3}", percentile_ms(&run.latencies, 50.0)),
+            format!("{:.3}", percentile_ms(&run.latencies, 99.0)),
+            format!("{:.3}", percentile_ms(&run.latencies, 100.0)),
+            run.errors.to_string(),
+            format!("{:.2}", percentile_ms(&run.latencies, 99.0) / base),
+            format!("{:.1}", per_request_ms(run.server_cpu, run.sent) * 1000.0),
+        ]);
+    }
+    print!("{table}");
+    for run in &part.runs {
+        if let Some(e) = &run.first_error {
+            println!("First error of {}: {e}", run.label);
         }
     }
 }

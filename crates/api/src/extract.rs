@@ -95,10 +95,9 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| Problem::unauthenticated("send Authorization: Bearer <access token>"))?;
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            Problem::unauthenticated("send Authorization: Bearer <access token or API key>")
+        })?;
         let token = header
             .to_str()
             .ok()
@@ -109,10 +108,10 @@ impl FromRequestParts<AppState> for Principal {
             .map(str::trim)
             .ok_or_else(|| {
                 Problem::unauthenticated("the Authorization header must be `Bearer <access token>`")
-            })?;
-        let mut principal = custodian_app::identity::authenticate(&state.app, token).await?;
+            })?
+            .to_owned();
         let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
-        principal.ip = ip;
+        let principal = custodian_app::identity::authenticate_from(&state.app, &token, ip).await?;
         let admission = custodian_app::ratelimit::admit(&state.app, &principal);
         let refused = admission.retry_after;
         if let Some(slot) = parts.extensions.get::<RateLimitSlot>() {
@@ -120,7 +119,7 @@ impl FromRequestParts<AppState> for Principal {
         }
         if let Some(retry_after) = refused {
             return Err(Problem::rate_limited(
-                "too many requests for this tenant's plan or this caller; retry after `Retry-After`",
+                "too many requests for this tenant's plan, this caller or this key; retry after `Retry-After`",
                 retry_after,
             ));
         }

@@ -29,6 +29,7 @@ use crate::respond::{PROBLEM_JSON, ProblemDocument};
         (name = "account", description = "What an authenticated user does for themselves: their profile, sessions, password and TOTP."),
         (name = "tenants", description = "Tenants: creating, listing, renaming, re-planning, suspending and reactivating them (platform administrators)."),
         (name = "users", description = "Users of a tenant, for its administrators: creating and inviting them, their profiles, disabling, erasure, password resets, sessions and credential status."),
+        (name = "keys", description = "API keys: issuing them (the full key is shown once), listing, changing, rotating with a grace period and revoking them, and verifying a key for another service. A key authenticates as `Authorization: Bearer cst_...`, limited to its scopes."),
         (name = "authorization", description = "A tenant's permission catalog, roles, grants, assignments and resource groups, and the decision point that answers, now or for any past instant, whether a principal may act, with the events that made it so."),
         (name = "operations", description = "Liveness and readiness, for orchestrators and load balancers."),
         (name = "reference", description = "This document, and the page that renders it."),
@@ -158,9 +159,9 @@ impl utoipa::Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
+                    .bearer_format("JWT or API key")
                     .description(Some(
-                        "An access token from /v1/auth/login or /v1/auth/refresh (EdDSA JWT, 15 minutes).",
+                        "An access token from /v1/auth/login or /v1/auth/refresh (EdDSA JWT, 15 minutes), or an API key (`cst_...`), which may use only its scopes.",
                     ))
                     .build(),
             ),
@@ -452,6 +453,35 @@ pub enum PolicyProblems {
     #[response(
         status = 422,
         description = "A field is missing, unknown, of the wrong type or invalid (code `validation_failed`), or a permission or resource type is not in the tenant's catalog (code `unknown_permission`, with `known` listing the catalog)",
+        content_type = "application/problem+json"
+    )]
+    Invalid(ProblemDocument<'static>),
+}
+
+/// The problems of the API-key routes: the caller may not (403, with `missing` listing scopes
+/// the caller does not hold), the key was revoked or has expired (409), or invalid content (422).
+/// List it after [`JsonBodyProblems`] and [`AdminProblems`], whose 403 and 422 it replaces.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum KeyProblems {
+    /// Not allowed.
+    #[response(
+        status = 403,
+        description = "The caller lacks the permission (code `forbidden`), or asks for scopes it does not hold itself on `on` (code `forbidden`, with `missing` listing them)",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(ProblemDocument<'static>),
+    /// The key cannot change any more.
+    #[response(
+        status = 409,
+        description = "The key is revoked, or has expired and cannot be rotated (code `conflict`)",
+        content_type = "application/problem+json"
+    )]
+    Conflict(ProblemDocument<'static>),
+    /// Invalid content.
+    #[response(
+        status = 422,
+        description = "A field is missing, unknown, of the wrong type or invalid (code `validation_failed`), or a scope is not in the tenant's catalog (code `unknown_permission`, with `known` listing the catalog)",
         content_type = "application/problem+json"
     )]
     Invalid(ProblemDocument<'static>),

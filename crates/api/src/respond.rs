@@ -38,6 +38,7 @@ pub struct Problem {
     www_authenticate: Option<&'static str>,
     internal: Option<String>,
     known: Option<Vec<String>>,
+    missing: Option<Vec<String>>,
 }
 
 /// The cause of a 5xx, handed from the response to the logging middleware.
@@ -70,6 +71,9 @@ pub struct ProblemDocument<'a> {
     /// With code `unknown_permission` only: every permission the tenant's catalog knows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub known: Option<&'a [String]>,
+    /// With an API key refused for scopes its creator does not hold: those scopes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing: Option<&'a [String]>,
 }
 
 impl Problem {
@@ -89,6 +93,7 @@ impl Problem {
             www_authenticate: None,
             internal: None,
             known: None,
+            missing: None,
         }
     }
 
@@ -214,6 +219,7 @@ impl IntoResponse for Problem {
             detail: &self.detail,
             code: self.code,
             known: self.known.as_deref(),
+            missing: self.missing.as_deref(),
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (self.status, json).into_response();
@@ -259,6 +265,10 @@ impl From<AppError> for Problem {
             AppError::NotFound(d) => Problem::not_found(d),
             AppError::Conflict(d) => Problem::conflict(d),
             AppError::Forbidden(d) => Problem::forbidden(d),
+            AppError::MissingScopes { detail, missing } => Problem {
+                missing: Some(missing),
+                ..Problem::forbidden(detail)
+            },
             AppError::Unauthenticated(d) => Problem::unauthenticated(d),
             AppError::InvalidCredentials => Problem::invalid_credentials(),
             AppError::WrongProof(d) => Problem::new(
@@ -380,11 +390,12 @@ mod tests {
                 .keys()
                 .map(String::as_str)
                 .collect();
-            // `known` is sent only with the code `unknown_permission`.
+            // `known` is sent only with the code `unknown_permission`, `missing` only with a key
+            // refused for scopes its creator lacks.
             let always: BTreeSet<&str> = documented
                 .iter()
                 .copied()
-                .filter(|k| *k != "known")
+                .filter(|k| *k != "known" && *k != "missing")
                 .collect();
             assert_eq!(always, sent);
             assert_eq!(

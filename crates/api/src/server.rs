@@ -72,6 +72,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
     let router = handlers::account::routes(router);
     let router = handlers::tenants::routes(router);
     let router = handlers::authz::routes(router);
+    let router = handlers::keys::routes(router);
     handlers::users::routes(router)
 }
 
@@ -140,6 +141,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await?;
     let projections = state.projections.clone();
     let decisions = state.decisions.clone();
+    let keys = state.keys.clone();
     let mut state = state;
     let relay_task = match &config.nats_url {
         Some(url) => {
@@ -165,6 +167,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     workers.cancel();
     // Decisions queued before shutdown are written before the store closes.
     decisions.stopped().await;
+    // So is the usage of API keys counted since the last minute was recorded.
+    keys.stopped().await;
     projections.stop().await;
     if let Some(task) = relay_task {
         let _ = task.await;

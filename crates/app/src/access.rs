@@ -8,6 +8,8 @@
 //! them (404), so existence does not leak across tenants. Platform-wide operations (creating and
 //! listing tenants, changing a tenant's plan or standing) are decided by the policy of `_system`.
 //! Nobody disables or erases themselves, and nobody grants or assigns what they do not hold.
+//! A caller authenticated with an API key acts as the key's owner, but holds only what the key's
+//! scopes (and `on`) cover, even when the owner is a platform administrator.
 
 use std::net::IpAddr;
 
@@ -24,27 +26,60 @@ use crate::commands::Context;
 use crate::error::AppError;
 use crate::validate::check_tenant;
 
-/// The authenticated caller: a verified access token whose session, user and tenant may act now.
+/// The authenticated caller: a verified access token whose session, user and tenant may act now,
+/// or an API key ([`Principal::key`]) whose owner and tenant may act now.
 #[derive(Debug, Clone)]
 pub struct Principal {
     /// The user.
     pub user_id: String,
     /// Their tenant (`_system` for platform administrators).
     pub tenant: String,
-    /// The session the token belongs to.
+    /// The session the token belongs to (empty for an API key).
     pub session_id: String,
     /// The user as the index knows them now (platform roles included).
     pub user: IndexedUser,
     /// The address the request came from, for grants with `source_ip` conditions.
     pub ip: Option<IpAddr>,
+    /// The API key the caller authenticated with; `user_id` is then the key's owner. The key
+    /// may use only what its scopes cover and its owner holds now.
+    pub key: Option<KeyPrincipal>,
+}
+
+/// The API key a principal acts with: what it may use, whatever its owner holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPrincipal {
+    /// `key_...`.
+    pub id: String,
+    /// The permissions it may use.
+    pub scopes: Vec<Permission>,
+    /// What they cover (the whole tenant when absent).
+    pub on: Option<Scope>,
 }
 
 impl Principal {
     /// The actor written on events this caller causes.
     pub fn actor(&self) -> Actor {
-        Actor {
-            kind: ActorKind::User,
-            id: self.user_id.clone(),
+        match &self.key {
+            Some(k) => Actor {
+                kind: ActorKind::ApiKey,
+                id: k.id.clone(),
+            },
+            None => Actor {
+                kind: ActorKind::User,
+                id: self.user_id.clone(),
+            },
+        }
+    }
+
+    /// Refuses an API key where only a person's own session makes sense (logging out, their
+    /// sessions, their password, their second factor): `what` says what was asked.
+    pub fn require_session(&self, what: &str) -> Result<(), AppError> {
+        if self.key.is_some() {
+            Err(AppError::forbidden(format!(
+                "an API key cannot {what}: sign in with a session"
+            )))
+        } else {
+            Ok(())
         }
     }
 
@@ -82,10 +117,17 @@ pub fn authorize(
     if (!root && principal.tenant != tenant) || !app.security.index.tenant_exists(tenant) {
         return Err(no_tenant(tenant));
     }
-    if root {
-        return Ok(());
-    }
     let permission = Permission::parse(permission).map_err(AppError::Internal)?;
+    if root {
+        return if key_covers(app, principal, tenant, &permission, target) {
+            Ok(())
+        } else {
+            Err(key_forbidden(&permission, tenant))
+        };
+    }
+    if !key_covers(app, principal, tenant, &permission, target) {
+        return Err(key_forbidden(&permission, tenant));
+    }
     if holds(app, principal, tenant, &permission, target)? {
         Ok(())
     } else {
@@ -120,8 +162,48 @@ pub fn authorize_platform(
     authorize(app, principal, SYSTEM_TENANT, permission, target)
 }
 
+fn key_forbidden(permission: &Permission, tenant: &str) -> AppError {
+    AppError::forbidden(format!(
+        "this needs the permission {permission} in tenant {tenant}, which the API key's scopes do not cover"
+    ))
+}
+
+/// Whether the API key `principal` acts with (if any) covers `permission` on `target`: one of its
+/// scopes covers the permission, and its `on` covers the target (a resource of the type, the
+/// resource itself, or a member of the group). A principal without a key is not limited here.
+pub fn key_covers(
+    app: &App,
+    principal: &Principal,
+    tenant: &str,
+    permission: &Permission,
+    target: Target<'_>,
+) -> bool {
+    let Some(key) = &principal.key else {
+        return true;
+    };
+    key.scopes.iter().any(|s| s.covers(permission))
+        && scope_covers(app, tenant, key.on.as_ref(), target)
+}
+
+/// Whether `on` (absent: the whole tenant) covers `target` in `tenant`.
+pub fn scope_covers(app: &App, tenant: &str, on: Option<&Scope>, target: Target<'_>) -> bool {
+    match (on, target) {
+        (None, _) => true,
+        (Some(Scope::ResourceType(t)), Target::Type(u)) => t == u,
+        (Some(Scope::ResourceType(t)), Target::Resource(r)) => *t == r.resource_type,
+        (Some(Scope::Resource(r)), Target::Resource(s)) => r == s,
+        (Some(Scope::Group(g)), Target::Group(h)) => g == h,
+        (Some(Scope::Group(g)), Target::Resource(r)) => app
+            .policy
+            .read(tenant, |p| p.groups_of(r).contains(&g.as_str()))
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
 /// Whether `principal` holds all of `permission` (a pattern) on `target` in `tenant` now: the
-/// policy allows it and no deny overlaps it. Platform administrators hold everything.
+/// policy allows it and no deny overlaps it. Platform administrators hold everything. An API key
+/// holds only what its scopes cover and its owner holds.
 pub fn holds(
     app: &App,
     principal: &Principal,
@@ -129,6 +211,9 @@ pub fn holds(
     permission: &Permission,
     target: Target<'_>,
 ) -> Result<bool, AppError> {
+    if !key_covers(app, principal, tenant, permission, target) {
+        return Ok(false);
+    }
     if principal.is_platform_admin() {
         return Ok(true);
     }
@@ -187,7 +272,7 @@ pub fn may_assign(
     role: &str,
     on: Option<&Scope>,
 ) -> Result<(), AppError> {
-    if principal.is_platform_admin() {
+    if principal.is_platform_admin() && principal.key.is_none() {
         return Ok(());
     }
     let now = AsOf::now(app.now());
@@ -291,9 +376,9 @@ pub fn check_roles(
     for role in roles.unwrap_or_default() {
         match role.as_str() {
             ROLE_PLATFORM_ADMIN if tenant == SYSTEM_TENANT => {
-                if !principal.is_platform_admin() {
+                if !principal.is_platform_admin() || principal.key.is_some() {
                     return Err(AppError::forbidden(
-                        "only a platform administrator can grant platform_admin",
+                        "only a platform administrator (signed in, not through an API key) can grant platform_admin",
                     ));
                 }
                 if !out.platform.contains(&role) {

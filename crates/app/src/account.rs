@@ -83,6 +83,7 @@ pub async fn change_password(
     origin: &Origin,
     req: ChangePasswordRequest,
 ) -> Result<Done, AppError> {
+    principal.require_session("change a password")?;
     check_len(
         "current_password",
         &req.current_password,

@@ -15,7 +15,7 @@ use crate::commands::Failed;
 /// | [`TooLarge`](Self::TooLarge) | send less | 413 |
 /// | [`NotFound`](Self::NotFound) | nothing: it does not exist (or is not the caller's to see) | 404 |
 /// | [`Conflict`](Self::Conflict) | re-read and decide again: the state does not allow it now | 409 |
-/// | [`Forbidden`](Self::Forbidden) | ask someone allowed to | 403 |
+/// | [`Forbidden`](Self::Forbidden), [`MissingScopes`](Self::MissingScopes) | ask someone allowed to | 403 |
 /// | [`Unauthenticated`](Self::Unauthenticated), [`InvalidCredentials`](Self::InvalidCredentials), [`RefreshTokenReused`](Self::RefreshTokenReused) | authenticate again | 401 |
 /// | [`WrongProof`](Self::WrongProof) | give the right password or code | 403 |
 /// | [`Throttled`](Self::Throttled) | wait `retry_after` seconds | 429 |
@@ -49,6 +49,14 @@ pub enum AppError {
     /// The caller is authenticated but may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// An API key was asked with scopes its creator does not hold; `missing` lists them.
+    #[error("{detail}")]
+    MissingScopes {
+        /// What was refused.
+        detail: String,
+        /// The scopes the creator does not hold where the key would use them.
+        missing: Vec<String>,
+    },
     /// No valid credentials.
     #[error("{0}")]
     Unauthenticated(String),

@@ -39,9 +39,28 @@ fn refusal(r: Refusal) -> AppError {
     }
 }
 
+/// The caller behind a bearer credential presented from `ip`: an API key (`cst_...`, see
+/// [`crate::keys::verify::authenticate`]) or an access token (see [`authenticate`]).
+pub async fn authenticate_from(
+    app: &App,
+    bearer: &str,
+    ip: Option<std::net::IpAddr>,
+) -> Result<Principal, AppError> {
+    if custodian_domain::key::looks_like_key(bearer) {
+        return crate::keys::verify::authenticate(app, bearer, ip).await;
+    }
+    let mut principal = authenticate(app, bearer).await?;
+    principal.ip = ip;
+    Ok(principal)
+}
+
 /// The caller behind an access token: the token verifies (signature, `iss`, `aud`, `exp`), and
 /// its session, user and tenant may act now, as the index knows after catching up with the log.
+/// An API key is authenticated as one presented from an unknown address.
 pub async fn authenticate(app: &App, access_token: &str) -> Result<Principal, AppError> {
+    if custodian_domain::key::looks_like_key(access_token) {
+        return crate::keys::verify::authenticate(app, access_token, None).await;
+    }
     let security = &app.security;
     let now = app.now();
     let claims = security
@@ -68,6 +87,7 @@ pub async fn authenticate(app: &App, access_token: &str) -> Result<Principal, Ap
         session_id: claims.sid,
         user,
         ip: None,
+        key: None,
     })
 }
 

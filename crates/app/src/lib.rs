@@ -7,6 +7,7 @@
 //! - [`commands`]: the one runner every command goes through (load, decide, append, retry).
 //! - [`auth`]: keys, data keys, passwords, TOTP, tokens, the authentication index, throttles.
 //! - [`access`]: who may administer what.
+//! - [`keys`]: API keys: issuing, rotating, revoking, verifying, and authenticating with them.
 //! - [`validate`]: input rules shared by the use cases.
 //!
 //! Architecture invariant: this crate knows nothing of HTTP (no axum, tower or http dependency),
@@ -25,6 +26,7 @@ pub mod commands;
 pub mod error;
 mod follower;
 pub mod identity;
+pub mod keys;
 pub mod mfa;
 pub mod operations;
 pub mod ratelimit;
@@ -65,6 +67,8 @@ pub struct App {
     pub policy: Arc<authz::PolicyIndex>,
     /// The decision log's writer.
     pub decisions: Arc<authz::DecisionLog>,
+    /// API keys: the index that verifies them and the recorder of their usage.
+    pub keys: Arc<keys::Keys>,
 }
 
 impl App {
@@ -86,6 +90,7 @@ impl App {
         let policy = authz::PolicyIndex::start(store.clone(), options.index_wait, shutdown.clone());
         let decisions =
             authz::DecisionLog::start(store.clone(), options.decision_log, shutdown.clone());
+        let index_wait = options.index_wait;
         let security = Security::start(
             options,
             db.clone(),
@@ -94,6 +99,13 @@ impl App {
             shutdown.clone(),
         )
         .await?;
+        let keys = keys::Keys::start(
+            store.clone(),
+            &security.keyring,
+            clock.clone(),
+            index_wait,
+            shutdown.clone(),
+        );
         let projections = Projections::start(
             db.clone(),
             store.clone(),
@@ -112,6 +124,7 @@ impl App {
             clock,
             policy,
             decisions,
+            keys,
         };
         let migrating = app.clone();
         tokio::spawn(async move {

@@ -64,6 +64,7 @@ pub struct FreshProof {
 /// caller's email). It takes effect when confirmed with a code; starting again before that
 /// replaces the seed. Already enabled, or no password: `Conflict`.
 pub async fn enroll(app: &App, principal: &Principal) -> Result<TotpEnrollment, AppError> {
+    principal.require_session("enroll a second factor")?;
     let security = &app.security;
     let key = security
         .data_key(&principal.user_id)
@@ -95,6 +96,7 @@ pub async fn confirm(
     principal: &Principal,
     req: TotpCode,
 ) -> Result<RecoveryCodes, AppError> {
+    principal.require_session("enroll a second factor")?;
     check_len("code", &req.code, 1, 16)?;
     let at = app.now();
     let user = load_user(app, &principal.tenant, &principal.user_id)
@@ -126,6 +128,7 @@ pub async fn disable(
     origin: &Origin,
     proof: FreshProof,
 ) -> Result<Done, AppError> {
+    principal.require_session("change a second factor")?;
     let position = with_fresh_proof(app, principal, origin, &proof, |totp_step| {
         UserCommand::DisableTotp { totp_step }
     })
@@ -141,6 +144,7 @@ pub async fn regenerate_recovery_codes(
     origin: &Origin,
     proof: FreshProof,
 ) -> Result<RecoveryCodes, AppError> {
+    principal.require_session("change a second factor")?;
     let (codes, hashes) = fresh_codes(&app.security)?;
     let position = with_fresh_proof(app, principal, origin, &proof, |totp_step| {
         UserCommand::RegenerateRecoveryCodes {

@@ -269,8 +269,28 @@ impl RateLimiter {
     }
 }
 
-/// The limits a request of `principal` is subject to: its tenant's and its own, by the tenant's
-/// plan. Platform staff (principals of `_system`) are not limited by a plan.
+impl From<custodian_domain::key::RateLimit> for RateRule {
+    /// A key's `ratelimit` (validated when it was set: a limit of at least 1 per 1 s to a day).
+    fn from(r: custodian_domain::key::RateLimit) -> Self {
+        Self {
+            limit: u32::try_from(r.limit).unwrap_or(u32::MAX),
+            window_seconds: u32::try_from(r.window_seconds).unwrap_or(86_400),
+        }
+    }
+}
+
+/// The rule of a key with its own `ratelimit`.
+pub fn key_limit(key_id: &str, rule: custodian_domain::key::RateLimit) -> Limit {
+    Limit {
+        policy: Policy::Key,
+        subject: key_id.to_owned(),
+        rule: rule.into(),
+    }
+}
+
+/// The limits a request of `principal` is subject to: its tenant's and its own (a key's own is
+/// the key's), by the tenant's plan, and a key's own `ratelimit`. Platform staff (principals of
+/// `_system`) are not limited by a plan.
 pub fn limits(app: &App, principal: &Principal) -> Vec<Limit> {
     let mut limits = Vec::with_capacity(3);
     if principal.tenant != SYSTEM_TENANT {
@@ -285,11 +305,29 @@ pub fn limits(app: &App, principal: &Principal) -> Vec<Limit> {
         });
         limits.push(Limit {
             policy: Policy::Principal,
-            subject: principal.user_id.clone(),
+            subject: principal
+                .key
+                .as_ref()
+                .map_or_else(|| principal.user_id.clone(), |k| k.id.clone()),
             rule: tier.principal,
         });
     }
+    if let Some(key) = &principal.key
+        && let Some(rule) = app.keys.index.get(&key.id).and_then(|e| e.ratelimit)
+    {
+        limits.push(key_limit(&key.id, rule));
+    }
     limits
+}
+
+/// Whether a request of `principal` would pass its limits now (counting nothing): what lets a
+/// key's authentication leave its usage untouched when the request is about to be refused.
+pub fn would_admit(app: &App, principal: &Principal) -> bool {
+    app.security
+        .ratelimits
+        .peek(&limits(app, principal), app.now())
+        .iter()
+        .all(|s| s.remaining >= 1)
 }
 
 /// Counts one request of `principal` against its limits now.

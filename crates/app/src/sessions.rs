@@ -224,6 +224,7 @@ pub struct Done {
 
 /// Ends the caller's own session: its access and refresh tokens stop working at once.
 pub async fn logout(app: &App, principal: &Principal) -> Result<Done, AppError> {
+    principal.require_session("log out")?;
     let position = revoke_one(
         app,
         &principal.context(app.now()),
@@ -242,6 +243,7 @@ pub async fn list_mine(
     principal: &Principal,
     query: &SessionListQuery,
 ) -> Result<SessionPage, AppError> {
+    principal.require_session("list your sessions")?;
     page_of_user(
         app,
         &principal.tenant,
@@ -260,6 +262,7 @@ pub async fn revoke_mine(
     principal: &Principal,
     session_id: &str,
 ) -> Result<Done, AppError> {
+    principal.require_session("end your sessions")?;
     let mine = app
         .security
         .index

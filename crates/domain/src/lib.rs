@@ -17,6 +17,7 @@ pub mod chain;
 pub mod email;
 pub mod event;
 pub mod id;
+pub mod key;
 pub mod policy;
 pub mod secret;
 pub mod security;
@@ -45,6 +46,7 @@ pub fn catalog() -> Vec<(&'static str, u32)> {
         signing_key::SigningKeyEvent::TYPES,
         policy::PolicyEvent::TYPES,
         policy::DecisionEvent::TYPES,
+        key::KeyEvent::TYPES,
     ]
     .concat()
 }

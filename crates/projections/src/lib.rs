@@ -10,6 +10,7 @@
 //! Architecture invariant: a projection reads only the log. Nothing but a worker writes its tables.
 
 mod db;
+pub mod keys;
 pub mod policy;
 mod runtime;
 pub mod sessions;
@@ -29,5 +30,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(users::UsersView),
         std::sync::Arc::new(sessions::SessionsView),
         std::sync::Arc::new(policy::PolicyView),
+        std::sync::Arc::new(keys::KeysView),
     ]
 }

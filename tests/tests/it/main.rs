@@ -6,5 +6,6 @@ mod crash_http;
 mod event_names;
 mod feed;
 mod identity;
+mod keys;
 mod server;
 mod support;

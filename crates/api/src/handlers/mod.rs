@@ -6,5 +6,6 @@ pub mod account;
 pub mod admin;
 pub mod auth;
 pub mod authz;
+pub mod keys;
 pub mod tenants;
 pub mod users;

@@ -103,7 +103,7 @@ type Route = (Method, &'static str, String, Option<Value>);
 /// Every route under `/v1/tenants/{tenant}`, on objects of `tenant` that exist: the user `user`,
 /// the custom role `auditor`, the grant `grant`, the assignment `assignment`, and the resource
 /// `project/p1` in the group `staging`.
-fn tenant_routes(tenant: &str, user: &str, grant: &str, assignment: &str) -> Vec<Route> {
+fn tenant_routes(tenant: &str, user: &str, grant: &str, assignment: &str, key: &str) -> Vec<Route> {
     let t = format!("/v1/tenants/{tenant}");
     let a_check =
         json!({"principal": user, "permission": "user:read", "resource": format!("user/{user}")});
@@ -313,6 +313,42 @@ fn tenant_routes(tenant: &str, user: &str, grant: &str, assignment: &str) -> Vec
             format!("{t}/resources/project/p1/principals"),
             None,
         ),
+        (
+            Method::POST,
+            "/v1/tenants/{tenant}/keys",
+            format!("{t}/keys"),
+            Some(json!({"name": "k", "scopes": ["key:read"]})),
+        ),
+        (
+            Method::GET,
+            "/v1/tenants/{tenant}/keys",
+            format!("{t}/keys"),
+            None,
+        ),
+        (
+            Method::GET,
+            "/v1/tenants/{tenant}/keys/{id}",
+            format!("{t}/keys/{key}"),
+            None,
+        ),
+        (
+            Method::PATCH,
+            "/v1/tenants/{tenant}/keys/{id}",
+            format!("{t}/keys/{key}"),
+            Some(json!({"name": "renamed"})),
+        ),
+        (
+            Method::DELETE,
+            "/v1/tenants/{tenant}/keys/{id}",
+            format!("{t}/keys/{key}"),
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/tenants/{tenant}/keys/{id}/rotate",
+            format!("{t}/keys/{key}/rotate"),
+            Some(json!({"grace_seconds": 60})),
+        ),
     ]
 }
 
@@ -349,7 +385,20 @@ async fn every_tenant_route_is_403_to_a_member_without_the_permission_and_404_to
     let member = format!("{acme}/groups/staging/members/project/p1");
     as_root(Method::PUT, member, None, 200).await;
 
-    let routes = tenant_routes("acme", &user, &id_of(&grant), &id_of(&assignment));
+    let key = as_root(
+        Method::POST,
+        format!("{acme}/keys"),
+        Some(json!({"name": "k", "owner": user, "scopes": ["key:read"]})),
+        201,
+    )
+    .await;
+    let routes = tenant_routes(
+        "acme",
+        &user,
+        &id_of(&grant),
+        &id_of(&assignment),
+        &id_of(&key),
+    );
     let mut listed: Vec<(String, String)> = routes
         .iter()
         .map(|(m, template, _, _)| ((*template).to_owned(), m.as_str().to_lowercase()))

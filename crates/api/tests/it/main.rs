@@ -6,6 +6,7 @@ mod authz_input;
 mod consistency;
 mod frame;
 mod fuzz;
+mod keys;
 mod openapi;
 mod ratelimit_http;
 mod support;

@@ -77,6 +77,13 @@ pub(crate) const SERVED: &[(&str, &str)] = &[
         "get",
     ),
     ("/v1/permissions/me", "get"),
+    ("/v1/tenants/{tenant}/keys", "post"),
+    ("/v1/tenants/{tenant}/keys", "get"),
+    ("/v1/tenants/{tenant}/keys/{id}", "get"),
+    ("/v1/tenants/{tenant}/keys/{id}", "patch"),
+    ("/v1/tenants/{tenant}/keys/{id}", "delete"),
+    ("/v1/tenants/{tenant}/keys/{id}/rotate", "post"),
+    ("/v1/keys/verify", "post"),
 ];
 
 impl App {
@@ -195,7 +202,9 @@ async fn readyz_documents_its_503_as_a_problem_document() {
     properties.sort_unstable();
     assert_eq!(
         properties,
-        ["code", "detail", "known", "status", "title", "type"]
+        [
+            "code", "detail", "known", "missing", "status", "title", "type"
+        ]
     );
 }
 

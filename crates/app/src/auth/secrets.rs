@@ -34,6 +34,7 @@ const INFO_DATA_KEY_WRAP: &[u8] = b"custodian data-key wrap v1";
 const INFO_TOKEN_HMAC: &[u8] = b"custodian token hmac v1";
 const INFO_EMAIL_INDEX: &[u8] = b"custodian email index v1";
 const INFO_SIGNING_KEY_WRAP: &[u8] = b"custodian signing-key wrap v1";
+const INFO_API_KEY_HMAC: &[u8] = b"custodian api-key hmac v1";
 
 /// Why the master key cannot be loaded.
 ///
@@ -74,6 +75,7 @@ struct DerivedKeys {
     data_key_wrap: DataKey,
     signing_key_wrap: DataKey,
     token: [u8; KEY_LEN],
+    api_key: [u8; KEY_LEN],
     /// Keyed once at load so computing an index cannot fail.
     email_index: Hmac<Sha256>,
 }
@@ -131,6 +133,13 @@ impl Keyring {
         self.keys.token
     }
 
+    /// The key that hashes API keys (`cst_...`) into the [`custodian_domain::secret::TokenHash`]
+    /// their events and the key index hold: a key of its own, so an API key's hash is never
+    /// comparable with any other token's.
+    pub fn api_key_key(&self) -> [u8; KEY_LEN] {
+        self.keys.api_key
+    }
+
     /// The blind index of an email address within a tenant: 64 lowercase hex digits of
     /// HMAC-SHA-256 over `tenant`, a NUL byte, and the address trimmed and lowercased.
     ///
@@ -174,6 +183,7 @@ impl Keyring {
                 data_key_wrap: DataKey(derive(INFO_DATA_KEY_WRAP)?),
                 signing_key_wrap: DataKey(derive(INFO_SIGNING_KEY_WRAP)?),
                 token: derive(INFO_TOKEN_HMAC)?,
+                api_key: derive(INFO_API_KEY_HMAC)?,
                 email_index: <Hmac<Sha256> as Mac>::new_from_slice(&email_key)
                     .map_err(|_| KeyringError::Derive)?,
             }),

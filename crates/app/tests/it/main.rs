@@ -8,6 +8,7 @@ mod authz_property;
 mod bootstrap;
 mod decision_log;
 mod identity;
+mod keys;
 mod mfa;
 mod migration;
 mod operations;

@@ -112,6 +112,7 @@ impl TestApp {
                 .user(tenant, user_id)
                 .unwrap_or_else(|| panic!("the index does not know {tenant}/{user_id}")),
             ip: None,
+            key: None,
         }
     }
 

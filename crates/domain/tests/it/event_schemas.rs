@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use custodian_domain::email::{self, EmailCommand, EmailEvent, Reservation};
 use custodian_domain::id::type_id;
+use custodian_domain::key::{self, KeyCommand, KeyEvent, RateLimit, Refill, UsageLimit};
 use custodian_domain::policy::{
     self, AsOf, Check, Conditions, DecisionEvent, Effect, Hours, Permission, Policy, PolicyCommand,
     PolicyEvent, Resource, Scope, Stamp, Subject, Target, TimeOfDay, Window,
@@ -427,6 +428,109 @@ fn emitted_signing_key_events() -> Vec<SigningKeyEvent> {
     .unwrap()
 }
 
+// ---- API keys ----
+
+/// A key with every optional field, rotated, updated (a limit set, one removed), used and revoked;
+/// and a bare key.
+fn emitted_key_events() -> Vec<KeyEvent> {
+    let key = assemble_key();
+    let preview = key::preview(&key).unwrap();
+    let mut events = key::decide(
+        None,
+        KeyCommand::Issue {
+            owner: user_id(),
+            name: "deploy bot".into(),
+            scopes: vec![permission("project:read"), permission("key:*")],
+            on: Some(Scope::ResourceType("project".into())),
+            expires_at: Some(now().plus(Duration::days(30))),
+            ip_allowlist: vec![
+                "10.0.0.0/8".parse().unwrap(),
+                "2001:db8::/32".parse().unwrap(),
+            ],
+            ratelimit: Some(RateLimit {
+                limit: 100,
+                window_seconds: 60,
+            }),
+            usage_limit: Some(UsageLimit {
+                remaining: 1000,
+                refill: Some(Refill {
+                    amount: 1000,
+                    interval_seconds: 86_400,
+                }),
+            }),
+            hash: hash('a'),
+            preview: preview.clone(),
+            now: now(),
+        },
+    )
+    .unwrap();
+    let run = |c: KeyCommand, events: &mut Vec<KeyEvent>| {
+        let state = events.iter().fold(None, key::evolve);
+        let new = key::decide(state.as_ref(), c).unwrap();
+        events.extend(new);
+    };
+    run(
+        KeyCommand::Update {
+            name: Some("deploy bot 2".into()),
+            ratelimit: Some(None),
+            usage_limit: Some(Some(UsageLimit {
+                remaining: 5,
+                refill: None,
+            })),
+            ip_allowlist: Some(vec![]),
+        },
+        &mut events,
+    );
+    run(
+        KeyCommand::Update {
+            name: None,
+            ratelimit: Some(Some(RateLimit {
+                limit: 5,
+                window_seconds: 1,
+            })),
+            usage_limit: Some(None),
+            ip_allowlist: None,
+        },
+        &mut events,
+    );
+    run(
+        KeyCommand::Rotate {
+            hash: hash('b'),
+            preview,
+            previous_valid_until: now().plus(Duration::hours(1)),
+            now: now(),
+        },
+        &mut events,
+    );
+    events.push(KeyEvent::Used {
+        window_start: ts("2026-03-01T12:00:00Z"),
+        uses: 3,
+        cost: 7,
+        first_used_at: ts("2026-03-01T12:00:01.5Z"),
+        last_used_at: ts("2026-03-01T12:00:59Z"),
+        remaining: Some(993),
+    });
+    events.push(KeyEvent::Used {
+        window_start: ts("2026-03-01T12:01:00Z"),
+        uses: 1,
+        cost: 0,
+        first_used_at: ts("2026-03-01T12:01:01Z"),
+        last_used_at: ts("2026-03-01T12:01:01Z"),
+        remaining: None,
+    });
+    run(KeyCommand::Revoke, &mut events);
+    events
+}
+
+fn assemble_key() -> String {
+    let mut n = 0u8;
+    key::assemble(&key::random_part(|| {
+        n = n.wrapping_add(91);
+        n
+    }))
+    .unwrap()
+}
+
 // ---- policies and decisions ----
 
 fn grant_id(n: u128) -> String {
@@ -714,6 +818,11 @@ fn every_emitted_event_matches_its_schema() {
         validate_all(&emitted_decision_events()),
         declared::<DecisionEvent>(),
         "every declared decision record must be checked"
+    );
+    assert_eq!(
+        validate_all(&emitted_key_events()),
+        declared::<KeyEvent>(),
+        "the key lifecycle must emit every declared type"
     );
 }
 

@@ -2,6 +2,7 @@
 
 mod failures;
 mod identity;
+mod keys;
 mod live_equals_rebuilt;
 mod policy;
 mod support;

@@ -1,0 +1,462 @@
+//! The key index: every API key by the keyed hash of its secret, kept current by following the
+//! log, and each key's usage counters. Verifying a key is one hash of the input, one map lookup
+//! and a few comparisons: no SQL.
+//!
+//! Usage counters live here, in memory: `remaining` under the key's usage limit, and the uses of
+//! the current minute window, which the recorder ([`super::usage`]) appends as `key.used` once the
+//! minute has passed (and at shutdown). When the index replays a `key.used` this process did not
+//! write (after a restart, or from another server), it takes the `remaining` recorded there.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use custodian_domain::key::{KeyEvent, RateLimit, UsageLimit};
+use custodian_domain::policy::{Permission, Scope};
+use custodian_domain::secret::TokenHash;
+use custodian_domain::{DomainEvent, EventRecord, Timestamp};
+use custodian_store::EventStore;
+use ipnet::IpNet;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::AppError;
+
+/// What the index knows of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyEntry {
+    /// `key_...`.
+    pub id: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// The user it acts for.
+    pub owner: String,
+    /// The permissions it may use.
+    pub scopes: Vec<Permission>,
+    /// What they cover (the whole tenant when absent).
+    pub on: Option<Scope>,
+    /// It answers `EXPIRED` from this instant on.
+    pub expires_at: Option<Timestamp>,
+    /// Addresses it may be presented from (any when empty).
+    pub ip_allowlist: Vec<IpNet>,
+    /// Its own rate limit: enforced by the rate limiter, which reads it here.
+    pub ratelimit: Option<RateLimit>,
+    /// Its usage limit.
+    pub usage_limit: Option<UsageLimit>,
+    /// When the usage limit was set (issue, or the update that set it): refills count from here.
+    pub limit_set_at: Timestamp,
+    /// Whether it was revoked.
+    pub revoked: bool,
+    /// Keyed hash of the current secret.
+    pub hash: TokenHash,
+    /// The secret before the last rotation, and when it stops working (exclusive).
+    pub previous: Option<(TokenHash, Timestamp)>,
+}
+
+/// A key found by the hash of a presented secret.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The key.
+    pub entry: Arc<KeyEntry>,
+    /// The secret presented stopped working at this instant (a rotated-away secret): from then
+    /// on it answers `EXPIRED`. `None` for the current secret.
+    pub superseded_at: Option<Timestamp>,
+}
+
+/// Uses of one key within one minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// The minute.
+    pub start: Timestamp,
+    /// Valid uses.
+    pub uses: u64,
+    /// Units taken.
+    pub cost: u64,
+    /// First use.
+    pub first: Timestamp,
+    /// Last use.
+    pub last: Timestamp,
+}
+
+/// A closed window to record as `key.used`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRecord {
+    /// The key's tenant.
+    pub tenant: String,
+    /// The key.
+    pub key_id: String,
+    /// Its uses in the window.
+    pub window: Window,
+    /// Units left after the window.
+    pub remaining: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Usage {
+    /// Units left in `period`, when the key has a usage limit.
+    remaining: Option<u64>,
+    /// The refill period `remaining` belongs to.
+    period: u64,
+    /// The current minute's uses.
+    open: Option<Window>,
+    /// Windows closed by a use in a later minute, waiting for the recorder.
+    closed: Vec<UsageRecord>,
+    /// The last window this process queued: its `key.used` coming back from the log is not news.
+    recorded_through: Option<Timestamp>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    by_id: HashMap<String, Arc<KeyEntry>>,
+    by_hash: HashMap<String, String>,
+}
+
+/// Why a use was refused by the usage limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exceeded {
+    /// Units left (fewer than the cost).
+    pub remaining: u64,
+}
+
+/// The index and its follower's progress.
+#[derive(Debug)]
+pub struct KeyIndex {
+    state: RwLock<State>,
+    usage: Mutex<HashMap<String, Usage>>,
+    lookups: AtomicU64,
+    applied: watch::Sender<u64>,
+    head: watch::Receiver<u64>,
+    wait: Duration,
+}
+
+/// The start of the minute `t` falls in.
+pub fn minute_of(t: Timestamp) -> Timestamp {
+    let dt = t.as_datetime();
+    let floored = dt
+        .replace_second(0)
+        .and_then(|d| d.replace_nanosecond(0))
+        .unwrap_or(dt);
+    Timestamp::from_datetime(floored)
+}
+
+impl KeyIndex {
+    /// Starts following `store` from position 1; the task stops with `shutdown`.
+    pub fn start(
+        store: Arc<dyn EventStore>,
+        wait: Duration,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let (applied, _) = watch::channel(0);
+        let index = Arc::new(Self {
+            state: RwLock::new(State::default()),
+            usage: Mutex::new(HashMap::new()),
+            lookups: AtomicU64::new(0),
+            applied,
+            head: store.watch_head(),
+            wait,
+        });
+        let follower = index.clone();
+        crate::follower::spawn(store, "the key index", shutdown, move |record| {
+            follower.apply(record);
+        });
+        index
+    }
+
+    /// The last position applied.
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the index has applied every commit this process knows of (bounded).
+    pub async fn catch_up(&self) -> Result<(), AppError> {
+        let head = *self.head.borrow();
+        self.wait_for(head).await
+    }
+
+    /// Waits until the index has applied `position` (bounded).
+    pub async fn wait_for(&self, position: u64) -> Result<(), AppError> {
+        if self.applied() >= position {
+            return Ok(());
+        }
+        let mut rx = self.applied.subscribe();
+        match tokio::time::timeout(self.wait, rx.wait_for(|p| *p >= position)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(AppError::unavailable(
+                "the key index is catching up with the log",
+                1,
+            )),
+        }
+    }
+
+    /// How many lookups by hash the index has answered: a malformed key never costs one.
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
+    }
+
+    /// The key whose current or former secret hashes to `hash`.
+    pub fn find(&self, hash: &TokenHash) -> Option<Found> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        let state = self.state.read().ok()?;
+        let id = state.by_hash.get(&hash.0)?;
+        let entry = state.by_id.get(id)?.clone();
+        let superseded_at = if entry.hash == *hash {
+            None
+        } else {
+            match &entry.previous {
+                Some((h, until)) if h == hash => Some(*until),
+                // Secrets from before the last rotation stopped working at that rotation.
+                _ => Some(Timestamp::from_datetime(time::OffsetDateTime::UNIX_EPOCH)),
+            }
+        };
+        Some(Found {
+            entry,
+            superseded_at,
+        })
+    }
+
+    /// The key `id`, if the index knows it.
+    pub fn get(&self, id: &str) -> Option<Arc<KeyEntry>> {
+        self.state.read().ok()?.by_id.get(id).cloned()
+    }
+
+    /// Units left under the key's usage limit at `now` (refills applied), if it has one.
+    pub fn remaining(&self, entry: &KeyEntry, now: Timestamp) -> Option<u64> {
+        let limit = entry.usage_limit?;
+        let usage = self.usage.lock().ok()?;
+        let u = usage.get(&entry.id);
+        let period = limit.period(entry.limit_set_at, now);
+        match u {
+            Some(u) if u.period == period => Some(u.remaining.unwrap_or(limit.remaining)),
+            _ => Some(limit.at_start_of(period)),
+        }
+    }
+
+    /// Counts one valid use of `entry` at `now` costing `cost` units: taken from the usage limit
+    /// (refilled first when a refill period has passed) only if enough are left. Answers the units
+    /// left after it.
+    pub fn consume(
+        &self,
+        entry: &KeyEntry,
+        cost: u64,
+        now: Timestamp,
+    ) -> Result<Option<u64>, Exceeded> {
+        let Ok(mut usage) = self.usage.lock() else {
+            return Ok(None);
+        };
+        let u = usage.entry(entry.id.clone()).or_default();
+        let mut left = None;
+        if let Some(limit) = entry.usage_limit {
+            let period = limit.period(entry.limit_set_at, now);
+            if period > u.period {
+                u.remaining = Some(limit.at_start_of(period));
+                u.period = period;
+            }
+            let remaining = u.remaining.unwrap_or(limit.at_start_of(period));
+            if remaining < cost {
+                return Err(Exceeded { remaining });
+            }
+            u.remaining = Some(remaining - cost);
+            left = u.remaining;
+        }
+        let minute = minute_of(now);
+        match &mut u.open {
+            Some(w) if w.start == minute => {
+                w.uses += 1;
+                w.cost = w.cost.saturating_add(cost);
+                w.last = w.last.max(now);
+            }
+            open => {
+                if let Some(w) = open.take() {
+                    // The remaining after the closed window: before this use took its cost.
+                    let before = left.map(|l| l.saturating_add(cost));
+                    u.closed.push(UsageRecord {
+                        tenant: entry.tenant.clone(),
+                        key_id: entry.id.clone(),
+                        window: w,
+                        remaining: before,
+                    });
+                }
+                *open = Some(Window {
+                    start: minute,
+                    uses: 1,
+                    cost,
+                    first: now,
+                    last: now,
+                });
+            }
+        }
+        Ok(left)
+    }
+
+    /// Takes the windows that are over at `now` (every open window with `all`, at shutdown), for
+    /// the recorder to append; each key's later `key.used` from the log is then known as its own.
+    pub fn take_closed(&self, now: Timestamp, all: bool) -> Vec<UsageRecord> {
+        let minute = minute_of(now);
+        let tenants: HashMap<String, String> = match self.state.read() {
+            Ok(s) => s
+                .by_id
+                .iter()
+                .map(|(id, e)| (id.clone(), e.tenant.clone()))
+                .collect(),
+            Err(_) => HashMap::new(),
+        };
+        let Ok(mut usage) = self.usage.lock() else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        for (id, u) in usage.iter_mut() {
+            let mut last = u.closed.iter().map(|r| r.window.start).max();
+            out.append(&mut u.closed);
+            if u.open.is_some_and(|w| all || w.start < minute)
+                && let Some(w) = u.open.take()
+                && let Some(tenant) = tenants.get(id)
+            {
+                last = Some(last.map_or(w.start, |l| l.max(w.start)));
+                out.push(UsageRecord {
+                    tenant: tenant.clone(),
+                    key_id: id.clone(),
+                    window: w,
+                    remaining: u.remaining,
+                });
+            }
+            if let Some(last) = last {
+                u.recorded_through = Some(u.recorded_through.map_or(last, |t| t.max(last)));
+            }
+        }
+        out
+    }
+
+    /// Windows waiting to be recorded (open or closed), for the tests and the shutdown report.
+    pub fn pending(&self) -> usize {
+        self.usage.lock().map_or(0, |u| {
+            u.values()
+                .map(|u| u.closed.len() + usize::from(u.open.is_some()))
+                .sum()
+        })
+    }
+
+    fn apply(&self, record: &EventRecord) {
+        if record.stream.aggregate() == custodian_domain::key::AGGREGATE
+            && let Ok(event) =
+                KeyEvent::decode(record.event_type.as_str(), record.schema, &record.data)
+        {
+            self.apply_key(record, event);
+        }
+        self.applied.send_replace(record.position);
+    }
+
+    fn apply_key(&self, record: &EventRecord, event: KeyEvent) {
+        let id = record.stream.id().to_owned();
+        let Ok(mut state) = self.state.write() else {
+            return;
+        };
+        match event {
+            KeyEvent::Issued {
+                owner,
+                scopes,
+                on,
+                expires_at,
+                ip_allowlist,
+                ratelimit,
+                usage_limit,
+                hash,
+                ..
+            } => {
+                state.by_hash.insert(hash.0.clone(), id.clone());
+                state.by_id.insert(
+                    id.clone(),
+                    Arc::new(KeyEntry {
+                        id: id.clone(),
+                        tenant: record.stream.tenant().to_owned(),
+                        owner,
+                        scopes,
+                        on,
+                        expires_at,
+                        ip_allowlist,
+                        ratelimit,
+                        usage_limit,
+                        limit_set_at: record.occurred_at,
+                        revoked: false,
+                        hash,
+                        previous: None,
+                    }),
+                );
+                drop(state);
+                self.reset_usage(&id, usage_limit);
+            }
+            KeyEvent::Updated {
+                ratelimit,
+                usage_limit,
+                ip_allowlist,
+                ..
+            } => {
+                let Some(entry) = state.by_id.get_mut(&id) else {
+                    return;
+                };
+                let e = Arc::make_mut(entry);
+                if let Some(r) = ratelimit {
+                    e.ratelimit = r;
+                }
+                if let Some(i) = ip_allowlist {
+                    e.ip_allowlist = i;
+                }
+                if let Some(u) = usage_limit {
+                    e.usage_limit = u;
+                    e.limit_set_at = record.occurred_at;
+                    drop(state);
+                    self.reset_usage(&id, u);
+                }
+            }
+            KeyEvent::Rotated {
+                hash,
+                previous_valid_until,
+                ..
+            } => {
+                state.by_hash.insert(hash.0.clone(), id.clone());
+                if let Some(entry) = state.by_id.get_mut(&id) {
+                    let e = Arc::make_mut(entry);
+                    let old = std::mem::replace(&mut e.hash, hash);
+                    e.previous = Some((old, previous_valid_until));
+                }
+            }
+            KeyEvent::Revoked {} => {
+                if let Some(entry) = state.by_id.get_mut(&id) {
+                    Arc::make_mut(entry).revoked = true;
+                }
+            }
+            KeyEvent::Used {
+                window_start,
+                last_used_at,
+                remaining,
+                ..
+            } => {
+                let limit = state
+                    .by_id
+                    .get(&id)
+                    .and_then(|e| e.usage_limit.map(|l| (l, e.limit_set_at)));
+                drop(state);
+                let Ok(mut usage) = self.usage.lock() else {
+                    return;
+                };
+                let u = usage.entry(id).or_default();
+                if u.recorded_through.is_some_and(|t| t >= window_start) {
+                    return;
+                }
+                u.recorded_through = Some(window_start);
+                if let (Some((limit, set_at)), Some(remaining)) = (limit, remaining) {
+                    u.period = limit.period(set_at, last_used_at);
+                    u.remaining = Some(remaining);
+                }
+            }
+        }
+    }
+
+    fn reset_usage(&self, id: &str, limit: Option<UsageLimit>) {
+        if let Ok(mut usage) = self.usage.lock() {
+            let u = usage.entry(id.to_owned()).or_default();
+            u.remaining = limit.map(|l| l.remaining);
+            u.period = 0;
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! The `keys` view: one row per API key, as its events have made it, with its recorded use (last
+//! used time, uses). Never a secret: the view keeps the preview, not even the keyed hash.
+
+use async_trait::async_trait;
+use custodian_domain::key::KeyEvent;
+use custodian_domain::{DomainEvent, EventRecord};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use crate::runtime::{ApplyError, Projection, Tables};
+
+/// Folds `key.*` events of `{tenant}/key/{id}` streams into `keys`.
+#[derive(Debug, Default)]
+pub struct KeysView;
+
+/// One key, as the view holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRow {
+    /// Its tenant.
+    pub tenant: String,
+    /// `key_...`.
+    pub key_id: String,
+    /// The user it acts for.
+    pub owner: String,
+    /// Its name.
+    pub name: String,
+    /// The current secret's preview.
+    pub preview: String,
+    /// Its scopes, a JSON array of permissions.
+    pub scopes: String,
+    /// What they cover, as JSON (`{"resource_type": ...}`), if not the whole tenant.
+    pub on_scope: Option<String>,
+    /// `active` or `revoked` (an active key may have expired: see `expires_at`).
+    pub status: String,
+    /// Expiry.
+    pub expires_at: Option<String>,
+    /// Allowed addresses, a JSON array.
+    pub ip_allowlist: String,
+    /// Rate limit, as JSON.
+    pub ratelimit: Option<String>,
+    /// Usage limit, as JSON.
+    pub usage_limit: Option<String>,
+    /// When it was issued.
+    pub created_at: String,
+    /// The position of its `key.issued`.
+    pub created_position: u64,
+    /// Its last rotation.
+    pub rotated_at: Option<String>,
+    /// Until when the previous secret works.
+    pub previous_valid_until: Option<String>,
+    /// When it was revoked.
+    pub revoked_at: Option<String>,
+    /// The last recorded use.
+    pub last_used_at: Option<String>,
+    /// Valid uses recorded.
+    pub uses: u64,
+}
+
+/// A key's status as a listing filters on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Not revoked, not expired.
+    Active,
+    /// Revoked.
+    Revoked,
+    /// Not revoked, but past its expiry.
+    Expired,
+}
+
+/// What a listing of keys keeps.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    /// Only keys of this owner.
+    pub owner: Option<String>,
+    /// Only keys in this status.
+    pub status: Option<Status>,
+    /// The time statuses are judged at, in the fixed-width timestamp form.
+    pub now: String,
+}
+
+const COLUMNS: &str = "tenant, key_id, owner, name, preview, scopes, on_scope, status, expires_at, \
+                       ip_allowlist, ratelimit, usage_limit, created_at, created_position, \
+                       rotated_at, previous_valid_until, revoked_at, last_used_at, uses";
+
+fn key_row(r: &AnyRow) -> Result<KeyRow, sqlx::Error> {
+    let unsigned = |i: usize| -> Result<u64, sqlx::Error> {
+        u64::try_from(r.try_get::<i64, _>(i)?).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    };
+    Ok(KeyRow {
+        tenant: r.try_get(0)?,
+        key_id: r.try_get(1)?,
+        owner: r.try_get(2)?,
+        name: r.try_get(3)?,
+        preview: r.try_get(4)?,
+        scopes: r.try_get(5)?,
+        on_scope: r.try_get(6)?,
+        status: r.try_get(7)?,
+        expires_at: r.try_get(8)?,
+        ip_allowlist: r.try_get(9)?,
+        ratelimit: r.try_get(10)?,
+        usage_limit: r.try_get(11)?,
+        created_at: r.try_get(12)?,
+        created_position: unsigned(13)?,
+        rotated_at: r.try_get(14)?,
+        previous_valid_until: r.try_get(15)?,
+        revoked_at: r.try_get(16)?,
+        last_used_at: r.try_get(17)?,
+        uses: unsigned(18)?,
+    })
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, ApplyError> {
+    serde_json::to_string(v).map_err(|e| ApplyError(e.to_string()))
+}
+
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Projection for KeysView {
+    fn name(&self) -> &'static str {
+        "keys"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["keys"]
+    }
+
+    fn create(&self, t: &Tables) -> Vec<String> {
+        let keys = t.name("keys");
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {keys} (
+                    tenant TEXT NOT NULL,
+                    key_id TEXT NOT NULL,
+                    owner TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    preview TEXT NOT NULL,
+                    scopes TEXT NOT NULL,
+                    on_scope TEXT NULL,
+                    status TEXT NOT NULL,
+                    expires_at TEXT NULL,
+                    ip_allowlist TEXT NOT NULL,
+                    ratelimit TEXT NULL,
+                    usage_limit TEXT NULL,
+                    created_at TEXT NOT NULL,
+                    created_position BIGINT NOT NULL,
+                    rotated_at TEXT NULL,
+                    previous_valid_until TEXT NULL,
+                    revoked_at TEXT NULL,
+                    last_used_at TEXT NULL,
+                    uses BIGINT NOT NULL,
+                    PRIMARY KEY (tenant, key_id)
+                )"
+            ),
+            format!("CREATE INDEX IF NOT EXISTS {keys}_by_owner ON {keys} (tenant, owner)"),
+        ]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        t: &Tables,
+        event: &EventRecord,
+    ) -> Result<(), ApplyError> {
+        if event.stream.aggregate() != custodian_domain::key::AGGREGATE
+            || !event.event_type.as_str().starts_with("key.")
+        {
+            return Ok(());
+        }
+        let decoded = KeyEvent::decode(event.event_type.as_str(), event.schema, &event.data)
+            .map_err(|e| ApplyError(e.to_string()))?;
+        let table = t.name("keys");
+        let tenant = event.stream.tenant();
+        let id = event.stream.id();
+        let at = event.occurred_at.to_string();
+        match decoded {
+            KeyEvent::Issued {
+                owner,
+                name,
+                scopes,
+                on,
+                expires_at,
+                ip_allowlist,
+                ratelimit,
+                usage_limit,
+                preview,
+                ..
+            } => {
+                sqlx::query(&format!(
+                    "INSERT INTO {table} (tenant, key_id, owner, name, preview, scopes, on_scope, \
+                     status, expires_at, ip_allowlist, ratelimit, usage_limit, created_at, \
+                     created_position, uses) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9, $10, $11, $12, $13, 0) \
+                     ON CONFLICT (tenant, key_id) DO NOTHING"
+                ))
+                .bind(tenant)
+                .bind(id)
+                .bind(owner)
+                .bind(name)
+                .bind(preview)
+                .bind(json(&scopes)?)
+                .bind(on.as_ref().map(json).transpose()?)
+                .bind(expires_at.map(|e| e.to_string()))
+                .bind(json(&ip_allowlist)?)
+                .bind(ratelimit.as_ref().map(json).transpose()?)
+                .bind(usage_limit.as_ref().map(json).transpose()?)
+                .bind(at)
+                .bind(signed(event.position))
+                .execute(&mut *conn)
+                .await?;
+            }
+            KeyEvent::Updated {
+                name,
+                ratelimit,
+                usage_limit,
+                ip_allowlist,
+            } => {
+                if let Some(name) = name {
+                    sqlx::query(&format!(
+                        "UPDATE {table} SET name = $1 WHERE tenant = $2 AND key_id = $3"
+                    ))
+                    .bind(name)
+                    .bind(tenant)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                if let Some(r) = ratelimit {
+                    sqlx::query(&format!(
+                        "UPDATE {table} SET ratelimit = $1 WHERE tenant = $2 AND key_id = $3"
+                    ))
+                    .bind(r.as_ref().map(json).transpose()?)
+                    .bind(tenant)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                if let Some(u) = usage_limit {
+                    sqlx::query(&format!(
+                        "UPDATE {table} SET usage_limit = $1 WHERE tenant = $2 AND key_id = $3"
+                    ))
+                    .bind(u.as_ref().map(json).transpose()?)
+                    .bind(tenant)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                if let Some(ips) = ip_allowlist {
+                    sqlx::query(&format!(
+                        "UPDATE {table} SET ip_allowlist = $1 WHERE tenant = $2 AND key_id = $3"
+                    ))
+                    .bind(json(&ips)?)
+                    .bind(tenant)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+            KeyEvent::Rotated {
+                preview,
+                previous_valid_until,
+                ..
+            } => {
+                sqlx::query(&format!(
+                    "UPDATE {table} SET preview = $1, rotated_at = $2, previous_valid_until = $3 \
+                     WHERE tenant = $4 AND key_id = $5"
+                ))
+                .bind(preview)
+                .bind(at)
+                .bind(previous_valid_until.to_string())
+                .bind(tenant)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            KeyEvent::Revoked {} => {
+                sqlx::query(&format!(
+                    "UPDATE {table} SET status = 'revoked', revoked_at = $1 \
+                     WHERE tenant = $2 AND key_id = $3 AND status = 'active'"
+                ))
+                .bind(at)
+                .bind(tenant)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            KeyEvent::Used {
+                uses, last_used_at, ..
+            } => {
+                // Windows may be recorded out of order (at shutdown); keep the latest use.
+                let last = last_used_at.to_string();
+                sqlx::query(&format!(
+                    "UPDATE {table} SET uses = uses + $1, last_used_at = CASE \
+                     WHEN last_used_at IS NULL OR last_used_at < $2 THEN $3 ELSE last_used_at END \
+                     WHERE tenant = $4 AND key_id = $5"
+                ))
+                .bind(signed(uses))
+                .bind(last.clone())
+                .bind(last)
+                .bind(tenant)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The key `key_id` of `tenant`.
+pub async fn find_key(
+    pool: &AnyPool,
+    tables: &Tables,
+    tenant: &str,
+    key_id: &str,
+) -> Result<Option<KeyRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM {} WHERE tenant = $1 AND key_id = $2",
+        tables.name("keys")
+    ))
+    .bind(tenant)
+    .bind(key_id)
+    .fetch_optional(pool)
+    .await?
+    .as_ref()
+    .map(key_row)
+    .transpose()
+}
+
+/// Up to `limit` keys of `tenant` that pass `filter`, by id, after the id `after`.
+pub async fn list_keys(
+    pool: &AnyPool,
+    tables: &Tables,
+    tenant: &str,
+    filter: &KeyFilter,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<KeyRow>, sqlx::Error> {
+    let mut sql = format!(
+        "SELECT {COLUMNS} FROM {} WHERE tenant = $1",
+        tables.name("keys")
+    );
+    let mut binds: Vec<&str> = vec![tenant];
+    if let Some(owner) = &filter.owner {
+        binds.push(owner);
+        sql.push_str(&format!(" AND owner = ${}", binds.len()));
+    }
+    match filter.status {
+        None => {}
+        Some(Status::Revoked) => sql.push_str(" AND status = 'revoked'"),
+        Some(Status::Active) => {
+            binds.push(&filter.now);
+            sql.push_str(&format!(
+                " AND status = 'active' AND (expires_at IS NULL OR expires_at > ${})",
+                binds.len()
+            ));
+        }
+        Some(Status::Expired) => {
+            binds.push(&filter.now);
+            sql.push_str(&format!(
+                " AND status = 'active' AND expires_at IS NOT NULL AND expires_at <= ${}",
+                binds.len()
+            ));
+        }
+    }
+    if let Some(after) = after {
+        binds.push(after);
+        sql.push_str(&format!(" AND key_id > ${}", binds.len()));
+    }
+    sql.push_str(&format!(" ORDER BY key_id LIMIT ${}", binds.len() + 1));
+    let mut query = sqlx::query(&sql);
+    for b in binds {
+        query = query.bind(b);
+    }
+    query
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(key_row)
+        .collect()
+}
