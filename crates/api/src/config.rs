@@ -141,6 +141,9 @@ pub struct FileConfig {
     trusted_proxies: Option<String>,
     decision_log: Option<String>,
     metrics_token: Option<String>,
+    /// `[plans.free]`, `[plans.team]`, `[plans.enterprise]`: each replaces that plan's built-in
+    /// tier (quotas, unit costs); a plan without a section keeps its built-in tier.
+    plans: Option<custodian_app::plans::Plans>,
 }
 
 /// Where the log lives.
@@ -245,6 +248,8 @@ pub struct Config {
     pub decision_log: custodian_app::authz::DecisionLogMode,
     /// The bearer token that may scrape `/metrics`.
     pub metrics_token: Option<String>,
+    /// What each plan entitles a tenant to.
+    pub plans: custodian_app::plans::Plans,
 }
 
 /// Why the configuration cannot be used.
@@ -371,6 +376,8 @@ impl Config {
                 "max_event_bytes is {max_event_bytes}; it must be at least 1024"
             )));
         }
+        let plans = file.plans.unwrap_or_default();
+        plans.check().map_err(ConfigError::Invalid)?;
         Ok(Self {
             listen,
             store,
@@ -404,6 +411,7 @@ impl Config {
             trusted_proxies,
             decision_log,
             metrics_token,
+            plans,
         })
     }
 }
@@ -425,6 +433,7 @@ impl Config {
             trusted_proxies: self.trusted_proxies.clone(),
             decision_log: self.decision_log,
             metrics_token: self.metrics_token.clone(),
+            plans: self.plans.clone(),
         }
     }
 }
@@ -488,6 +497,26 @@ mod tests {
         );
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.max_event_bytes, 4096);
+    }
+
+    #[test]
+    fn a_plans_section_replaces_that_plans_tier_only() {
+        let f = file(
+            r#"
+            [plans.free.quotas]
+            api_calls = { limit = 500, hard = true }
+            [plans.free.unit_costs]
+            api_calls = 2000
+            "#,
+        );
+        let c = Config::merge(ServeArgs::default(), f).unwrap();
+        let plans = c.security_options().plans;
+        assert_eq!(plans.free.quotas["api_calls"].limit, 500);
+        assert_eq!(plans.free.unit_costs["api_calls"], 2000);
+        assert!(!plans.free.quotas.contains_key("events"));
+        assert_eq!(plans.team, custodian_app::plans::Plans::default().team);
+        let bad = file("[plans.team.quotas]\n\"Bad Meter\" = { limit = 1, hard = true }\n");
+        assert!(Config::merge(ServeArgs::default(), bad).is_err());
     }
 
     #[test]

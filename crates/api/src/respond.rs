@@ -277,6 +277,18 @@ impl From<AppError> for Problem {
                 detail,
                 retry_after,
             } => Problem::rate_limited(detail, retry_after),
+            AppError::QuotaExceeded {
+                detail,
+                retry_after,
+            } => Problem {
+                retry_after: Some(retry_after.max(1)),
+                ..Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "quota_exceeded",
+                    "Quota exceeded",
+                    detail,
+                )
+            },
             AppError::Unavailable {
                 detail,
                 retry_after,

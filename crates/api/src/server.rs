@@ -70,6 +70,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
     let router = handlers::account::routes(router);
     let router = handlers::tenants::routes(router);
     let router = handlers::authz::routes(router);
+    let router = handlers::usage::routes(router);
     handlers::users::routes(router)
 }
 
@@ -138,6 +139,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await?;
     let projections = state.projections.clone();
     let decisions = state.decisions.clone();
+    let usage_writer = state.usage_writer.clone();
     let mut state = state;
     let relay_task = match &config.nats_url {
         Some(url) => {
@@ -163,6 +165,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     workers.cancel();
     // Decisions queued before shutdown are written before the store closes.
     decisions.stopped().await;
+    usage_writer.stopped().await;
     projections.stop().await;
     if let Some(task) = relay_task {
         let _ = task.await;

@@ -27,8 +27,10 @@ mod follower;
 pub mod identity;
 pub mod mfa;
 pub mod operations;
+pub mod plans;
 pub mod sessions;
 pub mod signing;
+pub mod usage;
 pub mod users;
 pub mod validate;
 
@@ -64,6 +66,12 @@ pub struct App {
     pub policy: Arc<authz::PolicyIndex>,
     /// The decision log's writer.
     pub decisions: Arc<authz::DecisionLog>,
+    /// What each plan entitles a tenant to.
+    pub plans: Arc<plans::Plans>,
+    /// Every tenant's usage, quotas and budget, and the records being written.
+    pub usage: Arc<usage::UsageLedger>,
+    /// The usage records' writer.
+    pub usage_writer: Arc<usage::UsageWriter>,
 }
 
 impl App {
@@ -85,6 +93,21 @@ impl App {
         let policy = authz::PolicyIndex::start(store.clone(), options.index_wait, shutdown.clone());
         let decisions =
             authz::DecisionLog::start(store.clone(), options.decision_log, shutdown.clone());
+        let plans = Arc::new(options.plans.clone());
+        let usage = usage::UsageLedger::start(
+            store.clone(),
+            plans.clone(),
+            options.index_wait,
+            shutdown.clone(),
+        )
+        .await
+        .context("cannot start the usage ledger")?;
+        let usage_writer = usage::UsageWriter::start(
+            store.clone(),
+            usage.clone(),
+            clock.clone(),
+            shutdown.clone(),
+        );
         let security = Security::start(
             options,
             db.clone(),
@@ -111,6 +134,9 @@ impl App {
             clock,
             policy,
             decisions,
+            plans,
+            usage,
+            usage_writer,
         };
         let migrating = app.clone();
         tokio::spawn(async move {

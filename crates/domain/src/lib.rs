@@ -24,6 +24,7 @@ pub mod session;
 pub mod signing_key;
 pub mod stream;
 pub mod tenant;
+pub mod usage;
 pub mod user;
 
 pub use chain::{ChainBreak, ChainVerifier};
@@ -45,6 +46,7 @@ pub fn catalog() -> Vec<(&'static str, u32)> {
         signing_key::SigningKeyEvent::TYPES,
         policy::PolicyEvent::TYPES,
         policy::DecisionEvent::TYPES,
+        usage::UsageEvent::TYPES,
     ]
     .concat()
 }

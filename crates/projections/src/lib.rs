@@ -14,6 +14,7 @@ pub mod policy;
 mod runtime;
 pub mod sessions;
 pub mod tenants;
+pub mod usage;
 pub mod users;
 
 pub use db::{ViewDb, ViewDbError};
@@ -29,5 +30,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(users::UsersView),
         std::sync::Arc::new(sessions::SessionsView),
         std::sync::Arc::new(policy::PolicyView),
+        std::sync::Arc::new(usage::UsageView),
     ]
 }

@@ -7,4 +7,5 @@ pub mod admin;
 pub mod auth;
 pub mod authz;
 pub mod tenants;
+pub mod usage;
 pub mod users;

@@ -73,6 +73,8 @@ pub struct SecurityOptions {
     pub decision_log: crate::authz::DecisionLogMode,
     /// The bearer token that may scrape the metrics without signing in.
     pub metrics_token: Option<String>,
+    /// What each plan entitles a tenant to (quotas, unit costs).
+    pub plans: crate::plans::Plans,
 }
 
 impl SecurityOptions {
@@ -88,6 +90,7 @@ impl SecurityOptions {
             trusted_proxies: Vec::new(),
             decision_log: crate::authz::DecisionLogMode::All,
             metrics_token: None,
+            plans: crate::plans::Plans::default(),
         }
     }
 }

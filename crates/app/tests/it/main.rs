@@ -14,3 +14,4 @@ mod operations;
 mod sessions;
 mod signing;
 mod support;
+mod usage;
