@@ -8,3 +8,4 @@ mod frame;
 mod fuzz;
 mod openapi;
 mod support;
+mod usage_http;
