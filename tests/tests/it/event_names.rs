@@ -129,9 +129,10 @@ fn every_event_type_named_in_the_docs_is_in_the_catalog() {
         .map(|(t, _)| *t)
         .collect();
     let mut seen = 0;
-    for path in SUBSCRIBER_DOCS
-        .into_iter()
-        .chain(["README.md", "docs/identity.md", "docs/usage.md"])
+    for path in
+        SUBSCRIBER_DOCS
+            .into_iter()
+            .chain(["README.md", "docs/identity.md", "docs/usage.md"])
     {
         let text = read(path);
         for name in quoted(&text)

@@ -6,3 +6,4 @@ mod live_equals_rebuilt;
 mod policy;
 mod support;
 mod tenants;
+mod usage;
