@@ -453,6 +453,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_hard_quota_is_a_429_quota_exceeded_that_says_when_to_retry() {
+        let (status, headers, body) = render(Problem::from(AppError::QuotaExceeded {
+            detail: "over".into(),
+            retry_after: 3600,
+        }))
+        .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(body["code"], "quota_exceeded");
+        assert_eq!(headers[header::RETRY_AFTER], "3600");
+    }
+
+    #[tokio::test]
     async fn unavailable_says_when_to_retry() {
         let (_, headers, _) = render(Problem::unavailable("busy", 2)).await;
         assert_eq!(headers[header::RETRY_AFTER], "2");

@@ -11,7 +11,8 @@ use custodian_domain::tenant::Plan;
 pub use custodian_domain::usage::QuotaRule;
 use serde::Deserialize;
 
-/// What one plan entitles a tenant to.
+/// What one plan entitles a tenant to. Every field is named and defaults when a configuration
+/// section leaves it out, so a new entitlement is one more field.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tier {
@@ -57,7 +58,7 @@ fn quotas(rules: &[(&str, u64, bool)]) -> BTreeMap<String, QuotaRule> {
 fn free() -> Tier {
     Tier {
         quotas: quotas(&[("api_calls", 10_000, true), ("events", 100_000, true)]),
-        unit_costs: BTreeMap::new(),
+        ..Tier::default()
     }
 }
 
@@ -67,14 +68,14 @@ fn team() -> Tier {
             ("api_calls", 1_000_000, true),
             ("events", 10_000_000, false),
         ]),
-        unit_costs: BTreeMap::new(),
+        ..Tier::default()
     }
 }
 
 fn enterprise() -> Tier {
     Tier {
         quotas: quotas(&[("api_calls", 100_000_000, false)]),
-        unit_costs: BTreeMap::new(),
+        ..Tier::default()
     }
 }
 
