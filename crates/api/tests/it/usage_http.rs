@@ -101,7 +101,10 @@ async fn ten_thousand_concurrent_posts_with_ten_percent_duplicate_keys_sum_exact
         }
     }
     assert_eq!(keys_seen.len(), unique.len());
-    eprintln!("{} records in {recorded} usage.recorded events", unique.len());
+    eprintln!(
+        "{} records in {recorded} usage.recorded events",
+        unique.len()
+    );
     assert!(
         recorded * 3 < unique.len() * 2,
         "{recorded} events for {} records",

@@ -172,13 +172,15 @@ async fn admit_and_write(
                 used,
                 refused,
             } => {
-                app.usage_writer
-                    .submit(Submission::Refused {
-                        tenant: tenant.to_owned(),
-                        records: refused,
-                        limit,
-                    })
-                    .await?;
+                // The refusal stands even if it cannot be reported (the server is stopping).
+                let report = Submission::Refused {
+                    tenant: tenant.to_owned(),
+                    records: refused,
+                    limit,
+                };
+                if app.usage_writer.submit(report).await.is_err() {
+                    tracing::warn!(tenant, meter, "a quota refusal could not be recorded");
+                }
                 return Err(AppError::QuotaExceeded {
                     detail: format!(
                         "the hard quota of {meter} is {limit} units a month and {used} are used in {}; the request would exceed it",
@@ -197,6 +199,14 @@ async fn admit_and_write(
                 let mut position = 0;
                 if let Some(outcome) = outcome {
                     let mut rx = outcome.subscribe();
+                    // Until the writer holds them, the reservations are ours to release: if the
+                    // queue is closed, or the caller goes away while waiting for room in it.
+                    let mut held = Reserved {
+                        app,
+                        tenant,
+                        records: fresh.clone(),
+                        handed_over: false,
+                    };
                     app.usage_writer
                         .submit(Submission::Records {
                             tenant: tenant.to_owned(),
@@ -204,6 +214,7 @@ async fn admit_and_write(
                             outcome,
                         })
                         .await?;
+                    held.handed_over = true;
                     position = settled(&mut rx).await?;
                 }
                 let mut retry = false;
@@ -230,6 +241,24 @@ async fn admit_and_write(
         "the usage records could not be written; retry with the same idempotency keys",
         1,
     ))
+}
+
+/// Records admitted and reserved but not yet handed to the writer; released when dropped before.
+struct Reserved<'a> {
+    app: &'a App,
+    tenant: &'a str,
+    records: Vec<custodian_domain::usage::Record>,
+    handed_over: bool,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if !self.handed_over {
+            self.app
+                .usage
+                .release(self.tenant, &self.records, &ledger::FollowUps::default());
+        }
+    }
 }
 
 async fn settled(rx: &mut tokio::sync::watch::Receiver<Outcome>) -> Result<u64, AppError> {

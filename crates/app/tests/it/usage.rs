@@ -425,3 +425,21 @@ async fn recording_needs_usage_create_and_other_tenants_do_not_exist() {
         Err(AppError::Forbidden(_))
     ));
 }
+
+#[tokio::test]
+async fn a_record_the_stopped_writer_cannot_take_is_refused_and_reserves_nothing() {
+    let t = TestApp::new().await;
+    t.create_tenant("acme").await;
+    set_quota(&t, "acme", "api_calls", 1, true).await;
+    let root = t.root().await;
+    t.shut_down();
+    t.app.usage_writer.stopped().await;
+    for key in ["late-1", "late-2"] {
+        // Were the first reservation kept, the second would be over the quota.
+        let e = usage::record(&t.app, &root, "acme", rec("api_calls", 1, "alice", key)).await;
+        assert!(
+            matches!(e, Err(AppError::Unavailable { .. })),
+            "{key}: {e:?}"
+        );
+    }
+}
