@@ -443,3 +443,41 @@ async fn a_record_the_stopped_writer_cannot_take_is_refused_and_reserves_nothing
         );
     }
 }
+
+#[tokio::test]
+async fn a_tenants_plan_sets_its_quotas_as_configured_and_follows_plan_changes() {
+    use custodian_app::plans::QuotaRule;
+    use custodian_domain::tenant::{Plan, TenantCommand};
+    let t = TestApp::with_options(|o| {
+        o.plans.team.quotas.insert(
+            "api_calls".into(),
+            QuotaRule {
+                limit: 2,
+                hard: true,
+            },
+        );
+    })
+    .await;
+    t.create_tenant("acme").await;
+    let root = t.root().await;
+    for key in ["f1", "f2", "f3"] {
+        usage::record(&t.app, &root, "acme", rec("api_calls", 1, "alice", key))
+            .await
+            .unwrap();
+    }
+    let position = t
+        .tenant_command("acme", TenantCommand::ChangePlan { plan: Plan::Team })
+        .await;
+    t.app.usage.wait_for(position).await.unwrap();
+    assert_eq!(t.app.usage.plan("acme").unwrap(), Plan::Team);
+    // On the team plan as configured, 3 of 2 are used: nothing more passes this month.
+    assert!(matches!(
+        usage::record(&t.app, &root, "acme", rec("api_calls", 1, "alice", "t1")).await,
+        Err(AppError::QuotaExceeded { .. })
+    ));
+    let view = used(&t, "acme", "api_calls", None).await;
+    assert_eq!(
+        (view.used, view.limit, view.remaining),
+        (3, Some(2), Some(0))
+    );
+}
