@@ -353,6 +353,13 @@ pub struct Record {
 /// Rolls records up into one `usage.recorded` event per (subject, meter, minute) present, in
 /// the order first seen; a group with more than [`KEYS_PER_EVENT`] records is split.
 pub fn roll_up(records: &[Record]) -> Vec<UsageEvent> {
+    roll_up_by(records, KEYS_PER_EVENT)
+}
+
+/// [`roll_up`] with at most `keys_per_event` records per event (at least 1), for a store whose
+/// event size limit is below what [`KEYS_PER_EVENT`] keys can take.
+pub fn roll_up_by(records: &[Record], keys_per_event: usize) -> Vec<UsageEvent> {
+    let keys_per_event = keys_per_event.max(1);
     let mut groups: Vec<((String, String, Timestamp), Vec<&Record>)> = Vec::new();
     let mut index: std::collections::HashMap<(String, String, Timestamp), usize> =
         std::collections::HashMap::new();
@@ -368,7 +375,7 @@ pub fn roll_up(records: &[Record]) -> Vec<UsageEvent> {
     }
     let mut events = Vec::new();
     for ((subject, meter, window), group) in groups {
-        for chunk in group.chunks(KEYS_PER_EVENT) {
+        for chunk in group.chunks(keys_per_event) {
             events.push(UsageEvent::Recorded {
                 period: period_of(window),
                 window,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use custodian_domain::usage::{self, AGGREGATE, RECORDS_STREAM_ID, Record, UsageEvent};
 use custodian_domain::{Actor, StreamName, Timestamp};
-use custodian_store::{EventStore, ExpectedVersion};
+use custodian_store::{EventStore, ExpectedVersion, StoreError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -169,10 +169,14 @@ async fn write_tenant(
             return;
         }
     };
-    let mut events = usage::roll_up(&b.records);
-    events.extend(roll_up_refusals(&b.refused));
-    events.extend(follow.events.iter().cloned());
-    if events.is_empty() {
+    let events_by = |keys_per_event: usize| {
+        let mut events = usage::roll_up_by(&b.records, keys_per_event);
+        events.extend(roll_up_refusals(&b.refused));
+        events.extend(follow.events.iter().cloned());
+        events
+    };
+    let mut keys_per_event = usage::KEYS_PER_EVENT;
+    if events_by(keys_per_event).is_empty() {
         return;
     }
     let Ok(stream) = StreamName::new(&tenant, AGGREGATE, RECORDS_STREAM_ID) else {
@@ -187,9 +191,13 @@ async fn write_tenant(
         now,
         correlation_id: None,
     };
-    let new: Vec<_> = events.iter().map(|e| ctx.event(e)).collect();
+    let mut new: Vec<_> = events_by(keys_per_event)
+        .iter()
+        .map(|e| ctx.event(e))
+        .collect();
     // A failed append is retried a few times: the events carry their ids, so a retry of an
-    // append that did commit is not doubled.
+    // append that did commit is not doubled. An event over the store's size limit (set lower
+    // than usual) is split into smaller ones: a refused append wrote nothing.
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -202,6 +210,13 @@ async fn write_tenant(
                     w.send_replace(Outcome::Durable(outcome.last_position));
                 }
                 return;
+            }
+            Err(StoreError::EventTooLarge { .. }) if keys_per_event > 1 => {
+                keys_per_event /= 2;
+                new = events_by(keys_per_event)
+                    .iter()
+                    .map(|e| ctx.event(e))
+                    .collect();
             }
             Err(e)
                 if attempt < 3

@@ -481,3 +481,31 @@ async fn a_tenants_plan_sets_its_quotas_as_configured_and_follows_plan_changes()
         (3, Some(2), Some(0))
     );
 }
+
+#[tokio::test]
+async fn usage_events_split_to_fit_a_store_with_a_small_event_size_limit() {
+    let t = TestApp::with_store_options(
+        custodian_store::StoreOptions {
+            max_event_bytes: 2_048,
+            ..custodian_store::StoreOptions::default()
+        },
+        |_| {},
+    )
+    .await;
+    t.create_tenant("acme").await;
+    let records = (0..200)
+        .map(|i| rec("api_calls", 1, "alice", &format!("{i:0>150}")))
+        .collect();
+    let r = usage::record_batch(&t.app, &t.root().await, "acme", UsageBatch { records })
+        .await
+        .unwrap();
+    assert_eq!(r.accepted, 200);
+    assert_eq!(used(&t, "acme", "api_calls", None).await.used, 200);
+    let events = events_of(&t, "usage.recorded").await;
+    let keys: usize = events
+        .iter()
+        .map(|e| e.data["idempotency_keys"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(keys, 200);
+    assert!(events.len() > 10, "{} events", events.len());
+}
