@@ -142,6 +142,9 @@ pub struct FileConfig {
     trusted_proxies: Option<String>,
     decision_log: Option<String>,
     metrics_token: Option<String>,
+    /// `[plans.free]`, `[plans.team]`, `[plans.enterprise]`: each replaces that plan's built-in
+    /// tier (quotas, unit costs); a plan without a section keeps its built-in tier.
+    plans: Option<custodian_app::plans::Plans>,
     rate_limits: Option<RateLimitsFile>,
 }
 
@@ -260,6 +263,8 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// Request rates by plan.
     pub rate_tiers: RateTiers,
+    /// What each plan entitles a tenant to.
+    pub plans: custodian_app::plans::Plans,
 }
 
 /// Why the configuration cannot be used.
@@ -393,6 +398,8 @@ impl Config {
                 "max_event_bytes is {max_event_bytes}; it must be at least 1024"
             )));
         }
+        let plans = file.plans.unwrap_or_default();
+        plans.check().map_err(ConfigError::Invalid)?;
         Ok(Self {
             listen,
             store,
@@ -427,6 +434,7 @@ impl Config {
             decision_log,
             metrics_token,
             rate_tiers,
+            plans,
         })
     }
 }
@@ -449,6 +457,7 @@ impl Config {
             decision_log: self.decision_log,
             metrics_token: self.metrics_token.clone(),
             rate_tiers: self.rate_tiers,
+            plans: self.plans.clone(),
         }
     }
 }
@@ -538,6 +547,26 @@ mod tests {
         );
         let err = Config::merge(ServeArgs::default(), zero).unwrap_err();
         assert!(err.to_string().contains("plan free"), "{err}");
+    }
+
+    #[test]
+    fn a_plans_section_replaces_that_plans_tier_only() {
+        let f = file(
+            r#"
+            [plans.free.quotas]
+            api_calls = { limit = 500, hard = true }
+            [plans.free.unit_costs]
+            api_calls = 2000
+            "#,
+        );
+        let c = Config::merge(ServeArgs::default(), f).unwrap();
+        let plans = c.security_options().plans;
+        assert_eq!(plans.free.quotas["api_calls"].limit, 500);
+        assert_eq!(plans.free.unit_costs["api_calls"], 2000);
+        assert!(!plans.free.quotas.contains_key("events"));
+        assert_eq!(plans.team, custodian_app::plans::Plans::default().team);
+        let bad = file("[plans.team.quotas]\n\"Bad Meter\" = { limit = 1, hard = true }\n");
+        assert!(Config::merge(ServeArgs::default(), bad).is_err());
     }
 
     #[test]

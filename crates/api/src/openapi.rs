@@ -31,6 +31,7 @@ use crate::respond::{PROBLEM_JSON, ProblemDocument};
         (name = "users", description = "Users of a tenant, for its administrators: creating and inviting them, their profiles, disabling, erasure, password resets, sessions and credential status."),
         (name = "keys", description = "API keys: issuing them (the full key is shown once), listing, changing, rotating with a grace period and revoking them, and verifying a key for another service. A key authenticates as `Authorization: Bearer cst_...`, limited to its scopes."),
         (name = "authorization", description = "A tenant's permission catalog, roles, grants, assignments and resource groups, and the decision point that answers, now or for any past instant, whether a principal may act, with the events that made it so."),
+        (name = "usage", description = "Usage metering (single records and batches, each idempotency key counted once, acknowledged only when durable), monthly quotas from the tenant's plan or its own, meter unit costs, and the monthly budget whose 50/80/100 % thresholds are recorded as events."),
         (name = "operations", description = "Liveness and readiness, for orchestrators and load balancers."),
         (name = "reference", description = "This document, and the page that renders it."),
     ),
@@ -485,4 +486,18 @@ pub enum KeyProblems {
         content_type = "application/problem+json"
     )]
     Invalid(ProblemDocument<'static>),
+}
+
+/// The problem of a route that records usage: a hard quota refuses it (429 with `Retry-After`,
+/// the seconds until the next month).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum QuotaProblems {
+    /// Over a hard quota.
+    #[response(
+        status = 429,
+        description = "A hard quota would be exceeded; nothing of the request counted (code `quota_exceeded`, with `Retry-After` until the next month)",
+        content_type = "application/problem+json"
+    )]
+    Exceeded(ProblemDocument<'static>),
 }

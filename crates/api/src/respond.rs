@@ -287,6 +287,18 @@ impl From<AppError> for Problem {
                 detail,
                 retry_after,
             } => Problem::rate_limited(detail, retry_after),
+            AppError::QuotaExceeded {
+                detail,
+                retry_after,
+            } => Problem {
+                retry_after: Some(retry_after.max(1)),
+                ..Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "quota_exceeded",
+                    "Quota exceeded",
+                    detail,
+                )
+            },
             AppError::Unavailable {
                 detail,
                 retry_after,
@@ -449,6 +461,18 @@ mod tests {
         assert!(!body.to_string().contains("xyz"));
         let r = Problem::internal("cause").into_response();
         assert_eq!(r.extensions().get::<InternalCause>().unwrap().0, "cause");
+    }
+
+    #[tokio::test]
+    async fn a_hard_quota_is_a_429_quota_exceeded_that_says_when_to_retry() {
+        let (status, headers, body) = render(Problem::from(AppError::QuotaExceeded {
+            detail: "over".into(),
+            retry_after: 3600,
+        }))
+        .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(body["code"], "quota_exceeded");
+        assert_eq!(headers[header::RETRY_AFTER], "3600");
     }
 
     #[tokio::test]

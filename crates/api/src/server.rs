@@ -73,6 +73,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
     let router = handlers::tenants::routes(router);
     let router = handlers::authz::routes(router);
     let router = handlers::keys::routes(router);
+    let router = handlers::usage::routes(router);
     handlers::users::routes(router)
 }
 
@@ -142,6 +143,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let projections = state.projections.clone();
     let decisions = state.decisions.clone();
     let keys = state.keys.clone();
+    let usage_writer = state.usage_writer.clone();
     let mut state = state;
     let relay_task = match &config.nats_url {
         Some(url) => {
@@ -169,6 +171,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     decisions.stopped().await;
     // So is the usage of API keys counted since the last minute was recorded.
     keys.stopped().await;
+    usage_writer.stopped().await;
     projections.stop().await;
     if let Some(task) = relay_task {
         let _ = task.await;

@@ -19,6 +19,7 @@ use crate::commands::Failed;
 /// | [`Unauthenticated`](Self::Unauthenticated), [`InvalidCredentials`](Self::InvalidCredentials), [`RefreshTokenReused`](Self::RefreshTokenReused) | authenticate again | 401 |
 /// | [`WrongProof`](Self::WrongProof) | give the right password or code | 403 |
 /// | [`Throttled`](Self::Throttled) | wait `retry_after` seconds | 429 |
+/// | [`QuotaExceeded`](Self::QuotaExceeded) | wait for the next period, or raise the quota | 429 |
 /// | [`Unavailable`](Self::Unavailable) | retry after `retry_after` seconds | 503 |
 /// | [`Internal`](Self::Internal) | report it: a bug or damaged data; the cause is for the operator's log only | 500 |
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +77,14 @@ pub enum AppError {
         /// What is throttled.
         detail: String,
         /// Seconds to wait (at least 1).
+        retry_after: u64,
+    },
+    /// A hard quota refuses the request until its period ends (`retry_after` seconds).
+    #[error("{detail}")]
+    QuotaExceeded {
+        /// Which quota, its limit and its usage.
+        detail: String,
+        /// Seconds until the next period begins (at least 1).
         retry_after: u64,
     },
     /// Not now: the store or an index is busy or catching up.

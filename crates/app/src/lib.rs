@@ -29,9 +29,11 @@ pub mod identity;
 pub mod keys;
 pub mod mfa;
 pub mod operations;
+pub mod plans;
 pub mod ratelimit;
 pub mod sessions;
 pub mod signing;
+pub mod usage;
 pub mod users;
 pub mod validate;
 
@@ -69,6 +71,12 @@ pub struct App {
     pub decisions: Arc<authz::DecisionLog>,
     /// API keys: the index that verifies them and the recorder of their usage.
     pub keys: Arc<keys::Keys>,
+    /// What each plan entitles a tenant to.
+    pub plans: Arc<plans::Plans>,
+    /// Every tenant's usage, quotas and budget, and the records being written.
+    pub usage: Arc<usage::UsageLedger>,
+    /// The usage records' writer.
+    pub usage_writer: Arc<usage::UsageWriter>,
 }
 
 impl App {
@@ -91,6 +99,21 @@ impl App {
         let decisions =
             authz::DecisionLog::start(store.clone(), options.decision_log, shutdown.clone());
         let index_wait = options.index_wait;
+        let plans = Arc::new(options.plans.clone());
+        let usage = usage::UsageLedger::start(
+            store.clone(),
+            plans.clone(),
+            options.index_wait,
+            shutdown.clone(),
+        )
+        .await
+        .context("cannot start the usage ledger")?;
+        let usage_writer = usage::UsageWriter::start(
+            store.clone(),
+            usage.clone(),
+            clock.clone(),
+            shutdown.clone(),
+        );
         let security = Security::start(
             options,
             db.clone(),
@@ -125,6 +148,9 @@ impl App {
             policy,
             decisions,
             keys,
+            plans,
+            usage,
+            usage_writer,
         };
         let migrating = app.clone();
         tokio::spawn(async move {

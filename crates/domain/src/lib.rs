@@ -25,6 +25,7 @@ pub mod session;
 pub mod signing_key;
 pub mod stream;
 pub mod tenant;
+pub mod usage;
 pub mod user;
 
 pub use chain::{ChainBreak, ChainVerifier};
@@ -47,6 +48,7 @@ pub fn catalog() -> Vec<(&'static str, u32)> {
         policy::PolicyEvent::TYPES,
         policy::DecisionEvent::TYPES,
         key::KeyEvent::TYPES,
+        usage::UsageEvent::TYPES,
     ]
     .concat()
 }

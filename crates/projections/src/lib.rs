@@ -15,6 +15,7 @@ pub mod policy;
 mod runtime;
 pub mod sessions;
 pub mod tenants;
+pub mod usage;
 pub mod users;
 
 pub use db::{ViewDb, ViewDbError};
@@ -31,5 +32,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(sessions::SessionsView),
         std::sync::Arc::new(policy::PolicyView),
         std::sync::Arc::new(keys::KeysView),
+        std::sync::Arc::new(usage::UsageView),
     ]
 }

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use custodian_domain::DomainEvent as _;
 use custodian_domain::stream::SYSTEM_TENANT;
 
 /// Aggregates whose streams live only in the platform tenant `_system`.
@@ -45,7 +46,16 @@ fn subjects_for(tenant: &str) -> Vec<Vec<String>> {
     custodian_domain::catalog()
         .iter()
         .map(|(event_type, _)| {
-            let aggregate = event_type.split('.').next().unwrap();
+            // A tenant's policy and its usage are each one aggregate whose events have types of
+            // several prefixes; every other event type starts with its stream's aggregate.
+            let in_types = |types: &[(&str, u32)]| types.iter().any(|(t, _)| t == event_type);
+            let aggregate = if in_types(custodian_domain::policy::PolicyEvent::TYPES) {
+                custodian_domain::policy::event::AGGREGATE
+            } else if in_types(custodian_domain::usage::UsageEvent::TYPES) {
+                custodian_domain::usage::AGGREGATE
+            } else {
+                event_type.split('.').next().unwrap()
+            };
             let tenant = if PLATFORM_AGGREGATES.contains(&aggregate) {
                 SYSTEM_TENANT
             } else {
@@ -129,10 +139,12 @@ fn every_event_type_named_in_the_docs_is_in_the_catalog() {
         .map(|(t, _)| *t)
         .collect();
     let mut seen = 0;
-    for path in SUBSCRIBER_DOCS
-        .into_iter()
-        .chain(["README.md", "docs/identity.md", "docs/keys.md"])
-    {
+    for path in SUBSCRIBER_DOCS.into_iter().chain([
+        "README.md",
+        "docs/identity.md",
+        "docs/keys.md",
+        "docs/usage.md",
+    ]) {
         let text = read(path);
         for name in quoted(&text)
             .into_iter()

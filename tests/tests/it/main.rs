@@ -3,6 +3,7 @@
 mod cli;
 mod crash;
 mod crash_http;
+mod crash_usage;
 mod event_names;
 mod feed;
 mod identity;

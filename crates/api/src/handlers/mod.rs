@@ -8,4 +8,5 @@ pub mod auth;
 pub mod authz;
 pub mod keys;
 pub mod tenants;
+pub mod usage;
 pub mod users;

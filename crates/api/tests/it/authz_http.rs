@@ -107,6 +107,8 @@ fn tenant_routes(tenant: &str, user: &str, grant: &str, assignment: &str, key: &
     let t = format!("/v1/tenants/{tenant}");
     let a_check =
         json!({"principal": user, "permission": "user:read", "resource": format!("user/{user}")});
+    let a_record =
+        json!({"meter": "api_calls", "quantity": 1, "subject": user, "idempotency_key": "k-1"});
     vec![
         (Method::GET, "/v1/tenants/{tenant}", t.clone(), None),
         (
@@ -326,6 +328,24 @@ fn tenant_routes(tenant: &str, user: &str, grant: &str, assignment: &str, key: &
             None,
         ),
         (
+            Method::POST,
+            "/v1/tenants/{tenant}/usage",
+            format!("{t}/usage"),
+            Some(a_record.clone()),
+        ),
+        (
+            Method::POST,
+            "/v1/tenants/{tenant}/usage/batch",
+            format!("{t}/usage/batch"),
+            Some(json!({"records": [a_record]})),
+        ),
+        (
+            Method::GET,
+            "/v1/tenants/{tenant}/usage",
+            format!("{t}/usage?meter=api_calls"),
+            None,
+        ),
+        (
             Method::GET,
             "/v1/tenants/{tenant}/keys/{id}",
             format!("{t}/keys/{key}"),
@@ -348,6 +368,42 @@ fn tenant_routes(tenant: &str, user: &str, grant: &str, assignment: &str, key: &
             "/v1/tenants/{tenant}/keys/{id}/rotate",
             format!("{t}/keys/{key}/rotate"),
             Some(json!({"grace_seconds": 60})),
+        ),
+        (
+            Method::GET,
+            "/v1/tenants/{tenant}/quotas",
+            format!("{t}/quotas"),
+            None,
+        ),
+        (
+            Method::PUT,
+            "/v1/tenants/{tenant}/quotas/{meter}",
+            format!("{t}/quotas/api_calls"),
+            Some(json!({"limit": 10, "hard": true})),
+        ),
+        (
+            Method::DELETE,
+            "/v1/tenants/{tenant}/quotas/{meter}",
+            format!("{t}/quotas/api_calls"),
+            None,
+        ),
+        (
+            Method::PUT,
+            "/v1/tenants/{tenant}/meters/{meter}",
+            format!("{t}/meters/api_calls"),
+            Some(json!({"unit_cost": 10})),
+        ),
+        (
+            Method::GET,
+            "/v1/tenants/{tenant}/budget",
+            format!("{t}/budget"),
+            None,
+        ),
+        (
+            Method::PUT,
+            "/v1/tenants/{tenant}/budget",
+            format!("{t}/budget"),
+            Some(json!({"amount": 1000})),
         ),
     ]
 }

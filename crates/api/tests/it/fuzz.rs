@@ -281,7 +281,8 @@ async fn no_request_made_from_the_document_gets_a_5xx_or_an_undocumented_status(
                 .map(|segment| match segment {
                     "{tenant}" => ["acme", "_system", "nope"][rng.gen_range(0..3)].to_owned(),
                     "{user_id}" if rng.gen_bool(0.5) => admin_id.clone(),
-                    // A `/` inside a value would make `../..` climb to another route.
+                    // A `/` inside a value is sent encoded: sent as is, `../..` would be
+                    // resolved by the client into another route's path.
                     s if s.starts_with('{') => nasty(&mut rng).replace('/', "%2F"),
                     s => s.to_owned(),
                 })

@@ -10,3 +10,4 @@ mod keys;
 mod openapi;
 mod ratelimit_http;
 mod support;
+mod usage_http;

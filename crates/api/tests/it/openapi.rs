@@ -84,6 +84,15 @@ pub(crate) const SERVED: &[(&str, &str)] = &[
     ("/v1/tenants/{tenant}/keys/{id}", "delete"),
     ("/v1/tenants/{tenant}/keys/{id}/rotate", "post"),
     ("/v1/keys/verify", "post"),
+    ("/v1/tenants/{tenant}/usage", "post"),
+    ("/v1/tenants/{tenant}/usage", "get"),
+    ("/v1/tenants/{tenant}/usage/batch", "post"),
+    ("/v1/tenants/{tenant}/quotas", "get"),
+    ("/v1/tenants/{tenant}/quotas/{meter}", "put"),
+    ("/v1/tenants/{tenant}/quotas/{meter}", "delete"),
+    ("/v1/tenants/{tenant}/meters/{meter}", "put"),
+    ("/v1/tenants/{tenant}/budget", "get"),
+    ("/v1/tenants/{tenant}/budget", "put"),
 ];
 
 impl App {

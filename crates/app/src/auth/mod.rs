@@ -75,6 +75,8 @@ pub struct SecurityOptions {
     pub metrics_token: Option<String>,
     /// Request rates by plan.
     pub rate_tiers: crate::ratelimit::RateTiers,
+    /// What each plan entitles a tenant to (quotas, unit costs).
+    pub plans: crate::plans::Plans,
 }
 
 impl SecurityOptions {
@@ -91,6 +93,7 @@ impl SecurityOptions {
             decision_log: crate::authz::DecisionLogMode::All,
             metrics_token: None,
             rate_tiers: crate::ratelimit::RateTiers::default(),
+            plans: crate::plans::Plans::default(),
         }
     }
 }

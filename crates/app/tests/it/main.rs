@@ -15,3 +15,4 @@ mod operations;
 mod sessions;
 mod signing;
 mod support;
+mod usage;

@@ -40,9 +40,17 @@ impl TestApp {
 
     /// [`TestApp::new`] with the security options `change` makes of the defaults.
     pub async fn with_options(change: impl FnOnce(&mut SecurityOptions)) -> Self {
+        Self::with_store_options(custodian_store::StoreOptions::default(), change).await
+    }
+
+    /// [`TestApp::with_options`] on a store opened with `store`.
+    pub async fn with_store_options(
+        store: custodian_store::StoreOptions,
+        change: impl FnOnce(&mut SecurityOptions),
+    ) -> Self {
         let ledger = Ledger::sqlite();
         let location = ledger.location.clone();
-        let store = ledger.open().await;
+        let store = ledger.open_with(store).await;
         let key_file = ledger
             .dir()
             .expect("a SQLite ledger has a directory")

@@ -16,6 +16,7 @@ use custodian_domain::security::{SecurityEvent, ThrottleScope};
 use custodian_domain::session::{self, RevokeReason, SessionCommand, SessionEvent};
 use custodian_domain::signing_key::{self, SigningKeyCommand, SigningKeyEvent};
 use custodian_domain::tenant::{self, Plan, TenantCommand, TenantEvent};
+use custodian_domain::usage::{self, UsageEvent};
 use custodian_domain::user::{
     self, LockoutPolicy, LoginFailure, LoginMethod, ROLE_PLATFORM_ADMIN, ROLE_TENANT_ADMIN,
     UserCommand, UserEvent, UserKind,
@@ -777,6 +778,76 @@ fn emitted_decision_events() -> Vec<DecisionEvent> {
     vec![allowed, denied]
 }
 
+// ---- usage ----
+
+/// Every usage event: records rolled up by the domain, and each follow-up and setting.
+fn emitted_usage_events() -> Vec<UsageEvent> {
+    let record = |key: &str| usage::Record {
+        at: now(),
+        subject: "user_01".into(),
+        meter: "api_calls".into(),
+        quantity: 3,
+        cost: 3_000,
+        idempotency_key: key.into(),
+    };
+    let mut events = usage::roll_up(&[record("k-1"), record("k-2")]);
+    events.extend([
+        UsageEvent::QuotaExceeded {
+            period: usage::period_of(now()),
+            window: usage::window_of(now()),
+            subject: "user_01".into(),
+            meter: "api_calls".into(),
+            refused: 2,
+            quantity: 7,
+            limit: 100,
+        },
+        UsageEvent::QuotaWarning {
+            period: "2026-01".into(),
+            meter: "storage.gb".into(),
+            used: 101,
+            limit: 100,
+        },
+        UsageEvent::BudgetThresholdCrossed {
+            period: "2026-01".into(),
+            threshold: 80,
+            spent: 8_000_000,
+            budget: 10_000_000,
+        },
+        UsageEvent::QuotaSet {
+            meter: "api_calls".into(),
+            limit: 1_000,
+            hard: true,
+        },
+        UsageEvent::QuotaCleared {
+            meter: "api_calls".into(),
+        },
+        UsageEvent::MeterCostSet {
+            meter: "api_calls".into(),
+            unit_cost: 1_500,
+        },
+        UsageEvent::BudgetSet { amount: 0 },
+    ]);
+    events
+}
+
+#[test]
+fn usage_schemas_reject_malformed_data() {
+    let events = emitted_usage_events();
+    mutation_fails(&events, "usage.recorded", |d| {
+        d["idempotency_keys"] = json!([])
+    });
+    mutation_fails(&events, "usage.recorded", |d| {
+        d["period"] = json!("2026-13")
+    });
+    mutation_fails(&events, "usage.recorded", |d| {
+        d["meter"] = json!("API calls")
+    });
+    mutation_fails(&events, "budget.threshold_crossed", |d| {
+        d["threshold"] = json!(90)
+    });
+    mutation_fails(&events, "quota.set", |d| d["limit"] = json!(-1));
+}
+
 #[test]
 fn every_emitted_event_matches_its_schema() {
     assert_eq!(
@@ -823,6 +894,11 @@ fn every_emitted_event_matches_its_schema() {
         validate_all(&emitted_key_events()),
         declared::<KeyEvent>(),
         "the key lifecycle must emit every declared type"
+    );
+    assert_eq!(
+        validate_all(&emitted_usage_events()),
+        declared::<UsageEvent>(),
+        "every declared usage event must be checked"
     );
 }
 

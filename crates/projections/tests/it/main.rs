@@ -7,3 +7,4 @@ mod live_equals_rebuilt;
 mod policy;
 mod support;
 mod tenants;
+mod usage;
