@@ -205,6 +205,25 @@ async fn a_bearer_key_acts_as_its_owner_within_its_scopes_only() {
     assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
     let logout = send(&s.app, Method::POST, "/v1/auth/logout", &key, None).await;
     assert_eq!(problem(logout).await.0, 403);
+    // What it may do is its owner's permissions narrowed to its scopes.
+    let mine = send(&s.app, Method::GET, "/v1/permissions/me", &key, None).await;
+    let mine = expect(mine, 200).await;
+    assert_eq!(mine["principal"], made["id"]);
+    assert_eq!(mine["scopes"], json!(["key:read"]));
+    assert_eq!(mine["platform_admin"], false);
+    let listed = mine["permissions"].as_array().unwrap();
+    assert!(!listed.is_empty(), "{mine}");
+    for p in listed {
+        let (t, a) = p["permission"].as_str().unwrap().split_once(':').unwrap();
+        assert!(
+            (t == "key" || t == "*") && (a == "read" || a == "*"),
+            "{p} is not within key:read"
+        );
+    }
+    let owners = send(&s.app, Method::GET, "/v1/permissions/me", &ada, None).await;
+    let owners = expect(owners, 200).await;
+    assert!(owners["permissions"].as_array().unwrap().len() > listed.len());
+    assert!(owners.get("scopes").is_none());
     // A key that is not valid is a plain 401.
     let mut typo = key.clone();
     typo.replace_range(39..40, if key.ends_with('x') { "y" } else { "x" });

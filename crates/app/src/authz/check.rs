@@ -363,6 +363,10 @@ pub struct PermissionsView {
     pub platform_admin: bool,
     /// Every grant that reaches it now.
     pub permissions: Vec<EffectivePermission>,
+    /// For a key: its scopes. It may use only what both a permission listed here and one of
+    /// these scopes cover (and its `on`); grants no scope overlaps are left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
     /// The log position the answer reflects.
     pub position: u64,
 }
@@ -426,18 +430,43 @@ pub async fn principal_permissions(
         principal: principal_id.to_owned(),
         platform_admin,
         permissions: permissions_of(app, tenant, principal_id)?,
+        scopes: None,
         position: app.policy.applied(),
     })
 }
 
 /// The caller's own effective permissions in their tenant; needs nothing.
+/// With a key, they are its owner's narrowed to the key: the key is the principal, it is never
+/// a platform administrator, and only grants its scopes overlap are listed (denials always are).
 pub async fn my_permissions(app: &App, principal: &Principal) -> Result<PermissionsView, AppError> {
+    let mut permissions = permissions_of(app, &principal.tenant, &principal.user_id)?;
+    let Some(key) = &principal.key else {
+        return Ok(PermissionsView {
+            principal: principal.user_id.clone(),
+            platform_admin: principal.is_platform_admin(),
+            permissions,
+            scopes: None,
+            position: app.policy.applied(),
+        });
+    };
+    permissions.retain(|p| {
+        p.effect == EffectBody::Deny
+            || Permission::parse(&p.permission)
+                .is_ok_and(|granted| key.scopes.iter().any(|s| overlaps(s, &granted)))
+    });
     Ok(PermissionsView {
-        principal: principal.user_id.clone(),
-        platform_admin: principal.is_platform_admin(),
-        permissions: permissions_of(app, &principal.tenant, &principal.user_id)?,
+        principal: key.id.clone(),
+        platform_admin: false,
+        permissions,
+        scopes: Some(key.scopes.iter().map(ToString::to_string).collect()),
         position: app.policy.applied(),
     })
+}
+
+/// Whether some permission is covered by both patterns.
+fn overlaps(a: &Permission, b: &Permission) -> bool {
+    let part = |x: &str, y: &str| x == "*" || y == "*" || x == y;
+    part(&a.resource_type, &b.resource_type) && part(&a.action, &b.action)
 }
 
 /// One principal's permission on a resource.
