@@ -39,7 +39,7 @@ impl FromRequestParts<AppState> for ClientIp {
             .filter_map(|v| v.to_str().ok())
             .collect();
         Ok(Self(peer.map(|peer| {
-            client_address(peer, &forwarded, &state.security.trusted_proxies)
+            client_address(peer, &forwarded, &state.security.trusted_proxies).to_canonical()
         })))
     }
 }

@@ -173,7 +173,7 @@ async fn run() -> Result<()> {
                 ..plain(&set[i % set.len()])
             };
             let t = Instant::now();
-            let answer = verify::verify(&app, &root, None, req).await;
+            let answer = verify::verify(&app, &root, req).await;
             row.latencies.push(t.elapsed());
             if !answer.is_ok_and(|a| a.code == expect) {
                 row.unexpected += 1;

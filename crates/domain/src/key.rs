@@ -405,6 +405,11 @@ pub enum KeyError {
     /// The key has expired; it cannot be rotated.
     #[error("the key has expired")]
     Expired,
+    /// The previous rotation's grace is still running: rotating again would end it early.
+    #[error(
+        "the previous secret works until {0} (the last rotation's grace); rotate again after that"
+    )]
+    GraceRunning(Timestamp),
     /// The request's content is invalid.
     #[error("{0}")]
     Invalid(String),
@@ -573,6 +578,11 @@ pub fn decide(state: Option<&Key>, command: KeyCommand) -> Result<Vec<KeyEvent>,
         ) => {
             if k.expires_at.is_some_and(|e| e <= now) {
                 return Err(KeyError::Expired);
+            }
+            if let Some((_, until)) = &k.previous
+                && *until > now
+            {
+                return Err(KeyError::GraceRunning(*until));
             }
             if previous_valid_until < now {
                 return Err(KeyError::Invalid(

@@ -19,6 +19,8 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 struct Api {
     base: String,
     client: reqwest::Client,
+    /// The position of the last command answered: reads wait for the views to reach it.
+    seen: std::sync::atomic::AtomicU64,
 }
 
 impl Api {
@@ -29,17 +31,26 @@ impl Api {
         bearer: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
+        use std::sync::atomic::Ordering;
         let mut r = self
             .client
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(bearer);
+            .bearer_auth(bearer)
+            .header(
+                "custodian-min-position",
+                self.seen.load(Ordering::SeqCst).to_string(),
+            );
         if let Some(body) = body {
             r = r.json(&body);
         }
         let r = r.send().await.unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if let Some(p) = body.get("position").and_then(Value::as_u64) {
+            self.seen.fetch_max(p, Ordering::SeqCst);
+        }
+        (status, body)
     }
 }
 
@@ -55,6 +66,7 @@ async fn no_full_key_reaches_the_database_the_logs_or_the_nats_messages() {
     let api = Api {
         base: server.base.clone(),
         client: reqwest::Client::new(),
+        seen: std::sync::atomic::AtomicU64::new(0),
     };
     let login = api
         .client

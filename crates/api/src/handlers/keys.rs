@@ -16,7 +16,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::{ClientIp, JsonBody, PathParams, QueryParams, TenantPath};
+use crate::extract::{JsonBody, PathParams, QueryParams, TenantPath};
 use crate::openapi::{AdminProblems, AuthProblems, JsonBodyProblems, KeyProblems, ViewProblems};
 use crate::respond::{PROBLEM_JSON, Problem, ProblemDocument, positioned};
 use crate::state::AppState;
@@ -196,8 +196,7 @@ async fn rotate_key(
 async fn verify_key(
     State(state): State<AppState>,
     principal: Principal,
-    ClientIp(ip): ClientIp,
     JsonBody(req): JsonBody<VerifyRequest>,
 ) -> Result<Json<Verification>, Problem> {
-    Ok(Json(verify::verify(&state, &principal, ip, req).await?))
+    Ok(Json(verify::verify(&state, &principal, req).await?))
 }

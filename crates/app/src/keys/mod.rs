@@ -388,7 +388,9 @@ fn key_error(e: KeyError) -> AppError {
     match e {
         KeyError::NotFound => no_key(),
         KeyError::AlreadyExists => AppError::conflict(e.to_string()),
-        KeyError::Revoked | KeyError::Expired => AppError::conflict(e.to_string()),
+        KeyError::Revoked | KeyError::Expired | KeyError::GraceRunning(_) => {
+            AppError::conflict(e.to_string())
+        }
         KeyError::Invalid(m) => AppError::invalid(m),
     }
 }
@@ -578,8 +580,12 @@ async fn run(
     )
     .await
     .map_err(|e| AppError::from_failed(e, key_error))?;
-    if let Some(p) = done.position {
-        app.keys.index.wait_for(p).await?;
+    if let Some(p) = done.position
+        && let Err(e) = app.keys.index.wait_for(p).await
+    {
+        // The command is on the log: its answer (perhaps a new secret, shown only here) must
+        // reach the caller; the key index applies it moments later.
+        tracing::warn!(error = %e, position = p, "the key index is behind a key command");
     }
     app.answer_position(done.position.unwrap_or(0)).await
 }
@@ -723,7 +729,7 @@ fn key_view(app: &App, r: view::KeyRow, now: Timestamp) -> Result<KeyView, AppEr
     })
 }
 
-/// Changes a key's name or limits. Needs `key:update`.
+/// Changes a key's name or limits. Needs `key:update` and every scope of the key.
 pub async fn update_key(
     app: &App,
     principal: &Principal,
@@ -740,6 +746,7 @@ pub async fn update_key(
         Target::Resource(&resource),
     )?;
     check_key_id(id)?;
+    may_change(app, principal, tenant, id, "changing").await?;
     let ip_allowlist = match req.ip_allowlist {
         None => None,
         Some(None) => Some(vec![]),
@@ -782,9 +789,37 @@ pub async fn revoke_key(
     })
 }
 
+/// Refuses a caller who does not hold every scope of key `id` on its `on` (403 naming the
+/// missing ones): changing a key's limits or taking a new secret for it would hand them the key's
+/// rights, which a key never holds beyond its creator's. A key the index does not know is left to
+/// the command (404).
+async fn may_change(
+    app: &App,
+    principal: &Principal,
+    tenant: &str,
+    id: &str,
+    what: &str,
+) -> Result<(), AppError> {
+    app.keys.index.catch_up().await?;
+    let Some(entry) = app.keys.index.get(id).filter(|e| e.tenant == tenant) else {
+        return Ok(());
+    };
+    let missing = missing_scopes(app, principal, tenant, &entry.scopes, entry.on.as_ref())?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(AppError::MissingScopes {
+        detail: format!(
+            "{what} a key needs every scope it holds; you lack {}",
+            missing.join(", ")
+        ),
+        missing,
+    })
+}
+
 /// Gives a key a new secret, keeping its id, scopes and limits; the previous secret works for
-/// `grace_seconds` more, then answers `EXPIRED`. Needs `key:rotate`. The new key is in this answer
-/// only.
+/// `grace_seconds` more, then answers `EXPIRED`. Needs `key:rotate` and every scope of the key;
+/// refused (409) while the previous rotation's grace runs. The new key is in this answer only.
 pub async fn rotate_key(
     app: &App,
     principal: &Principal,
@@ -801,6 +836,7 @@ pub async fn rotate_key(
         Target::Resource(&resource),
     )?;
     check_key_id(id)?;
+    may_change(app, principal, tenant, id, "rotating").await?;
     let grace = req.grace_seconds.unwrap_or(0);
     if grace > MAX_GRACE_SECONDS {
         return Err(AppError::invalid(format!(

@@ -66,8 +66,8 @@ pub struct VerifyRequest {
     /// Units to take from the key's usage limit when it is valid (default 1; 0 takes none).
     #[serde(default)]
     pub cost: Option<u64>,
-    /// The address the key was presented from, for its allowlist; the verify request's own
-    /// client address when absent.
+    /// The address the key was presented from, for its allowlist (IPv4-mapped IPv6 addresses
+    /// count as IPv4); without it a key with an allowlist is `IP_NOT_ALLOWED`.
     #[serde(default)]
     #[schema(example = "203.0.113.7")]
     pub ip: Option<String>,
@@ -231,13 +231,13 @@ pub async fn authenticate(app: &App, key: &str, ip: Option<IpAddr>) -> Result<Pr
 
 /// Verifies a key for `principal`, a service that holds `key:verify` in its tenant (it learns
 /// about its tenant's keys only) or in `_system` (every key, and `TENANT_SUSPENDED`). The key was
-/// presented from `req.ip`, or else from `client_ip`, the verify request's own address. Always an
+/// presented from `req.ip`; without it a key with an allowlist is `IP_NOT_ALLOWED` (the verify
+/// request's own address is the verifier's, not the key holder's). Always an
 /// answer (`valid` and `code`), unless the caller may not verify at all (403) or the request is
 /// invalid (422). `cost` is taken from the key's usage limit only when the answer is `VALID`.
 pub async fn verify(
     app: &App,
     principal: &Principal,
-    client_ip: Option<IpAddr>,
     req: VerifyRequest,
 ) -> Result<Verification, AppError> {
     let key_verify = Permission {
@@ -278,9 +278,10 @@ pub async fn verify(
         Some(s) => Some(
             s.trim()
                 .parse::<IpAddr>()
-                .map_err(|_| AppError::invalid(format!("ip: {s:.64?} is not an IP address")))?,
+                .map_err(|_| AppError::invalid(format!("ip: {s:.64?} is not an IP address")))?
+                .to_canonical(),
         ),
-        None => client_ip,
+        None => None,
     };
     let cost = req.cost.unwrap_or(1);
     if domain::parse(&req.key).is_err() {

@@ -68,7 +68,7 @@ impl World {
     }
 
     async fn code(&self, req: VerifyRequest) -> VerifyCode {
-        verify::verify(&self.t.app, &self.gateway, None, req)
+        verify::verify(&self.t.app, &self.gateway, req)
             .await
             .unwrap()
             .code
@@ -171,20 +171,17 @@ async fn revoked_expired_wrong_address_used_up_and_forbidden_keys_each_get_their
     };
     assert_eq!(w.code(from(Some("10.1.2.3"))).await, VerifyCode::Valid);
     assert_eq!(
+        w.code(from(Some("::ffff:10.1.2.3"))).await,
+        VerifyCode::Valid,
+        "an IPv4-mapped address is its IPv4 address"
+    );
+    assert_eq!(
         w.code(from(Some("192.0.2.1"))).await,
         VerifyCode::IpNotAllowed
     );
+    // Without `ip` the address the key was presented from is unknown: the verifier's own
+    // address is a gateway's, not the key holder's, so an allowlisted key is refused.
     assert_eq!(w.code(from(None)).await, VerifyCode::IpNotAllowed);
-    // Without `ip`, the verify request's own address is the one checked.
-    let own = verify::verify(
-        &w.t.app,
-        &w.gateway,
-        Some("10.9.9.9".parse().unwrap()),
-        verifying(&fenced.key),
-    )
-    .await
-    .unwrap();
-    assert_eq!(own.code, VerifyCode::Valid);
 
     let mut metered = request(&["key:read"]);
     metered.usage_limit = Some(UsageLimitBody {
@@ -196,14 +193,14 @@ async fn revoked_expired_wrong_address_used_up_and_forbidden_keys_each_get_their
         cost: Some(cost),
         ..verifying(&metered.key)
     };
-    let answer = verify::verify(&w.t.app, &w.gateway, None, costing(2))
+    let answer = verify::verify(&w.t.app, &w.gateway, costing(2))
         .await
         .unwrap();
     assert_eq!(
         (answer.code, answer.remaining),
         (VerifyCode::Valid, Some(1))
     );
-    let answer = verify::verify(&w.t.app, &w.gateway, None, costing(2))
+    let answer = verify::verify(&w.t.app, &w.gateway, costing(2))
         .await
         .unwrap();
     assert_eq!(
@@ -251,7 +248,7 @@ async fn a_suspended_tenant_and_a_disabled_owner_stop_their_keys() {
         let app = w.t.app.clone();
         let root = root.clone();
         let req = verifying(key);
-        async move { verify::verify(&app, &root, None, req).await.unwrap().code }
+        async move { verify::verify(&app, &root, req).await.unwrap().code }
     };
     assert_eq!(by_root(&issued.key).await, VerifyCode::Valid);
 
@@ -462,20 +459,20 @@ async fn another_tenants_key_is_not_found_and_verifying_needs_the_permission() {
     let other = w.t.user_with_roles("globex", &[]).await;
     w.t.assign("globex", &other, "developer").await;
     let other = w.t.principal("globex", &other, "sess_other").await;
-    let answer = verify::verify(&w.t.app, &other, None, verifying(&issued.key))
+    let answer = verify::verify(&w.t.app, &other, verifying(&issued.key))
         .await
         .unwrap();
     assert_eq!(answer.code, VerifyCode::NotFound);
     assert_eq!(answer.key_id, None, "nothing about the key leaks");
     // Without key:verify anywhere: 403.
     let plain = w.t.as_member(&globex).await;
-    let e = verify::verify(&w.t.app, &plain, None, verifying(&issued.key))
+    let e = verify::verify(&w.t.app, &plain, verifying(&issued.key))
         .await
         .unwrap_err();
     assert!(matches!(e, AppError::Forbidden(_)), "{e:?}");
     // A platform-wide gateway sees it.
     let root = w.t.root().await;
-    let answer = verify::verify(&w.t.app, &root, None, verifying(&issued.key))
+    let answer = verify::verify(&w.t.app, &root, verifying(&issued.key))
         .await
         .unwrap();
     assert_eq!(answer.code, VerifyCode::Valid);
@@ -840,7 +837,7 @@ async fn a_key_over_its_rate_limit_is_rate_limited_takes_no_usage_and_passes_aga
     });
     let limited = w.issue(limited).await;
     let verify = || async {
-        verify::verify(&w.t.app, &w.gateway, None, verifying(&limited.key))
+        verify::verify(&w.t.app, &w.gateway, verifying(&limited.key))
             .await
             .unwrap()
     };
@@ -868,8 +865,75 @@ async fn a_key_over_its_rate_limit_is_rate_limited_takes_no_usage_and_passes_aga
 
     // A key without a rate limit of its own answers no rate-limit state.
     let free = w.issue(request(&["key:read"])).await;
-    let answer = verify::verify(&w.t.app, &w.gateway, None, verifying(&free.key))
+    let answer = verify::verify(&w.t.app, &w.gateway, verifying(&free.key))
         .await
         .unwrap();
     assert_eq!((answer.code, answer.ratelimit), (VerifyCode::Valid, None));
+}
+
+#[tokio::test]
+async fn nobody_takes_over_or_loosens_a_key_whose_scopes_they_lack() {
+    let w = world().await;
+    let mut strong = request(&["user:delete", "key:read"]);
+    strong.ip_allowlist = Some(vec!["10.0.0.0/8".into()]);
+    let strong = w.issue(strong).await;
+    // The developer may rotate and update keys, but does not hold user:delete.
+    let rotated = keys::rotate_key(
+        &w.t.app,
+        &w.gateway,
+        "acme",
+        &strong.id,
+        RotateKeyRequest {
+            grace_seconds: None,
+        },
+    )
+    .await;
+    let Err(AppError::MissingScopes { missing, .. }) = rotated else {
+        panic!("a developer took a new secret for an admin's key: {rotated:?}");
+    };
+    assert_eq!(missing, ["user:delete"]);
+    let loosened = keys::update_key(
+        &w.t.app,
+        &w.gateway,
+        "acme",
+        &strong.id,
+        UpdateKeyRequest {
+            name: None,
+            ratelimit: None,
+            usage_limit: None,
+            ip_allowlist: Some(None),
+        },
+    )
+    .await;
+    assert!(
+        matches!(loosened, Err(AppError::MissingScopes { .. })),
+        "{loosened:?}"
+    );
+    let fenced = VerifyRequest {
+        ip: Some("192.0.2.1".into()),
+        ..verifying(&strong.key)
+    };
+    assert_eq!(w.code(fenced).await, VerifyCode::IpNotAllowed);
+
+    // Its owner, who holds every scope, may; a rotation during another's grace is refused.
+    let ada = w.ada().await;
+    let grace = |s| RotateKeyRequest {
+        grace_seconds: Some(s),
+    };
+    let first = keys::rotate_key(&w.t.app, &ada, "acme", &strong.id, grace(60))
+        .await
+        .unwrap();
+    let again = keys::rotate_key(&w.t.app, &ada, "acme", &strong.id, grace(60)).await;
+    assert!(matches!(again, Err(AppError::Conflict(_))), "{again:?}");
+    let from_inside = |key: &str| VerifyRequest {
+        ip: Some("10.0.0.1".into()),
+        ..verifying(key)
+    };
+    assert_eq!(w.code(from_inside(&strong.key)).await, VerifyCode::Valid);
+    w.t.advance(60);
+    assert_eq!(w.code(from_inside(&strong.key)).await, VerifyCode::Expired);
+    keys::rotate_key(&w.t.app, &ada, "acme", &strong.id, grace(0))
+        .await
+        .unwrap();
+    assert_eq!(w.code(from_inside(&first.key)).await, VerifyCode::Expired);
 }
