@@ -32,6 +32,9 @@ pub(crate) enum Outcome {
     Failed(AppError),
 }
 
+/// The largest total a meter's month or a tenant's monthly spending may reach.
+pub const TOTAL_MAX: u64 = i64::MAX as u64;
+
 /// A record admitted and reserved, until the ledger applies it or its append fails.
 #[derive(Debug)]
 struct Pending {
@@ -254,6 +257,9 @@ impl UsageLedger {
                 idempotency_key: key.clone(),
             });
         }
+        for r in &mut fresh {
+            r.cost = usage::cost_of(r.quantity, self.unit_cost(t, &r.meter));
+        }
         // The hard quotas, against what is used, reserved, and asked for by this request.
         let mut asked: BTreeMap<&str, u64> = BTreeMap::new();
         for r in &fresh {
@@ -283,6 +289,7 @@ impl UsageLedger {
                 });
             }
         }
+        self.within_totals(t, &period, &asked, &fresh)?;
         if fresh.is_empty() {
             return Ok(Admission::Admitted {
                 fresh,
@@ -292,9 +299,6 @@ impl UsageLedger {
             });
         }
         let (tx, rx) = watch::channel(Outcome::Waiting);
-        for r in &mut fresh {
-            r.cost = usage::cost_of(r.quantity, self.unit_cost(t, &r.meter));
-        }
         let p = t.periods.entry(period.clone()).or_default();
         for r in &fresh {
             let n = p.reserved.entry(r.meter.clone()).or_default();
@@ -317,6 +321,40 @@ impl UsageLedger {
             waiting,
             outcome: Some(tx),
         })
+    }
+
+    /// Refuses records that would take a month's total of a meter, or the tenant's spending,
+    /// past [`TOTAL_MAX`]: the views keep totals as 64-bit signed integers.
+    fn within_totals(
+        &self,
+        t: &TenantUsage,
+        period: &str,
+        asked: &BTreeMap<&str, u64>,
+        fresh: &[Record],
+    ) -> Result<(), AppError> {
+        let p = t.periods.get(period);
+        let mut spent = p.map_or(0, |p| p.spent.saturating_add(p.flushed_cost));
+        for (meter, quantity) in asked {
+            let (used, reserved) = p.map_or((0, 0), |p| {
+                (
+                    p.used.get(*meter).copied().unwrap_or(0),
+                    p.reserved.get(*meter).copied().unwrap_or(0),
+                )
+            });
+            if used.saturating_add(reserved).saturating_add(*quantity) > TOTAL_MAX {
+                return Err(AppError::invalid(format!(
+                    "{meter}: this would take the month's total past {TOTAL_MAX}"
+                )));
+            }
+            spent = spent.saturating_add(usage::cost_of(reserved, self.unit_cost(t, meter)));
+        }
+        let asked_cost = fresh.iter().fold(0u64, |n, r| n.saturating_add(r.cost));
+        if spent.saturating_add(asked_cost) > TOTAL_MAX {
+            return Err(AppError::invalid(format!(
+                "this would take the month's spending past {TOTAL_MAX} micro-units"
+            )));
+        }
+        Ok(())
     }
 
     /// Marks `records` of `tenant` as handed to the writer and decides the follow-ups their

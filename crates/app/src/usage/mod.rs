@@ -31,6 +31,8 @@ use writer::Submission;
 pub const MAX_BATCH: usize = 1_000;
 /// Largest quantity of one record.
 pub const MAX_QUANTITY: u64 = 1_000_000_000_000;
+/// Largest cost of one unit, in micro-units.
+pub const MAX_UNIT_COST: u64 = 1_000_000_000_000;
 
 fn invalid(e: UsageError) -> AppError {
     AppError::invalid(e.to_string())
@@ -676,6 +678,11 @@ pub async fn set_meter(
 ) -> Result<SettingChanged, AppError> {
     authorize(app, principal, tenant, "quota:update", Target::Tenant)?;
     usage::check_meter(meter).map_err(invalid)?;
+    if req.unit_cost > MAX_UNIT_COST {
+        return Err(AppError::invalid(format!(
+            "unit_cost must be at most {MAX_UNIT_COST} micro-units (a million per unit)"
+        )));
+    }
     let event = UsageEvent::MeterCostSet {
         meter: meter.to_owned(),
         unit_cost: req.unit_cost,

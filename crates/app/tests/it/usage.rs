@@ -509,3 +509,46 @@ async fn usage_events_split_to_fit_a_store_with_a_small_event_size_limit() {
     assert_eq!(keys, 200);
     assert!(events.len() > 10, "{} events", events.len());
 }
+
+#[tokio::test]
+async fn spending_that_would_overflow_the_totals_is_refused_and_counts_nothing() {
+    let t = TestApp::new().await;
+    t.create_tenant("acme").await;
+    let root = t.root().await;
+    let costly = |unit_cost| SetMeterRequest { unit_cost };
+    let too_dear = usage::set_meter(
+        &t.app,
+        &root,
+        "acme",
+        "gpu_seconds",
+        costly(1_000_000_000_001),
+    )
+    .await;
+    assert!(
+        matches!(too_dear, Err(AppError::Invalid(_))),
+        "{too_dear:?}"
+    );
+    usage::set_meter(
+        &t.app,
+        &root,
+        "acme",
+        "gpu_seconds",
+        costly(1_000_000_000_000),
+    )
+    .await
+    .unwrap();
+    // Ten million units at a million a unit: more than a 64-bit total holds.
+    let huge = usage::record(
+        &t.app,
+        &root,
+        "acme",
+        rec("gpu_seconds", 10_000_000, "alice", "h1"),
+    )
+    .await;
+    assert!(matches!(huge, Err(AppError::Invalid(_))), "{huge:?}");
+    usage::record(&t.app, &root, "acme", rec("gpu_seconds", 2, "alice", "h2"))
+        .await
+        .unwrap();
+    let view = used(&t, "acme", "gpu_seconds", None).await;
+    assert_eq!(view.used, 2, "the refused record counted nothing");
+}
