@@ -90,6 +90,9 @@ pub struct UsageRecord {
     pub window: Window,
     /// Units left after the window.
     pub remaining: Option<u64>,
+    /// The id its `key.used` is appended with: retries of the append are idempotent, and the
+    /// event coming back from the log is known as this process's own.
+    pub event_id: uuid::Uuid,
 }
 
 #[derive(Debug, Default)]
@@ -102,8 +105,6 @@ struct Usage {
     open: Option<Window>,
     /// Windows closed by a use in a later minute, waiting for the recorder.
     closed: Vec<UsageRecord>,
-    /// The last window this process queued: its `key.used` coming back from the log is not news.
-    recorded_through: Option<Timestamp>,
 }
 
 #[derive(Debug, Default)]
@@ -124,6 +125,9 @@ pub struct Exceeded {
 pub struct KeyIndex {
     state: RwLock<State>,
     usage: Mutex<HashMap<String, Usage>>,
+    /// Ids of the `key.used` events this process is appending: coming back from the log they are
+    /// not news (the counters here are already ahead of them).
+    own: Mutex<std::collections::HashSet<uuid::Uuid>>,
     lookups: AtomicU64,
     applied: watch::Sender<u64>,
     head: watch::Receiver<u64>,
@@ -151,6 +155,7 @@ impl KeyIndex {
         let index = Arc::new(Self {
             state: RwLock::new(State::default()),
             usage: Mutex::new(HashMap::new()),
+            own: Mutex::default(),
             lookups: AtomicU64::new(0),
             applied,
             head: store.watch_head(),
@@ -275,6 +280,7 @@ impl KeyIndex {
                         key_id: entry.id.clone(),
                         window: w,
                         remaining: before,
+                        event_id: uuid::Uuid::now_v7(),
                     });
                 }
                 *open = Some(Window {
@@ -306,25 +312,32 @@ impl KeyIndex {
         };
         let mut out = Vec::new();
         for (id, u) in usage.iter_mut() {
-            let mut last = u.closed.iter().map(|r| r.window.start).max();
             out.append(&mut u.closed);
             if u.open.is_some_and(|w| all || w.start < minute)
                 && let Some(w) = u.open.take()
                 && let Some(tenant) = tenants.get(id)
             {
-                last = Some(last.map_or(w.start, |l| l.max(w.start)));
                 out.push(UsageRecord {
                     tenant: tenant.clone(),
                     key_id: id.clone(),
                     window: w,
                     remaining: u.remaining,
+                    event_id: uuid::Uuid::now_v7(),
                 });
             }
-            if let Some(last) = last {
-                u.recorded_through = Some(u.recorded_through.map_or(last, |t| t.max(last)));
-            }
+        }
+        drop(usage);
+        if let Ok(mut own) = self.own.lock() {
+            own.extend(out.iter().map(|r| r.event_id));
         }
         out
+    }
+
+    /// Forgets a window's `key.used` that could not be appended.
+    pub fn not_recorded(&self, record: &UsageRecord) {
+        if let Ok(mut own) = self.own.lock() {
+            own.remove(&record.event_id);
+        }
     }
 
     /// Windows waiting to be recorded (open or closed), for the tests and the shutdown report.
@@ -426,7 +439,6 @@ impl KeyIndex {
                 }
             }
             KeyEvent::Used {
-                window_start,
                 last_used_at,
                 remaining,
                 ..
@@ -436,14 +448,13 @@ impl KeyIndex {
                     .get(&id)
                     .and_then(|e| e.usage_limit.map(|l| (l, e.limit_set_at)));
                 drop(state);
+                if self.own.lock().is_ok_and(|mut own| own.remove(&record.id)) {
+                    return;
+                }
                 let Ok(mut usage) = self.usage.lock() else {
                     return;
                 };
                 let u = usage.entry(id).or_default();
-                if u.recorded_through.is_some_and(|t| t >= window_start) {
-                    return;
-                }
-                u.recorded_through = Some(window_start);
                 if let (Some((limit, set_at)), Some(remaining)) = (limit, remaining) {
                     u.period = limit.period(set_at, last_used_at);
                     u.remaining = Some(remaining);

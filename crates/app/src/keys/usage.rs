@@ -13,21 +13,24 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use custodian_domain::NewEvent;
 use custodian_domain::key::KeyEvent;
 use custodian_domain::{Actor, ActorKind};
-use custodian_store::EventStore;
+use custodian_store::{EventStore, ExpectedVersion};
 use futures::StreamExt as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::index::{KeyIndex, UsageRecord};
 use crate::clock::Clock;
-use crate::commands::{self, Context};
+use crate::commands::Context;
 
 /// How often closed windows are looked for.
 pub const SWEEP: Duration = Duration::from_secs(1);
 /// Appends in flight at once (the store group-commits them).
 const CONCURRENT_APPENDS: usize = 64;
+/// Attempts at appending one window, 50 ms apart and doubling (about 1.5 s in all).
+const ATTEMPTS: u32 = 5;
 
 /// The recorder's task.
 pub struct UsageRecorder {
@@ -84,7 +87,9 @@ impl UsageRecorder {
         let records = self.index.take_closed(self.clock.now(), all);
         let n = records.len();
         futures::stream::iter(records)
-            .for_each_concurrent(CONCURRENT_APPENDS, |r| append(self.store.clone(), r))
+            .for_each_concurrent(CONCURRENT_APPENDS, |r| {
+                append(self.store.clone(), self.index.clone(), r)
+            })
             .await;
         n
     }
@@ -98,10 +103,11 @@ impl UsageRecorder {
     }
 }
 
-async fn append(store: Arc<dyn EventStore>, r: UsageRecord) {
+async fn append(store: Arc<dyn EventStore>, index: Arc<KeyIndex>, r: UsageRecord) {
     let Ok(stream) =
         custodian_domain::StreamName::new(&r.tenant, custodian_domain::key::AGGREGATE, &r.key_id)
     else {
+        index.not_recorded(&r);
         return;
     };
     let ctx = Context {
@@ -120,15 +126,27 @@ async fn append(store: Arc<dyn EventStore>, r: UsageRecord) {
         last_used_at: r.window.last,
         remaining: r.remaining,
     };
-    // Retried a few times: a failed append wrote nothing.
-    for attempt in 1..=3 {
-        match commands::record(&store, &stream, &ctx, std::slice::from_ref(&event)).await {
+    // One event, one id, whatever the attempt: an append that committed but answered an error is
+    // recognised by its id when retried, so a window is never counted twice.
+    let new = NewEvent {
+        id: r.event_id,
+        ..ctx.event(&event)
+    };
+    let mut pause = Duration::from_millis(50);
+    for attempt in 1..=ATTEMPTS {
+        match store
+            .append(&stream, ExpectedVersion::Any, vec![new.clone()])
+            .await
+        {
             Ok(_) => return,
-            Err(e) if attempt < 3 => {
+            Err(e) if attempt < ATTEMPTS => {
                 tracing::warn!(error = %e, key = r.key_id, "recording key usage failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
             }
             Err(e) => {
                 tracing::error!(error = %e, key = r.key_id, uses = r.window.uses, "recording key usage failed");
+                index.not_recorded(&r);
             }
         }
     }

@@ -937,3 +937,37 @@ async fn nobody_takes_over_or_loosens_a_key_whose_scopes_they_lack() {
         .unwrap();
     assert_eq!(w.code(from_inside(&first.key)).await, VerifyCode::Expired);
 }
+
+#[tokio::test]
+async fn two_recorded_windows_of_one_minute_both_count_after_a_restart() {
+    let w = world().await;
+    let mut metered = request(&["key:read"]);
+    metered.usage_limit = Some(UsageLimitBody {
+        remaining: 10,
+        refill: None,
+    });
+    let issued = w.issue(metered).await;
+    // Uses recorded at a stop, and more in the same minute after the start: two `key.used` of
+    // one window.
+    for uses in [3, 2] {
+        for _ in 0..uses {
+            assert_eq!(w.code(verifying(&issued.key)).await, VerifyCode::Valid);
+        }
+        assert_eq!(w.t.app.keys.recorder.record(true).await, 1);
+    }
+    let entry = w.t.app.keys.index.get(&issued.id).unwrap();
+    w.t.app.keys.index.catch_up().await.unwrap();
+    assert_eq!(
+        w.t.app.keys.index.remaining(&entry, w.t.clock.now()),
+        Some(5),
+        "this process's own records are not news to it"
+    );
+    let fresh = keys::KeyIndex::start(
+        w.t.app.store.clone(),
+        std::time::Duration::from_secs(5),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    fresh.catch_up().await.unwrap();
+    let entry = fresh.get(&issued.id).unwrap();
+    assert_eq!(fresh.remaining(&entry, w.t.clock.now()), Some(5));
+}
