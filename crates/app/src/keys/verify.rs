@@ -73,7 +73,7 @@ pub struct VerifyRequest {
     pub ip: Option<String>,
 }
 
-/// The key's rate-limit state.
+/// Where one of the key's rate limits stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct RateLimitState {
     /// Requests per window.
@@ -101,7 +101,8 @@ pub struct Verification {
     pub scopes: Option<Vec<String>>,
     /// Units left under its usage limit (after this use's cost, when valid).
     pub remaining: Option<u64>,
-    /// Its rate-limit state.
+    /// The tightest of its rate limits after this verification (its tenant's plan, the key's
+    /// share of it, its own `ratelimit`); `null` when the checks stopped before counting it.
     pub ratelimit: Option<RateLimitState>,
 }
 
@@ -303,32 +304,30 @@ pub async fn verify(
     if code != VerifyCode::Valid {
         return Ok(Verification::of(code, &entry, remaining()));
     }
+    let as_key = key_principal(app, &entry, ip)?;
     if let Some(permission) = &permission {
-        let as_key = key_principal(app, &entry, ip)?;
         let target = resource.as_ref().map_or(Target::Tenant, Target::Resource);
         if !access::holds(app, &as_key, &entry.tenant, permission, target)? {
             return Ok(Verification::of(VerifyCode::Forbidden, &entry, remaining()));
         }
     }
-    // The key's own rate limit counts this verification; a refusal takes no usage.
-    let ratelimit = entry.ratelimit.map(|rule| {
-        let admission =
-            app.security
-                .ratelimits
-                .admit(&[crate::ratelimit::key_limit(&entry.id, rule)], 1, now);
-        let standing = admission.standings.first().copied();
-        (
-            admission.allowed(),
-            RateLimitState {
-                limit: rule.limit,
-                remaining: standing.map_or(0, |s| u64::from(s.remaining)),
-                reset: standing.map_or(0, |s| s.reset),
-            },
-        )
-    });
-    if let Some((false, state)) = ratelimit {
+    // The key's limits count this verification: its tenant's plan (the tenant's and the key's
+    // own share) and the key's own `ratelimit`. A refusal takes no usage. The answer reports the
+    // tightest of them.
+    let limits = crate::ratelimit::limits(app, &as_key);
+    let admission = app.security.ratelimits.admit(&limits, 1, now);
+    let ratelimit = admission
+        .standings
+        .iter()
+        .min_by_key(|s| (s.remaining, std::cmp::Reverse(s.reset)))
+        .map(|s| RateLimitState {
+            limit: u64::from(s.rule.limit),
+            remaining: u64::from(s.remaining),
+            reset: s.reset,
+        });
+    if !admission.allowed() {
         return Ok(Verification {
-            ratelimit: Some(state),
+            ratelimit,
             ..Verification::of(VerifyCode::RateLimited, &entry, remaining())
         });
     }
@@ -337,7 +336,7 @@ pub async fn verify(
         Err(e) => Verification::of(VerifyCode::UsageExceeded, &entry, Some(e.remaining)),
     };
     Ok(Verification {
-        ratelimit: ratelimit.map(|(_, state)| state),
+        ratelimit,
         ..answer
     })
 }

@@ -863,12 +863,15 @@ async fn a_key_over_its_rate_limit_is_rate_limited_takes_no_usage_and_passes_aga
     let again = verify().await;
     assert_eq!((again.code, again.remaining), (VerifyCode::Valid, Some(7)));
 
-    // A key without a rate limit of its own answers no rate-limit state.
+    // A key without a rate limit of its own is limited by its tenant's plan: its own share of it
+    // (600 a minute on the free plan) is the tightest.
     let free = w.issue(request(&["key:read"])).await;
     let answer = verify::verify(&w.t.app, &w.gateway, verifying(&free.key))
         .await
         .unwrap();
-    assert_eq!((answer.code, answer.ratelimit), (VerifyCode::Valid, None));
+    assert_eq!(answer.code, VerifyCode::Valid);
+    let state = answer.ratelimit.unwrap();
+    assert_eq!((state.limit, state.remaining, state.reset), (600, 599, 1));
 }
 
 #[tokio::test]
