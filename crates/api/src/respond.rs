@@ -23,6 +23,15 @@ pub fn positioned<T: Serialize>(status: StatusCode, position: u64, body: T) -> R
     response
 }
 
+/// `response`, marked never to be stored by a cache: for answers that carry a secret shown once.
+pub fn never_stored(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
 /// The media type of a problem document.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use crate::extract::{JsonBody, PathParams, QueryParams, TenantPath};
 use crate::openapi::{AdminProblems, AuthProblems, JsonBodyProblems, KeyProblems, ViewProblems};
-use crate::respond::{PROBLEM_JSON, Problem, ProblemDocument, positioned};
+use crate::respond::{PROBLEM_JSON, Problem, ProblemDocument, never_stored, positioned};
 use crate::state::AppState;
 
 /// This module's routes.
@@ -62,7 +62,7 @@ async fn create_key(
     JsonBody(req): JsonBody<CreateKeyRequest>,
 ) -> Result<Response, Problem> {
     let r = keys::create_key(&state, &principal, &tenant, req).await?;
-    Ok(positioned(StatusCode::CREATED, r.position, r))
+    Ok(never_stored(positioned(StatusCode::CREATED, r.position, r)))
 }
 
 /// The tenant's keys, by id, filtered by `owner` and `status`; never a secret. Needs `key:read`.
@@ -172,7 +172,7 @@ async fn rotate_key(
     JsonBody(req): JsonBody<RotateKeyRequest>,
 ) -> Result<Response, Problem> {
     let r = keys::rotate_key(&state, &principal, &tenant, &id, req).await?;
-    Ok(positioned(StatusCode::OK, r.position, r))
+    Ok(never_stored(positioned(StatusCode::OK, r.position, r)))
 }
 
 /// Verify a key presented to the caller, optionally for a permission on a resource.

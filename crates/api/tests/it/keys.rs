@@ -33,6 +33,13 @@ async fn issue(s: &Admined, as_token: &str, body: Value) -> Value {
         Some(body),
     )
     .await;
+    assert_eq!(
+        r.headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap()),
+        Some("no-store"),
+        "the only answer with the full key is never cached"
+    );
     expect(r, 201).await
 }
 
@@ -97,6 +104,7 @@ async fn keys_are_issued_listed_rotated_and_revoked_over_http() {
         Some(json!({"grace_seconds": 3600})),
     )
     .await;
+    assert_eq!(rotated.headers()["cache-control"], "no-store");
     let rotated = expect(rotated, 200).await;
     let new_key = rotated["key"].as_str().unwrap().to_owned();
     assert_eq!(rotated["id"], id.as_str());
