@@ -45,6 +45,16 @@ async fn used(t: &TestApp, tenant: &str, meter: &str, subject: Option<&str>) -> 
     .unwrap()
 }
 
+/// Records one unit of `meter` for alice in acme under each of `keys`, each accepted.
+async fn record_each(t: &TestApp, meter: &str, keys: impl IntoIterator<Item = String>) {
+    let root = t.root().await;
+    for key in keys {
+        usage::record(&t.app, &root, "acme", rec(meter, 1, "alice", &key))
+            .await
+            .unwrap_or_else(|e| panic!("record {key} refused: {e:?}"));
+    }
+}
+
 async fn set_quota(t: &TestApp, tenant: &str, meter: &str, limit: u64, hard: bool) {
     usage::set_quota(
         &t.app,
@@ -113,17 +123,8 @@ async fn a_hard_quota_refuses_exactly_at_its_limit() {
     let t = TestApp::new().await;
     t.create_tenant("acme").await;
     set_quota(&t, "acme", "api_calls", 10, true).await;
+    record_each(&t, "api_calls", (0..10).map(|i| format!("k{i}"))).await;
     let root = t.root().await;
-    for i in 0..10 {
-        usage::record(
-            &t.app,
-            &root,
-            "acme",
-            rec("api_calls", 1, "alice", &format!("k{i}")),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("record {i} within the limit refused: {e:?}"));
-    }
     let refused = usage::record(&t.app, &root, "acme", rec("api_calls", 1, "alice", "k10"))
         .await
         .unwrap_err();
@@ -235,33 +236,14 @@ async fn a_soft_quota_records_one_warning_a_month() {
     let t = TestApp::new().await;
     t.create_tenant("acme").await;
     set_quota(&t, "acme", "events", 5, false).await;
-    let root = t.root().await;
-    for i in 0..8 {
-        usage::record(
-            &t.app,
-            &root,
-            "acme",
-            rec("events", 1, "alice", &format!("s{i}")),
-        )
-        .await
-        .unwrap();
-    }
+    record_each(&t, "events", (0..8).map(|i| format!("s{i}"))).await;
     let warnings = events_of(&t, "quota.warning").await;
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].data["used"], 5);
     assert_eq!(warnings[0].data["period"], "2026-03");
     // A new month counts from zero and warns again once.
     t.advance(31 * 24 * 3600);
-    for i in 0..6 {
-        usage::record(
-            &t.app,
-            &root,
-            "acme",
-            rec("events", 1, "alice", &format!("n{i}")),
-        )
-        .await
-        .unwrap();
-    }
+    record_each(&t, "events", (0..6).map(|i| format!("n{i}"))).await;
     let warnings = events_of(&t, "quota.warning").await;
     assert_eq!(warnings.len(), 2);
     assert_eq!(warnings[1].data["period"], "2026-04");
@@ -459,12 +441,8 @@ async fn a_tenants_plan_sets_its_quotas_as_configured_and_follows_plan_changes()
     })
     .await;
     t.create_tenant("acme").await;
+    record_each(&t, "api_calls", ["f1", "f2", "f3"].map(String::from)).await;
     let root = t.root().await;
-    for key in ["f1", "f2", "f3"] {
-        usage::record(&t.app, &root, "acme", rec("api_calls", 1, "alice", key))
-            .await
-            .unwrap();
-    }
     let position = t
         .tenant_command("acme", TenantCommand::ChangePlan { plan: Plan::Team })
         .await;
