@@ -13,7 +13,7 @@ use custodian_testkit::deployment::{Deployment, verify};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::kill_9::{ADMIN_EMAIL, ADMIN_PASSWORD, Answer, Api, Load, kill_9_under_load};
+use crate::kill_9::{Answer, Api, MIN_ACKS, kill_9_under_load, serve_with_tenant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_keeps_every_acknowledged_user_through_kill_9() {
@@ -29,13 +29,8 @@ async fn postgres_keeps_every_acknowledged_user_through_kill_9() {
 
 const TENANT: &str = "crashco";
 const ADMIN_NAME: &str = "Rootie Platformsson";
-/// Concurrent clients creating users.
-const CLIENTS: usize = 16;
-/// The server is killed once this many creations were acknowledged...
+/// The server is killed once this many creations were acknowledged (or after its load).
 const ACKS_BEFORE_KILL: usize = 200;
-/// ...or after this much load, whichever comes first (with at least [`MIN_ACKS`]).
-const LOAD: Duration = Duration::from_millis(1500);
-const MIN_ACKS: usize = CLIENTS;
 /// The server takes over an email claim whose user stream is missing once the claim is older than
 /// 30 s; a little margin on top.
 const CLAIM_TAKEOVER: Duration = Duration::from_secs(31);
@@ -168,31 +163,15 @@ async fn create_users(
 // The test.
 
 async fn create_users_kill_9_then_check(home: Deployment) {
-    home.bootstrap(ADMIN_EMAIL, ADMIN_NAME, ADMIN_PASSWORD)
-        .await;
-    let mut server = home.serve(&[]).await;
-    let root = Api::new(&server.base).login().await;
-    let r = root
-        .settled(
-            Method::POST,
-            "/v1/tenants",
-            Some(&json!({"slug": TENANT, "name": "Crash Co"})),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 201, "{r:?}");
+    let (mut server, root) = serve_with_tenant(&home, ADMIN_NAME, TENANT, "Crash Co").await;
 
     // Load, then SIGKILL while requests are in flight.
-    let load = Load {
-        clients: CLIENTS,
-        acks_before_kill: ACKS_BEFORE_KILL,
-        at_most: LOAD,
-        min_acks: MIN_ACKS,
-        acked: "users created",
-    };
-    let (attempts, killed_at) = kill_9_under_load(&mut server, load, |c, stop, acks| {
-        create_users(root.clone(), c, stop, acks)
-    })
+    let (attempts, killed_at) = kill_9_under_load(
+        &mut server,
+        ACKS_BEFORE_KILL,
+        "users created",
+        |c, stop, acks| create_users(root.clone(), c, stop, acks),
+    )
     .await;
     let attempts: Vec<Attempt> = attempts.into_iter().flatten().collect();
     drop(server);

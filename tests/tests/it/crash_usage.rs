@@ -7,13 +7,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
 
 use custodian_testkit::deployment::Deployment;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::kill_9::{ADMIN_EMAIL, ADMIN_PASSWORD, Api, Load, kill_9_under_load};
+use crate::kill_9::{Api, kill_9_under_load, serve_with_tenant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_keeps_every_acknowledged_usage_record_through_kill_9() {
@@ -28,9 +27,7 @@ async fn postgres_keeps_every_acknowledged_usage_record_through_kill_9() {
 }
 
 const TENANT: &str = "meterco";
-const CLIENTS: usize = 16;
 const ACKS_BEFORE_KILL: usize = 400;
-const LOAD: Duration = Duration::from_millis(1500);
 
 fn record(key: &str, quantity: u64, client: usize) -> Value {
     json!({
@@ -92,29 +89,14 @@ async fn post_records(
 }
 
 async fn post_usage_kill_9_then_check(home: Deployment) {
-    home.bootstrap(ADMIN_EMAIL, "Root", ADMIN_PASSWORD).await;
-    let mut server = home.serve(&[]).await;
-    let root = Api::new(&server.base).login().await;
-    let r = root
-        .settled(
-            Method::POST,
-            "/v1/tenants",
-            Some(&json!({"slug": TENANT, "name": "Meter Co"})),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 201, "{r:?}");
+    let (mut server, root) = serve_with_tenant(&home, "Root", TENANT, "Meter Co").await;
 
-    let load = Load {
-        clients: CLIENTS,
-        acks_before_kill: ACKS_BEFORE_KILL,
-        at_most: LOAD,
-        min_acks: CLIENTS,
-        acked: "records acknowledged",
-    };
-    let (posted, _) = kill_9_under_load(&mut server, load, |c, stop, acks| {
-        post_records(root.clone(), c, stop, acks)
-    })
+    let (posted, _) = kill_9_under_load(
+        &mut server,
+        ACKS_BEFORE_KILL,
+        "records acknowledged",
+        |c, stop, acks| post_records(root.clone(), c, stop, acks),
+    )
     .await;
     let mut quantities: HashMap<String, (u64, usize)> = HashMap::new();
     let mut acked: HashSet<String> = HashSet::new();

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use custodian_testkit::deployment::Server;
+use custodian_testkit::deployment::{Deployment, Server};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 /// The platform administrator the crash tests bootstrap and log in as.
-pub const ADMIN_EMAIL: &str = "root@platform.test";
+const ADMIN_EMAIL: &str = "root@platform.test";
 /// Their password.
-pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+const ADMIN_PASSWORD: &str = "correct horse battery staple";
 
 /// A client of the server's HTTP API, logged in or not.
 #[derive(Clone)]
@@ -121,26 +121,47 @@ impl Api {
     }
 }
 
-/// How long the clients load the server before the kill.
-pub struct Load {
-    /// Concurrent clients.
-    pub clients: usize,
-    /// The server is killed once this many requests were acknowledged...
-    pub acks_before_kill: usize,
-    /// ...or after this much load, whichever comes first, with at least `min_acks`.
-    pub at_most: Duration,
-    pub min_acks: usize,
-    /// What an acknowledgement is, for the message when too few come.
-    pub acked: &'static str,
+/// Concurrent clients loading the server.
+const CLIENTS: usize = 16;
+/// The server is killed after this much load, or sooner once enough requests were acknowledged
+/// (with at least [`MIN_ACKS`]).
+const LOAD: Duration = Duration::from_millis(1500);
+/// Acknowledgements a kill waits for at the least.
+pub const MIN_ACKS: usize = CLIENTS;
+
+/// Bootstraps the platform administrator as `admin_name`, serves `home` and creates the tenant
+/// `slug` named `name`; returns the server and a client logged in as the administrator.
+pub async fn serve_with_tenant(
+    home: &Deployment,
+    admin_name: &str,
+    slug: &str,
+    name: &str,
+) -> (Server, Api) {
+    home.bootstrap(ADMIN_EMAIL, admin_name, ADMIN_PASSWORD)
+        .await;
+    let server = home.serve(&[]).await;
+    let root = Api::new(&server.base).login().await;
+    let r = root
+        .settled(
+            Method::POST,
+            "/v1/tenants",
+            Some(&json!({"slug": slug, "name": name})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    (server, root)
 }
 
-/// Starts `load.clients` clients, each `client(number, stop, acks)`, which count what the server
-/// acknowledges in `acks` and send no more once `stop` is set; kills `server` with SIGKILL as
-/// `load` says, while requests are in flight; returns what each client returns, in order, and
+/// Starts [`CLIENTS`] clients, each `client(number, stop, acks)`, which count what the server
+/// acknowledges in `acks` and send no more once `stop` is set; kills `server` with SIGKILL while
+/// requests are in flight, once `acks_before_kill` requests (`acked`, for the message when too
+/// few come) were acknowledged or after [`LOAD`]; returns what each client returns, in order, and
 /// when the kill was sent.
 pub async fn kill_9_under_load<T, F>(
     server: &mut Server,
-    load: Load,
+    acks_before_kill: usize,
+    acked: &str,
     client: impl Fn(usize, Arc<AtomicBool>, Arc<AtomicUsize>) -> F,
 ) -> (Vec<T>, Instant)
 where
@@ -149,19 +170,18 @@ where
 {
     let stop = Arc::new(AtomicBool::new(false));
     let acks = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..load.clients)
+    let clients: Vec<_> = (0..CLIENTS)
         .map(|c| tokio::spawn(client(c, stop.clone(), acks.clone())))
         .collect();
     let started = Instant::now();
     loop {
         let n = acks.load(Ordering::SeqCst);
-        if n >= load.acks_before_kill || (started.elapsed() >= load.at_most && n >= load.min_acks) {
+        if n >= acks_before_kill || (started.elapsed() >= LOAD && n >= MIN_ACKS) {
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(30),
-            "only {n} {} in 30 s",
-            load.acked
+            "only {n} {acked} in 30 s"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
