@@ -55,6 +55,20 @@ async fn record_each(t: &TestApp, meter: &str, keys: impl IntoIterator<Item = St
     }
 }
 
+/// Posts every record of `records` to acme at once, each in its own task; the answers.
+async fn record_concurrently(
+    t: &TestApp,
+    records: impl IntoIterator<Item = UsageRecord>,
+) -> Vec<Result<usage::Recorded, AppError>> {
+    let root = t.root().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in records {
+        let (app, root) = (t.app.clone(), root.clone());
+        tasks.spawn(async move { usage::record(&app, &root, "acme", r).await });
+    }
+    tasks.join_all().await
+}
+
 async fn set_quota(t: &TestApp, tenant: &str, meter: &str, limit: u64, hard: bool) {
     usage::set_quota(
         &t.app,
@@ -98,23 +112,15 @@ async fn a_retry_with_the_same_idempotency_key_counts_once() {
 async fn concurrent_posts_with_the_same_key_count_once() {
     let t = TestApp::new().await;
     t.create_tenant("acme").await;
-    let root = t.root().await;
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..50 {
-        let (app, root) = (t.app.clone(), root.clone());
-        tasks.spawn(async move {
-            usage::record(
-                &app,
-                &root,
-                "acme",
-                rec("api_calls", 5, "alice", "same-key"),
-            )
-            .await
-            .unwrap()
-        });
-    }
-    let answers = tasks.join_all().await;
-    assert_eq!(answers.iter().filter(|a| !a.duplicate).count(), 1);
+    let same = (0..50).map(|_| rec("api_calls", 5, "alice", "same-key"));
+    let answers = record_concurrently(&t, same).await;
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|a| !a.as_ref().unwrap().duplicate)
+            .count(),
+        1
+    );
     assert_eq!(used(&t, "acme", "api_calls", None).await.used, 5);
 }
 
@@ -169,21 +175,8 @@ async fn a_hard_quota_holds_under_concurrent_posts() {
     let t = TestApp::new().await;
     t.create_tenant("acme").await;
     set_quota(&t, "acme", "api_calls", 100, true).await;
-    let root = t.root().await;
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..300 {
-        let (app, root) = (t.app.clone(), root.clone());
-        tasks.spawn(async move {
-            usage::record(
-                &app,
-                &root,
-                "acme",
-                rec("api_calls", 1, "alice", &format!("c{i}")),
-            )
-            .await
-        });
-    }
-    let answers = tasks.join_all().await;
+    let records = (0..300).map(|i| rec("api_calls", 1, "alice", &format!("c{i}")));
+    let answers = record_concurrently(&t, records).await;
     let accepted = answers.iter().filter(|a| a.is_ok()).count();
     let refused = answers
         .iter()
