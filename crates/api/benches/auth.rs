@@ -1562,6 +1562,34 @@ async fn log_head(client: &reqwest::Client, base: &str, token: &str) -> Result<u
         .unwrap_or(0))
 }
 
+/// The columns of a table of runs against `/healthz` on the same server.
+const VERSUS_HEALTHZ: [&str; 9] = [
+    "request",
+    "requests",
+    "achieved/s",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "errors",
+    "p99 ratio to healthz",
+    "server CPU µs/request",
+];
+
+/// The cells of `run` under [`VERSUS_HEALTHZ`], where `/healthz` answered with the p99 `base`.
+fn versus_healthz(run: &ReadRun, base: f64) -> Vec<String> {
+    vec![
+        run.label.to_owned(),
+        thousands(run.sent as u64),
+        thousands(run.achieved().round() as u64),
+        format!("{:.3}", percentile_ms(&run.latencies, 50.0)),
+        format!("{:.3}", percentile_ms(&run.latencies, 99.0)),
+        format!("{:.3}", percentile_ms(&run.latencies, 100.0)),
+        run.errors.to_string(),
+        format!("{:.2}", percentile_ms(&run.latencies, 99.0) / base),
+        format!("{:.1}", per_request_ms(run.server_cpu, run.sent) * 1000.0),
+    ]
+}
+
 fn print_check_table(part: &CheckPart, rate: f64) {
     println!(
         "Authorization checks over HTTP: open loop at {} requests/s, {CHECK_BODIES} different checks round robin, against `/healthz` on the same server in alternating {}-s slices",
@@ -1569,33 +1597,13 @@ fn print_check_table(part: &CheckPart, rate: f64) {
         SLICE.as_secs()
     );
     println!();
-    let mut table = Table::new([
-        "request",
-        "requests",
-        "achieved/s",
-        "p50 ms",
-        "p99 ms",
-        "max ms",
-        "errors",
-        "p99 ratio to healthz",
-        "server CPU µs/request",
-        "events appended",
-    ]);
+    let mut table = Table::new(VERSUS_HEALTHZ.into_iter().chain(["events appended"]));
     for (_, healthz, check, appended) in &part.modes {
         let base = percentile_ms(&healthz.latencies, 99.0);
         for (run, events) in [(healthz, None), (check, Some(*appended))] {
-            table.row([
-                run.label.to_owned(),
-                thousands(run.sent as u64),
-                thousands(run.achieved().round() as u64),
-                format!("{:.3}", percentile_ms(&run.latencies, 50.0)),
-                format!("{:.3}", percentile_ms(&run.latencies, 99.0)),
-                format!("{:.3}", percentile_ms(&run.latencies, 100.0)),
-                run.errors.to_string(),
-                format!("{:.2}", percentile_ms(&run.latencies, 99.0) / base),
-                format!("{:.1}", per_request_ms(run.server_cpu, run.sent) * 1000.0),
-                events.map(thousands).unwrap_or_default(),
-            ]);
+            let mut cells = versus_healthz(run, base);
+            cells.push(events.map(thousands).unwrap_or_default());
+            table.row(cells);
         }
     }
     print!("{table}");
@@ -1718,33 +1726,13 @@ fn print_key_table(part: &KeyPart, rate: f64) {
         SLICE.as_secs()
     );
     println!();
-    let mut table = Table::new([
-        "request",
-        "requests",
-        "achieved/s",
-        "p50 ms",
-        "p99 ms",
-        "max ms",
-        "errors",
-        "p99 ratio to healthz",
-        "server CPU µs/request",
-    ]);
+    let mut table = Table::new(VERSUS_HEALTHZ);
     let base = part
         .runs
         .first()
         .map_or(f64::NAN, |h| percentile_ms(&h.latencies, 99.0));
     for run in &part.runs {
-        table.row([
-            run.label.to_owned(),
-            thousands(run.sent as u64),
-            thousands(run.achieved().round() as u64),
-            format!("{:.3}", percentile_ms(&run.latencies, 50.0)),
-            format!("{:.3}", percentile_ms(&run.latencies, 99.0)),
-            format!("{:.3}", percentile_ms(&run.latencies, 100.0)),
-            run.errors.to_string(),
-            format!("{:.2}", percentile_ms(&run.latencies, 99.0) / base),
-            format!("{:.1}", per_request_ms(run.server_cpu, run.sent) * 1000.0),
-        ]);
+        table.row(versus_healthz(run, base));
     }
     print!("{table}");
     for run in &part.runs {

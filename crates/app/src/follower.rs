@@ -7,6 +7,7 @@ use std::time::Duration;
 use custodian_domain::EventRecord;
 use custodian_store::EventStore;
 use futures::StreamExt as _;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Spawns a task that hands every event of `store`, in order, to `apply`, and stops with
@@ -35,4 +36,44 @@ pub(crate) fn spawn(
             }
         }
     });
+}
+
+/// How far a follower has applied the log, for requests that wait (bounded) until it has applied
+/// a position.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    applied: watch::Sender<u64>,
+    wait: Duration,
+}
+
+impl Progress {
+    /// Nothing applied yet; a wait lasts at most `wait`.
+    pub(crate) fn new(wait: Duration) -> Self {
+        Self {
+            applied: watch::channel(0).0,
+            wait,
+        }
+    }
+
+    /// The last position applied.
+    pub(crate) fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Records that everything up to `position` is applied.
+    pub(crate) fn advance(&self, position: u64) {
+        self.applied.send_replace(position);
+    }
+
+    /// Whether `position` is applied, waiting for it at most the bounded wait.
+    pub(crate) async fn reached(&self, position: u64) -> bool {
+        if self.applied() >= position {
+            return true;
+        }
+        let mut rx = self.applied.subscribe();
+        matches!(
+            tokio::time::timeout(self.wait, rx.wait_for(|p| *p >= position)).await,
+            Ok(Ok(_))
+        )
+    }
 }

@@ -213,11 +213,7 @@ impl RateLimiter {
         let tats: Vec<i128> = limits
             .iter()
             .map(|limit| {
-                let tat = buckets
-                    .get(&(limit.policy, limit.subject.clone()))
-                    .copied()
-                    .unwrap_or(now)
-                    .max(now);
+                let tat = bucket_tat(&buckets, limit, now);
                 let next = tat + cost * limit.rule.interval();
                 let allowed_at = next - limit.rule.window();
                 if allowed_at > now {
@@ -257,14 +253,7 @@ impl RateLimiter {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         limits
             .iter()
-            .map(|limit| {
-                let tat = buckets
-                    .get(&(limit.policy, limit.subject.clone()))
-                    .copied()
-                    .unwrap_or(now)
-                    .max(now);
-                standing(limit, tat, now)
-            })
+            .map(|limit| standing(limit, bucket_tat(&buckets, limit, now), now))
             .collect()
     }
 }
@@ -335,6 +324,15 @@ pub fn admit(app: &App, principal: &Principal) -> Admission {
     app.security
         .ratelimits
         .admit(&limits(app, principal), 1, app.now())
+}
+
+/// The theoretical arrival time of `limit`'s bucket: `now` for a bucket that is full or unknown.
+fn bucket_tat(buckets: &HashMap<(Policy, String), i128>, limit: &Limit, now: i128) -> i128 {
+    buckets
+        .get(&(limit.policy, limit.subject.clone()))
+        .copied()
+        .unwrap_or(now)
+        .max(now)
 }
 
 fn standing(limit: &Limit, tat: i128, now: i128) -> Standing {

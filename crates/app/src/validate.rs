@@ -2,7 +2,9 @@
 //! Each failure is an [`AppError::Invalid`] (or `NotFound` for a path that cannot name anything)
 //! that names the field.
 
+use custodian_domain::Timestamp;
 use custodian_domain::id::is_type_id;
+use custodian_domain::policy::{Permission, Resource};
 
 use crate::auth::index::SYSTEM_TENANT;
 use crate::error::AppError;
@@ -117,6 +119,28 @@ pub fn parse_flag(field: &str, value: Option<&str>) -> Result<bool, AppError> {
 pub fn from_name<T: serde::de::DeserializeOwned>(name: &str) -> Option<T> {
     T::deserialize(serde::de::IntoDeserializer::<serde::de::value::Error>::into_deserializer(name))
         .ok()
+}
+
+/// Parses a permission (`type:action`); the error names `field`.
+pub(crate) fn parse_permission(field: &str, s: &str) -> Result<Permission, AppError> {
+    Permission::parse(s).map_err(|m| AppError::invalid(format!("{field}: {m}")))
+}
+
+/// Parses a resource (`type/id`); the error names `field`.
+pub(crate) fn parse_resource(field: &str, s: &str) -> Result<Resource, AppError> {
+    Resource::parse(s).map_err(|m| AppError::invalid(format!("{field}: {m}")))
+}
+
+/// Parses an optional RFC 3339 time; the error names `field`.
+pub(crate) fn parse_time(field: &str, s: Option<&str>) -> Result<Option<Timestamp>, AppError> {
+    s.map(|s| {
+        Timestamp::parse(s).map_err(|_| {
+            AppError::invalid(format!(
+                "{field}: {s:.64?} is not an RFC 3339 time, e.g. 2026-03-01T12:00:00Z"
+            ))
+        })
+    })
+    .transpose()
 }
 
 /// Reads a field that may be absent (`None`), `null` (`Some(None)`) or a value, for updates where

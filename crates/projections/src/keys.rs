@@ -7,6 +7,7 @@ use custodian_domain::{DomainEvent, EventRecord};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
+use crate::page::Page;
 use crate::runtime::{ApplyError, Projection, Tables};
 
 /// Folds `key.*` events of `{tenant}/key/{id}` streams into `keys`.
@@ -342,47 +343,25 @@ pub async fn list_keys(
     after: Option<&str>,
     limit: u32,
 ) -> Result<Vec<KeyRow>, sqlx::Error> {
-    let mut sql = format!(
-        "SELECT {COLUMNS} FROM {} WHERE tenant = $1",
-        tables.name("keys")
+    let mut page = Page::new(
+        format!(
+            "SELECT {COLUMNS} FROM {} WHERE tenant = $1",
+            tables.name("keys")
+        ),
+        vec![tenant],
     );
-    let mut binds: Vec<&str> = vec![tenant];
     if let Some(owner) = &filter.owner {
-        binds.push(owner);
-        sql.push_str(&format!(" AND owner = ${}", binds.len()));
+        page.and_with(owner, |p| format!("owner = {p}"));
     }
     match filter.status {
         None => {}
-        Some(Status::Revoked) => sql.push_str(" AND status = 'revoked'"),
-        Some(Status::Active) => {
-            binds.push(&filter.now);
-            sql.push_str(&format!(
-                " AND status = 'active' AND (expires_at IS NULL OR expires_at > ${})",
-                binds.len()
-            ));
-        }
-        Some(Status::Expired) => {
-            binds.push(&filter.now);
-            sql.push_str(&format!(
-                " AND status = 'active' AND expires_at IS NOT NULL AND expires_at <= ${}",
-                binds.len()
-            ));
-        }
+        Some(Status::Revoked) => page.and("status = 'revoked'"),
+        Some(Status::Active) => page.and_with(&filter.now, |p| {
+            format!("status = 'active' AND (expires_at IS NULL OR expires_at > {p})")
+        }),
+        Some(Status::Expired) => page.and_with(&filter.now, |p| {
+            format!("status = 'active' AND expires_at IS NOT NULL AND expires_at <= {p}")
+        }),
     }
-    if let Some(after) = after {
-        binds.push(after);
-        sql.push_str(&format!(" AND key_id > ${}", binds.len()));
-    }
-    sql.push_str(&format!(" ORDER BY key_id LIMIT ${}", binds.len() + 1));
-    let mut query = sqlx::query(&sql);
-    for b in binds {
-        query = query.bind(b);
-    }
-    query
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(key_row)
-        .collect()
+    page.fetch(pool, "key_id", after, limit, key_row).await
 }

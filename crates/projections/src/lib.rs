@@ -11,6 +11,7 @@
 
 mod db;
 pub mod keys;
+mod page;
 pub mod policy;
 mod runtime;
 pub mod sessions;

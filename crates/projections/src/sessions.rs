@@ -8,6 +8,7 @@ use custodian_domain::{DomainEvent, EventRecord};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
+use crate::page::Page;
 use crate::runtime::{ApplyError, Projection, Tables};
 
 /// Folds `session.*` events of `{tenant}/session/{id}` streams into `sessions`.
@@ -237,34 +238,18 @@ pub async fn list_sessions(
     after: Option<&str>,
     limit: u32,
 ) -> Result<Vec<SessionRow>, sqlx::Error> {
-    let mut sql = format!(
-        "SELECT {COLUMNS} FROM {} WHERE tenant = $1 AND user_id = $2",
-        tables.name("sessions")
+    let mut page = Page::new(
+        format!(
+            "SELECT {COLUMNS} FROM {} WHERE tenant = $1 AND user_id = $2",
+            tables.name("sessions")
+        ),
+        vec![tenant, user_id],
     );
-    let mut binds: Vec<&str> = vec![tenant, user_id];
     if active_only {
-        binds.push(now);
-        sql.push_str(&format!(
-            " AND status = 'active' AND expires_at > ${}",
-            binds.len()
-        ));
+        page.and_with(now, |p| format!("status = 'active' AND expires_at > {p}"));
     }
-    if let Some(after) = after {
-        binds.push(after);
-        sql.push_str(&format!(" AND session_id > ${}", binds.len()));
-    }
-    sql.push_str(&format!(" ORDER BY session_id LIMIT ${}", binds.len() + 1));
-    let mut query = sqlx::query(&sql);
-    for b in binds {
-        query = query.bind(b);
-    }
-    query
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(session_row)
-        .collect()
+    page.fetch(pool, "session_id", after, limit, session_row)
+        .await
 }
 
 /// The ids of every session of `user_id` in `tenant` that is not revoked (expired ones included),

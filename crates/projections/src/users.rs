@@ -16,6 +16,7 @@ use custodian_domain::{DomainEvent, EventRecord};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
+use crate::page::Page;
 use crate::runtime::{ApplyError, Projection, Tables};
 
 /// Folds `user.*` events of `{tenant}/user/{id}` streams into `users` and `credentials`.
@@ -489,34 +490,23 @@ pub async fn list_users(
     after: Option<&str>,
     limit: u32,
 ) -> Result<Vec<UserRow>, sqlx::Error> {
-    let mut sql = format!(
-        "SELECT {USER_COLUMNS} FROM {} WHERE tenant = $1",
-        tables.name("users")
+    let mut page = Page::new(
+        format!(
+            "SELECT {USER_COLUMNS} FROM {} WHERE tenant = $1",
+            tables.name("users")
+        ),
+        vec![tenant],
     );
-    let mut binds: Vec<&str> = vec![tenant];
     let conditions = [
         ("status =", filter.status.as_deref()),
         ("kind =", filter.kind.as_deref()),
-        ("user_id >", after),
     ];
     for (test, value) in conditions {
         if let Some(value) = value {
-            binds.push(value);
-            sql.push_str(&format!(" AND {test} ${}", binds.len()));
+            page.and_with(value, |p| format!("{test} {p}"));
         }
     }
-    sql.push_str(&format!(" ORDER BY user_id LIMIT ${}", binds.len() + 1));
-    let mut query = sqlx::query(&sql);
-    for b in binds {
-        query = query.bind(b);
-    }
-    query
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(user_row)
-        .collect()
+    page.fetch(pool, "user_id", after, limit, user_row).await
 }
 
 /// The credentials row of `user_id` in `tenant`; `None` for an unknown or deleted user.
@@ -550,32 +540,18 @@ pub async fn list_credentials(
     after: Option<&str>,
     limit: u32,
 ) -> Result<Vec<CredentialRow>, sqlx::Error> {
-    let mut sql = format!(
-        "SELECT {CREDENTIAL_COLUMNS} FROM {} WHERE tenant = $1",
-        tables.name("credentials")
+    let mut page = Page::new(
+        format!(
+            "SELECT {CREDENTIAL_COLUMNS} FROM {} WHERE tenant = $1",
+            tables.name("credentials")
+        ),
+        vec![tenant],
     );
-    let mut binds: Vec<&str> = vec![tenant];
     if locked_only {
-        binds.push(now);
-        sql.push_str(&format!(
-            " AND locked_until IS NOT NULL AND locked_until > ${}",
-            binds.len()
-        ));
+        page.and_with(now, |p| {
+            format!("locked_until IS NOT NULL AND locked_until > {p}")
+        });
     }
-    if let Some(after) = after {
-        binds.push(after);
-        sql.push_str(&format!(" AND user_id > ${}", binds.len()));
-    }
-    sql.push_str(&format!(" ORDER BY user_id LIMIT ${}", binds.len() + 1));
-    let mut query = sqlx::query(&sql);
-    for b in binds {
-        query = query.bind(b);
-    }
-    query
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(credential_row)
-        .collect()
+    page.fetch(pool, "user_id", after, limit, credential_row)
+        .await
 }

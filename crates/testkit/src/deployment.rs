@@ -260,6 +260,22 @@ impl Server {
         }
         (exit.code(), rest)
     }
+
+    /// Sends SIGTERM, checks that the server exits with 0, and returns the log lines not read
+    /// yet, the ones written while it stopped included, one a line.
+    ///
+    /// # Panics
+    /// When the server does not stop within 30 s, or exits otherwise.
+    pub async fn terminate_cleanly(mut self) -> String {
+        let mut log = Vec::new();
+        while let Ok(line) = self.lines.try_recv() {
+            log.push(line);
+        }
+        let (code, rest) = self.terminate().await;
+        assert_eq!(code, Some(0));
+        log.extend(rest);
+        log.join("\n")
+    }
 }
 
 /// Reads a child's output line by line in the background, so its pipe never fills.

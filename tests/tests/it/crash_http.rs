@@ -5,14 +5,15 @@
 //! the log's head has not gone back, and the hash chain verifies.
 
 use std::collections::{HashMap, HashSet};
-use std::os::unix::process::ExitStatusExt as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use custodian_testkit::deployment::{Deployment, verify};
 use reqwest::Method;
 use serde_json::{Value, json};
+
+use crate::kill_9::{Answer, Api, MIN_ACKS, kill_9_under_load, serve_with_tenant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_keeps_every_acknowledged_user_through_kill_9() {
@@ -26,18 +27,10 @@ async fn postgres_keeps_every_acknowledged_user_through_kill_9() {
     }
 }
 
-const SYSTEM: &str = "_system";
 const TENANT: &str = "crashco";
-const ADMIN_EMAIL: &str = "root@platform.test";
 const ADMIN_NAME: &str = "Rootie Platformsson";
-const ADMIN_PASSWORD: &str = "correct horse battery staple";
-/// Concurrent clients creating users.
-const CLIENTS: usize = 16;
-/// The server is killed once this many creations were acknowledged...
+/// The server is killed once this many creations were acknowledged (or after its load).
 const ACKS_BEFORE_KILL: usize = 200;
-/// ...or after this much load, whichever comes first (with at least [`MIN_ACKS`]).
-const LOAD: Duration = Duration::from_millis(1500);
-const MIN_ACKS: usize = CLIENTS;
 /// The server takes over an email claim whose user stream is missing once the claim is older than
 /// 30 s; a little margin on top.
 const CLAIM_TAKEOVER: Duration = Duration::from_secs(31);
@@ -69,110 +62,10 @@ impl UserStreams for Deployment {
 // ---------------------------------------------------------------------------------------------
 // HTTP.
 
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    /// `Custodian-Position`.
-    position: Option<u64>,
-    body: Value,
-}
-
 impl Api {
-    fn new(base: &str) -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .user_agent("custodian-crash-http-tests/1")
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-            base: base.to_owned(),
-            token: None,
-        }
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        min_position: Option<u64>,
-    ) -> Result<Answer, reqwest::Error> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(p) = min_position {
-            request = request.header("custodian-min-position", p.to_string());
-        }
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let position = response
-            .headers()
-            .get("custodian-position")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        let bytes = response.bytes().await?;
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Ok(Answer {
-            status,
-            position,
-            body,
-        })
-    }
-
-    /// Sends, retrying while the server answers 503 (views catching up after the restart).
-    async fn settled(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        min_position: Option<u64>,
-    ) -> Answer {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let r = self
-                .send(method.clone(), path, body, min_position)
-                .await
-                .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-            if r.status == 503 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-            assert!(r.status < 500, "{method} {path} answered {r:?}");
-            return r;
-        }
-    }
-
     async fn get(&self, path: &str, min_position: u64) -> Answer {
         self.settled(Method::GET, path, None, Some(min_position))
             .await
-    }
-
-    /// Logs the platform administrator in; returns a client carrying the access token.
-    async fn login(&self) -> Self {
-        let body = json!({"tenant": SYSTEM, "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD});
-        let r = self
-            .settled(Method::POST, "/v1/auth/login", Some(&body), None)
-            .await;
-        assert_eq!(r.status, 200, "{r:?}");
-        assert_eq!(r.body["status"], "authenticated", "{r:?}");
-        Self {
-            token: Some(r.body["access_token"].as_str().unwrap().to_owned()),
-            ..self.clone()
-        }
     }
 
     /// The log's head position.
@@ -270,53 +163,17 @@ async fn create_users(
 // The test.
 
 async fn create_users_kill_9_then_check(home: Deployment) {
-    home.bootstrap(ADMIN_EMAIL, ADMIN_NAME, ADMIN_PASSWORD)
-        .await;
-    let mut server = home.serve(&[]).await;
-    let root = Api::new(&server.base).login().await;
-    let r = root
-        .settled(
-            Method::POST,
-            "/v1/tenants",
-            Some(&json!({"slug": TENANT, "name": "Crash Co"})),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 201, "{r:?}");
+    let (mut server, root) = serve_with_tenant(&home, ADMIN_NAME, TENANT, "Crash Co").await;
 
     // Load, then SIGKILL while requests are in flight.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acks = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| tokio::spawn(create_users(root.clone(), c, stop.clone(), acks.clone())))
-        .collect();
-    let started = Instant::now();
-    loop {
-        let n = acks.load(Ordering::SeqCst);
-        if n >= ACKS_BEFORE_KILL || (started.elapsed() >= LOAD && n >= MIN_ACKS) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "only {n} users created in 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    // The clients finish the requests they have in flight, which the kill cuts, and send no more.
-    stop.store(true, Ordering::SeqCst);
-    server.child.start_kill().unwrap(); // SIGKILL
-    let killed_at = Instant::now();
-    let status = server.child.wait().await.unwrap();
-    assert_eq!(status.signal(), Some(9), "the server died of SIGKILL");
-    let mut attempts = vec![];
-    for c in clients {
-        attempts.extend(
-            tokio::time::timeout(Duration::from_secs(30), c)
-                .await
-                .expect("a client hung after the kill")
-                .unwrap(),
-        );
-    }
+    let (attempts, killed_at) = kill_9_under_load(
+        &mut server,
+        ACKS_BEFORE_KILL,
+        "users created",
+        |c, stop, acks| create_users(root.clone(), c, stop, acks),
+    )
+    .await;
+    let attempts: Vec<Attempt> = attempts.into_iter().flatten().collect();
     drop(server);
 
     let mut acked: HashMap<&str, (&str, &str, u64)> = HashMap::new(); // id -> (email, name, position)

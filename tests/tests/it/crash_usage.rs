@@ -5,14 +5,14 @@
 //! then exactly the sum over the distinct keys posted.
 
 use std::collections::{HashMap, HashSet};
-use std::os::unix::process::ExitStatusExt as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use custodian_testkit::deployment::Deployment;
 use reqwest::Method;
 use serde_json::{Value, json};
+
+use crate::kill_9::{Api, kill_9_under_load, serve_with_tenant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_keeps_every_acknowledged_usage_record_through_kill_9() {
@@ -27,92 +27,7 @@ async fn postgres_keeps_every_acknowledged_usage_record_through_kill_9() {
 }
 
 const TENANT: &str = "meterco";
-const ADMIN_EMAIL: &str = "root@platform.test";
-const ADMIN_PASSWORD: &str = "correct horse battery staple";
-const CLIENTS: usize = 16;
 const ACKS_BEFORE_KILL: usize = 400;
-const LOAD: Duration = Duration::from_millis(1500);
-
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
-}
-
-impl Api {
-    fn new(base: &str) -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-            base: base.to_owned(),
-            token: None,
-        }
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        min_position: Option<u64>,
-    ) -> Result<(u16, Value), reqwest::Error> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(p) = min_position {
-            request = request.header("custodian-min-position", p.to_string());
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await?;
-        Ok((
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        ))
-    }
-
-    /// Sends, retrying while the server answers 503 (catching up after the restart).
-    async fn settled(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        min_position: Option<u64>,
-    ) -> (u16, Value) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (status, body) = self
-                .send(method.clone(), path, body, min_position)
-                .await
-                .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-            if status == 503 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-            assert!(status < 500, "{method} {path} answered {status} {body}");
-            return (status, body);
-        }
-    }
-
-    async fn login(&self) -> Self {
-        let body = json!({"tenant": "_system", "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD});
-        let (status, r) = self
-            .settled(Method::POST, "/v1/auth/login", Some(&body), None)
-            .await;
-        assert_eq!(status, 200, "{r}");
-        Self {
-            token: Some(r["access_token"].as_str().unwrap().to_owned()),
-            ..self.clone()
-        }
-    }
-}
 
 fn record(key: &str, quantity: u64, client: usize) -> Value {
     json!({
@@ -160,13 +75,13 @@ async fn post_records(
             )
             .await
         {
-            Ok((200, body)) => {
-                assert_eq!(body["accepted"], true, "{body}");
+            Ok(r) if r.status == 200 => {
+                assert_eq!(r.body["accepted"], true, "{r:?}");
                 posted.acked.insert(key);
                 acks.fetch_add(1, Ordering::SeqCst);
             }
             // Only a busy or stopping server may refuse a well-formed record; its fate is unknown.
-            Ok((status, body)) => assert_eq!(status, 503, "{key}: {body}"),
+            Ok(r) => assert_eq!(r.status, 503, "{key}: {r:?}"),
             Err(_) => {}
         }
     }
@@ -174,47 +89,18 @@ async fn post_records(
 }
 
 async fn post_usage_kill_9_then_check(home: Deployment) {
-    home.bootstrap(ADMIN_EMAIL, "Root", ADMIN_PASSWORD).await;
-    let mut server = home.serve(&[]).await;
-    let root = Api::new(&server.base).login().await;
-    let (status, body) = root
-        .settled(
-            Method::POST,
-            "/v1/tenants",
-            Some(&json!({"slug": TENANT, "name": "Meter Co"})),
-            None,
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let (mut server, root) = serve_with_tenant(&home, "Root", TENANT, "Meter Co").await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let acks = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| tokio::spawn(post_records(root.clone(), c, stop.clone(), acks.clone())))
-        .collect();
-    let started = Instant::now();
-    loop {
-        let n = acks.load(Ordering::SeqCst);
-        if n >= ACKS_BEFORE_KILL || (started.elapsed() >= LOAD && n >= CLIENTS) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "only {n} records acknowledged in 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    stop.store(true, Ordering::SeqCst);
-    server.child.start_kill().unwrap(); // SIGKILL
-    let status = server.child.wait().await.unwrap();
-    assert_eq!(status.signal(), Some(9), "the server died of SIGKILL");
+    let (posted, _) = kill_9_under_load(
+        &mut server,
+        ACKS_BEFORE_KILL,
+        "records acknowledged",
+        |c, stop, acks| post_records(root.clone(), c, stop, acks),
+    )
+    .await;
     let mut quantities: HashMap<String, (u64, usize)> = HashMap::new();
     let mut acked: HashSet<String> = HashSet::new();
-    for (client, c) in clients.into_iter().enumerate() {
-        let posted = tokio::time::timeout(Duration::from_secs(30), c)
-            .await
-            .expect("a client hung after the kill")
-            .unwrap();
+    for (client, posted) in posted.into_iter().enumerate() {
         acked.extend(posted.acked);
         quantities.extend(posted.quantities.into_iter().map(|(k, q)| (k, (q, client))));
     }
@@ -250,7 +136,7 @@ async fn post_usage_kill_9_then_check(home: Deployment) {
     let path = format!("/v1/tenants/{TENANT}/usage");
     let mut position = 0;
     for (key, (quantity, client)) in &quantities {
-        let (status, body) = root
+        let r = root
             .settled(
                 Method::POST,
                 &path,
@@ -258,7 +144,8 @@ async fn post_usage_kill_9_then_check(home: Deployment) {
                 None,
             )
             .await;
-        assert_eq!(status, 200, "{key}: {body}");
+        assert_eq!(r.status, 200, "{key}: {r:?}");
+        let body = r.body;
         assert_eq!(
             body["duplicate"],
             logged.contains_key(key),
@@ -267,7 +154,7 @@ async fn post_usage_kill_9_then_check(home: Deployment) {
         );
         position = position.max(body["position"].as_u64().unwrap());
     }
-    let (status, view) = root
+    let r = root
         .settled(
             Method::GET,
             &format!("{path}?meter=requests"),
@@ -275,7 +162,8 @@ async fn post_usage_kill_9_then_check(home: Deployment) {
             Some(position),
         )
         .await;
-    assert_eq!(status, 200, "{view}");
+    assert_eq!(r.status, 200, "{r:?}");
+    let view = r.body;
     let expected: u64 = quantities.values().map(|(q, _)| q).sum();
     assert_eq!(view["used"], expected, "{view}");
 }

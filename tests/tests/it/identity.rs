@@ -2666,17 +2666,8 @@ async fn no_secret_reaches_the_database_or_the_logs(ledger: Deployment) {
     // Personal data is sealed too: it never appears in clear.
     let personal = [ADMIN_EMAIL, ADMIN_NAME, "ada@acme.test", "bob@acme.test"];
 
-    let World {
-        ledger, mut server, ..
-    } = w;
-    let mut log = vec![];
-    while let Ok(line) = server.lines.try_recv() {
-        log.push(line);
-    }
-    let (code, rest) = server.terminate().await;
-    assert_eq!(code, Some(0));
-    log.extend(rest);
-    let log = log.join("\n");
+    let World { ledger, server, .. } = w;
+    let log = server.terminate_cleanly().await;
     let bytes = ledger.database_contents().await;
     for s in &secrets {
         assert!(!contains(&bytes, s), "a secret is in the database: {s:?}");

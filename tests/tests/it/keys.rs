@@ -62,7 +62,7 @@ async fn no_full_key_reaches_the_database_the_logs_or_the_nats_messages() {
     let ledger = Deployment::sqlite();
     ledger.bootstrap(ADMIN_EMAIL, "Root", ADMIN_PASSWORD).await;
     let nats_url = nats.url();
-    let mut server = ledger.serve(&["--nats-url", &nats_url]).await;
+    let server = ledger.serve(&["--nats-url", &nats_url]).await;
     let api = Api {
         base: server.base.clone(),
         client: reqwest::Client::new(),
@@ -156,14 +156,7 @@ async fn no_full_key_reaches_the_database_the_logs_or_the_nats_messages() {
     assert_eq!(relay["lag_events"], 0, "{relay}");
     let published = relay["acknowledged_position"].as_u64().unwrap();
 
-    let mut log = vec![];
-    while let Ok(line) = server.lines.try_recv() {
-        log.push(line);
-    }
-    let (code, rest) = server.terminate().await;
-    assert_eq!(code, Some(0));
-    log.extend(rest);
-    let log = log.join("\n");
+    let log = server.terminate_cleanly().await;
 
     let js = nats.jetstream().await;
     let mut stream = js.get_stream("CUSTODIAN").await.unwrap();

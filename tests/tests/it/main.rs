@@ -8,5 +8,6 @@ mod event_names;
 mod feed;
 mod identity;
 mod keys;
+mod kill_9;
 mod server;
 mod support;

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::follower::Progress;
 
 /// How often expired sessions are dropped from memory.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -94,9 +95,8 @@ pub enum Refusal {
 #[derive(Debug)]
 pub struct AuthIndex {
     state: RwLock<State>,
-    applied: watch::Sender<u64>,
+    progress: Progress,
     head: watch::Receiver<u64>,
-    wait: Duration,
 }
 
 impl AuthIndex {
@@ -107,12 +107,10 @@ impl AuthIndex {
         clock: Arc<dyn Clock>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        let (applied, _) = watch::channel(0);
         let index = Arc::new(Self {
             state: RwLock::new(State::default()),
-            applied,
+            progress: Progress::new(wait),
             head: store.watch_head(),
-            wait,
         });
         let pruner = Arc::downgrade(&index);
         let stop = shutdown.clone();
@@ -154,7 +152,7 @@ impl AuthIndex {
 
     /// The last position applied.
     pub fn applied(&self) -> u64 {
-        *self.applied.borrow()
+        self.progress.applied()
     }
 
     /// Waits until the index has applied every commit this process knows of (bounded).
@@ -165,13 +163,10 @@ impl AuthIndex {
 
     /// Waits until the index has applied `position` (bounded).
     pub async fn wait_for(&self, position: u64) -> Result<(), Refusal> {
-        if self.applied() >= position {
-            return Ok(());
-        }
-        let mut rx = self.applied.subscribe();
-        match tokio::time::timeout(self.wait, rx.wait_for(|p| *p >= position)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(Refusal::Behind),
+        if self.progress.reached(position).await {
+            Ok(())
+        } else {
+            Err(Refusal::Behind)
         }
     }
 
@@ -305,7 +300,7 @@ impl AuthIndex {
         if let Ok(mut state) = self.state.write() {
             apply(&mut state, record);
         }
-        self.applied.send_replace(record.position);
+        self.progress.advance(record.position);
     }
 }
 

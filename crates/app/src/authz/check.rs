@@ -12,12 +12,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::index::When;
-use super::manage::{
-    ConditionsBody, EffectBody, ScopeBody, parse_permission, parse_resource, parse_time,
-};
+use super::manage::{ConditionsBody, EffectBody, ScopeBody};
 use crate::App;
 use crate::access::{Principal, authorize};
 use crate::error::AppError;
+use crate::validate::{parse_permission, parse_resource, parse_time};
 
 /// Most checks in one batch.
 pub const MAX_BATCH: usize = 1_000;

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::AppError;
+use crate::follower::Progress;
 
 /// A change of a principal's or a tenant's standing: whether it may be allowed anything.
 #[derive(Debug, Clone, Copy)]
@@ -52,9 +53,8 @@ pub enum When {
 #[derive(Debug)]
 pub struct PolicyIndex {
     state: RwLock<State>,
-    applied: watch::Sender<u64>,
+    progress: Progress,
     head: watch::Receiver<u64>,
-    wait: Duration,
 }
 
 impl PolicyIndex {
@@ -64,12 +64,10 @@ impl PolicyIndex {
         wait: Duration,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        let (applied, _) = watch::channel(0);
         let index = Arc::new(Self {
             state: RwLock::new(State::default()),
-            applied,
+            progress: Progress::new(wait),
             head: store.watch_head(),
-            wait,
         });
         let follower = index.clone();
         crate::follower::spawn(store, "the authorization index", shutdown, move |record| {
@@ -80,7 +78,7 @@ impl PolicyIndex {
 
     /// The last position applied.
     pub fn applied(&self) -> u64 {
-        *self.applied.borrow()
+        self.progress.applied()
     }
 
     /// Waits until the index has applied every commit this process knows of (bounded).
@@ -92,16 +90,13 @@ impl PolicyIndex {
 
     /// Waits until the index has applied `position` (bounded).
     pub async fn wait_for(&self, position: u64) -> Result<(), AppError> {
-        if self.applied() >= position {
-            return Ok(());
-        }
-        let mut rx = self.applied.subscribe();
-        match tokio::time::timeout(self.wait, rx.wait_for(|p| *p >= position)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(AppError::unavailable(
+        if self.progress.reached(position).await {
+            Ok(())
+        } else {
+            Err(AppError::unavailable(
                 "the authorization index is catching up with the log",
                 1,
-            )),
+            ))
         }
     }
 
@@ -158,7 +153,7 @@ impl PolicyIndex {
         if let Ok(mut state) = self.state.write() {
             apply(&mut state, record);
         }
-        self.applied.send_replace(record.position);
+        self.progress.advance(record.position);
     }
 }
 

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use custodian_domain::Timestamp;
 use custodian_domain::id::{is_type_id, type_id};
 use custodian_domain::policy::{
-    AsOf, BUILTIN_ROLES, Conditions, Effect, Hours, Permission, PolicyCommand, PolicyEvent,
-    Resource, Scope, Subject, Target, TimeOfDay, Window, builtin_role,
+    AsOf, BUILTIN_ROLES, Conditions, Effect, Hours, PolicyCommand, PolicyEvent, Scope, Subject,
+    Target, TimeOfDay, Window, builtin_role,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -21,6 +21,7 @@ use super::run;
 use crate::App;
 use crate::access::{self, Principal, authorize};
 use crate::error::AppError;
+use crate::validate::{parse_permission, parse_resource, parse_time};
 
 // ---------------------------------------------------------------------------------------------
 // Shapes shared by requests and answers.
@@ -211,25 +212,6 @@ pub struct Made {
 pub struct Written {
     /// The log position of the last event written, or the head when nothing changed.
     pub position: u64,
-}
-
-pub(crate) fn parse_permission(field: &str, s: &str) -> Result<Permission, AppError> {
-    Permission::parse(s).map_err(|m| AppError::invalid(format!("{field}: {m}")))
-}
-
-pub(crate) fn parse_resource(field: &str, s: &str) -> Result<Resource, AppError> {
-    Resource::parse(s).map_err(|m| AppError::invalid(format!("{field}: {m}")))
-}
-
-pub(crate) fn parse_time(field: &str, s: Option<&str>) -> Result<Option<Timestamp>, AppError> {
-    s.map(|s| {
-        Timestamp::parse(s).map_err(|_| {
-            AppError::invalid(format!(
-                "{field}: {s:.64?} is not an RFC 3339 time, e.g. 2026-03-01T12:00:00Z"
-            ))
-        })
-    })
-    .transpose()
 }
 
 fn window(from: Option<&str>, until: Option<&str>) -> Result<Window, AppError> {

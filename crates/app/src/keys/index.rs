@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::AppError;
+use crate::follower::Progress;
 
 /// What the index knows of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,9 +130,8 @@ pub struct KeyIndex {
     /// not news (the counters here are already ahead of them).
     own: Mutex<std::collections::HashSet<uuid::Uuid>>,
     lookups: AtomicU64,
-    applied: watch::Sender<u64>,
+    progress: Progress,
     head: watch::Receiver<u64>,
-    wait: Duration,
 }
 
 /// The start of the minute `t` falls in.
@@ -151,15 +151,13 @@ impl KeyIndex {
         wait: Duration,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        let (applied, _) = watch::channel(0);
         let index = Arc::new(Self {
             state: RwLock::new(State::default()),
             usage: Mutex::new(HashMap::new()),
             own: Mutex::default(),
             lookups: AtomicU64::new(0),
-            applied,
+            progress: Progress::new(wait),
             head: store.watch_head(),
-            wait,
         });
         let follower = index.clone();
         crate::follower::spawn(store, "the key index", shutdown, move |record| {
@@ -170,7 +168,7 @@ impl KeyIndex {
 
     /// The last position applied.
     pub fn applied(&self) -> u64 {
-        *self.applied.borrow()
+        self.progress.applied()
     }
 
     /// Waits until the index has applied every commit this process knows of (bounded).
@@ -181,16 +179,13 @@ impl KeyIndex {
 
     /// Waits until the index has applied `position` (bounded).
     pub async fn wait_for(&self, position: u64) -> Result<(), AppError> {
-        if self.applied() >= position {
-            return Ok(());
-        }
-        let mut rx = self.applied.subscribe();
-        match tokio::time::timeout(self.wait, rx.wait_for(|p| *p >= position)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(AppError::unavailable(
+        if self.progress.reached(position).await {
+            Ok(())
+        } else {
+            Err(AppError::unavailable(
                 "the key index is catching up with the log",
                 1,
-            )),
+            ))
         }
     }
 
@@ -356,7 +351,7 @@ impl KeyIndex {
         {
             self.apply_key(record, event);
         }
-        self.applied.send_replace(record.position);
+        self.progress.advance(record.position);
     }
 
     fn apply_key(&self, record: &EventRecord, event: KeyEvent) {

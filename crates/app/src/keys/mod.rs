@@ -34,6 +34,7 @@ use crate::auth::tokens::TokenHasher;
 use crate::clock::Clock;
 use crate::commands;
 use crate::error::AppError;
+use crate::validate::{parse_permission, parse_resource, parse_time};
 use crate::{App, stream};
 
 pub use index::{KeyEntry, KeyIndex};
@@ -203,9 +204,7 @@ impl KeyScopeBody {
             }
         };
         Ok(match self {
-            Self::Resource(r) => Scope::Resource(
-                Resource::parse(&r).map_err(|m| AppError::invalid(format!("on.resource: {m}")))?,
-            ),
+            Self::Resource(r) => Scope::Resource(parse_resource("on.resource", &r)?),
             Self::ResourceType(t) => Scope::ResourceType(name("on.resource_type", t)?),
             Self::Group(g) => Scope::Group(name("on.group", g)?),
         })
@@ -425,17 +424,6 @@ pub fn parse_allowlist(field: &str, ranges: &[String]) -> Result<Vec<IpNet>, App
         .collect()
 }
 
-fn parse_time(field: &str, s: Option<&str>) -> Result<Option<Timestamp>, AppError> {
-    s.map(|s| {
-        Timestamp::parse(s).map_err(|_| {
-            AppError::invalid(format!(
-                "{field}: {s:.64?} is not an RFC 3339 time, e.g. 2026-03-01T12:00:00Z"
-            ))
-        })
-    })
-    .transpose()
-}
-
 /// Parses scopes: each a permission of `tenant`'s catalog (`unknown_permission` otherwise).
 fn parse_scopes(app: &App, tenant: &str, scopes: &[String]) -> Result<Vec<Permission>, AppError> {
     if scopes.is_empty() || scopes.len() > domain::MAX_SCOPES {
@@ -446,7 +434,7 @@ fn parse_scopes(app: &App, tenant: &str, scopes: &[String]) -> Result<Vec<Permis
     }
     let mut out: Vec<Permission> = Vec::with_capacity(scopes.len());
     for s in scopes {
-        let p = Permission::parse(s).map_err(|m| AppError::invalid(format!("scopes: {m}")))?;
+        let p = parse_permission("scopes", s)?;
         app.policy
             .read(tenant, |policy| policy.catalog.check(&p))?
             .map_err(|u| AppError::UnknownPermission {

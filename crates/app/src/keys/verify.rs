@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use custodian_domain::key as domain;
-use custodian_domain::policy::{Permission, Resource, Target};
+use custodian_domain::policy::{Permission, Target};
 use custodian_domain::user::UserStatus;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -20,6 +20,7 @@ use crate::App;
 use crate::access::{self, KeyPrincipal, Principal};
 use crate::auth::index::{Refusal, SYSTEM_TENANT};
 use crate::error::AppError;
+use crate::validate::{parse_permission, parse_resource};
 
 /// The answer of a verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -263,12 +264,12 @@ pub async fn verify(
     let permission = req
         .permission
         .as_deref()
-        .map(|p| Permission::parse(p).map_err(|m| AppError::invalid(format!("permission: {m}"))))
+        .map(|p| parse_permission("permission", p))
         .transpose()?;
     let resource = req
         .resource
         .as_deref()
-        .map(|r| Resource::parse(r).map_err(|m| AppError::invalid(format!("resource: {m}"))))
+        .map(|r| parse_resource("resource", r))
         .transpose()?;
     if resource.is_some() && permission.is_none() {
         return Err(AppError::invalid(

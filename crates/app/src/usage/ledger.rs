@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::AppError;
+use crate::follower::Progress;
 use crate::plans::Plans;
 
 /// How a record's append ended, as the callers waiting on it learn.
@@ -126,10 +127,9 @@ pub(crate) struct FollowUps {
 pub struct UsageLedger {
     state: Mutex<State>,
     plans: Arc<Plans>,
-    applied: watch::Sender<u64>,
+    progress: Progress,
     /// The log's head when the service started: admissions wait until it is applied.
     start_head: u64,
-    wait: Duration,
 }
 
 impl UsageLedger {
@@ -141,13 +141,11 @@ impl UsageLedger {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         let start_head = store.head().await?.position;
-        let (applied, _) = watch::channel(0);
         let ledger = Arc::new(Self {
             state: Mutex::new(State::default()),
             plans,
-            applied,
+            progress: Progress::new(wait),
             start_head,
-            wait,
         });
         let follower = ledger.clone();
         crate::follower::spawn(store, "the usage ledger", shutdown, move |record| {
@@ -158,21 +156,18 @@ impl UsageLedger {
 
     /// The last position applied.
     pub fn applied(&self) -> u64 {
-        *self.applied.borrow()
+        self.progress.applied()
     }
 
     /// Waits (bounded) until the ledger has applied `position`.
     pub async fn wait_for(&self, position: u64) -> Result<(), AppError> {
-        if self.applied() >= position {
-            return Ok(());
-        }
-        let mut rx = self.applied.subscribe();
-        match tokio::time::timeout(self.wait, rx.wait_for(|p| *p >= position)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(AppError::unavailable(
+        if self.progress.reached(position).await {
+            Ok(())
+        } else {
+            Err(AppError::unavailable(
                 "the usage ledger is catching up with the log",
                 1,
-            )),
+            ))
         }
     }
 
@@ -459,7 +454,7 @@ impl UsageLedger {
         if let Ok(mut state) = self.state.lock() {
             apply(&mut state, record);
         }
-        self.applied.send_replace(record.position);
+        self.progress.advance(record.position);
     }
 }
 

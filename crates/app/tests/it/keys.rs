@@ -46,6 +46,15 @@ fn request(scopes: &[&str]) -> CreateKeyRequest {
     }
 }
 
+/// A request for a key with the scope `key:read` and `remaining` units of usage, refilled as
+/// `refill` says.
+fn metered(remaining: u64, refill: Option<keys::RefillBody>) -> CreateKeyRequest {
+    CreateKeyRequest {
+        usage_limit: Some(UsageLimitBody { remaining, refill }),
+        ..request(&["key:read"])
+    }
+}
+
 fn verifying(key: &str) -> VerifyRequest {
     VerifyRequest {
         key: key.to_owned(),
@@ -183,12 +192,7 @@ async fn revoked_expired_wrong_address_used_up_and_forbidden_keys_each_get_their
     // address is a gateway's, not the key holder's, so an allowlisted key is refused.
     assert_eq!(w.code(from(None)).await, VerifyCode::IpNotAllowed);
 
-    let mut metered = request(&["key:read"]);
-    metered.usage_limit = Some(UsageLimitBody {
-        remaining: 3,
-        refill: None,
-    });
-    let metered = w.issue(metered).await;
+    let metered = w.issue(metered(3, None)).await;
     let costing = |cost| VerifyRequest {
         cost: Some(cost),
         ..verifying(&metered.key)
@@ -497,12 +501,7 @@ fn used(records: &[EventRecord]) -> Vec<KeyEvent> {
 #[tokio::test]
 async fn usage_is_recorded_once_per_key_per_minute_and_what_is_open_at_shutdown() {
     let w = world().await;
-    let mut metered = request(&["key:read"]);
-    metered.usage_limit = Some(UsageLimitBody {
-        remaining: 100,
-        refill: None,
-    });
-    let issued = w.issue(metered).await;
+    let issued = w.issue(metered(100, None)).await;
     for _ in 0..5 {
         assert_eq!(w.code(verifying(&issued.key)).await, VerifyCode::Valid);
     }
@@ -542,15 +541,11 @@ async fn usage_is_recorded_once_per_key_per_minute_and_what_is_open_at_shutdown(
 #[tokio::test]
 async fn a_usage_limit_refills_every_interval_and_an_update_starts_it_over() {
     let w = world().await;
-    let mut metered = request(&["key:read"]);
-    metered.usage_limit = Some(UsageLimitBody {
-        remaining: 1,
-        refill: Some(keys::RefillBody {
-            amount: 2,
-            interval_seconds: 3600,
-        }),
-    });
-    let issued = w.issue(metered).await;
+    let refill = keys::RefillBody {
+        amount: 2,
+        interval_seconds: 3600,
+    };
+    let issued = w.issue(metered(1, Some(refill))).await;
     assert_eq!(w.code(verifying(&issued.key)).await, VerifyCode::Valid);
     assert_eq!(
         w.code(verifying(&issued.key)).await,
@@ -798,12 +793,7 @@ async fn whatever_is_asked_a_key_never_holds_what_its_creator_lacks() {
 #[tokio::test]
 async fn a_restarted_index_takes_the_usage_left_from_the_recorded_windows() {
     let w = world().await;
-    let mut metered = request(&["key:read"]);
-    metered.usage_limit = Some(UsageLimitBody {
-        remaining: 10,
-        refill: None,
-    });
-    let issued = w.issue(metered).await;
+    let issued = w.issue(metered(10, None)).await;
     for _ in 0..3 {
         assert_eq!(w.code(verifying(&issued.key)).await, VerifyCode::Valid);
     }
@@ -826,15 +816,13 @@ async fn a_restarted_index_takes_the_usage_left_from_the_recorded_windows() {
 #[tokio::test]
 async fn a_key_over_its_rate_limit_is_rate_limited_takes_no_usage_and_passes_again_in_time() {
     let w = world().await;
-    let mut limited = request(&["key:read"]);
-    limited.ratelimit = Some(keys::RateLimitBody {
-        limit: 2,
-        window_seconds: 60,
-    });
-    limited.usage_limit = Some(UsageLimitBody {
-        remaining: 10,
-        refill: None,
-    });
+    let limited = CreateKeyRequest {
+        ratelimit: Some(keys::RateLimitBody {
+            limit: 2,
+            window_seconds: 60,
+        }),
+        ..metered(10, None)
+    };
     let limited = w.issue(limited).await;
     let verify = || async {
         verify::verify(&w.t.app, &w.gateway, verifying(&limited.key))

@@ -45,6 +45,30 @@ async fn used(t: &TestApp, tenant: &str, meter: &str, subject: Option<&str>) -> 
     .unwrap()
 }
 
+/// Records one unit of `meter` for alice in acme under each of `keys`, each accepted.
+async fn record_each(t: &TestApp, meter: &str, keys: impl IntoIterator<Item = String>) {
+    let root = t.root().await;
+    for key in keys {
+        usage::record(&t.app, &root, "acme", rec(meter, 1, "alice", &key))
+            .await
+            .unwrap_or_else(|e| panic!("record {key} refused: {e:?}"));
+    }
+}
+
+/// Posts every record of `records` to acme at once, each in its own task; the answers.
+async fn record_concurrently(
+    t: &TestApp,
+    records: impl IntoIterator<Item = UsageRecord>,
+) -> Vec<Result<usage::Recorded, AppError>> {
+    let root = t.root().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in records {
+        let (app, root) = (t.app.clone(), root.clone());
+        tasks.spawn(async move { usage::record(&app, &root, "acme", r).await });
+    }
+    tasks.join_all().await
+}
+
 async fn set_quota(t: &TestApp, tenant: &str, meter: &str, limit: u64, hard: bool) {
     usage::set_quota(
         &t.app,
@@ -88,23 +112,15 @@ async fn a_retry_with_the_same_idempotency_key_counts_once() {
 async fn concurrent_posts_with_the_same_key_count_once() {
     let t = TestApp::new().await;
     t.create_tenant("acme").await;
-    let root = t.root().await;
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..50 {
-        let (app, root) = (t.app.clone(), root.clone());
-        tasks.spawn(async move {
-            usage::record(
-                &app,
-                &root,
-                "acme",
-                rec("api_calls", 5, "alice", "same-key"),
-            )
-            .await
-            .unwrap()
-        });
-    }
-    let answers = tasks.join_all().await;
-    assert_eq!(answers.iter().filter(|a| !a.duplicate).count(), 1);
+    let same = (0..50).map(|_| rec("api_calls", 5, "alice", "same-key"));
+    let answers = record_concurrently(&t, same).await;
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|a| !a.as_ref().unwrap().duplicate)
+            .count(),
+        1
+    );
     assert_eq!(used(&t, "acme", "api_calls", None).await.used, 5);
 }
 
@@ -113,17 +129,8 @@ async fn a_hard_quota_refuses_exactly_at_its_limit() {
     let t = TestApp::new().await;
     t.create_tenant("acme").await;
     set_quota(&t, "acme", "api_calls", 10, true).await;
+    record_each(&t, "api_calls", (0..10).map(|i| format!("k{i}"))).await;
     let root = t.root().await;
-    for i in 0..10 {
-        usage::record(
-            &t.app,
-            &root,
-            "acme",
-            rec("api_calls", 1, "alice", &format!("k{i}")),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("record {i} within the limit refused: {e:?}"));
-    }
     let refused = usage::record(&t.app, &root, "acme", rec("api_calls", 1, "alice", "k10"))
         .await
         .unwrap_err();
@@ -168,21 +175,8 @@ async fn a_hard_quota_holds_under_concurrent_posts() {
     let t = TestApp::new().await;
     t.create_tenant("acme").await;
     set_quota(&t, "acme", "api_calls", 100, true).await;
-    let root = t.root().await;
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..300 {
-        let (app, root) = (t.app.clone(), root.clone());
-        tasks.spawn(async move {
-            usage::record(
-                &app,
-                &root,
-                "acme",
-                rec("api_calls", 1, "alice", &format!("c{i}")),
-            )
-            .await
-        });
-    }
-    let answers = tasks.join_all().await;
+    let records = (0..300).map(|i| rec("api_calls", 1, "alice", &format!("c{i}")));
+    let answers = record_concurrently(&t, records).await;
     let accepted = answers.iter().filter(|a| a.is_ok()).count();
     let refused = answers
         .iter()
@@ -235,33 +229,14 @@ async fn a_soft_quota_records_one_warning_a_month() {
     let t = TestApp::new().await;
     t.create_tenant("acme").await;
     set_quota(&t, "acme", "events", 5, false).await;
-    let root = t.root().await;
-    for i in 0..8 {
-        usage::record(
-            &t.app,
-            &root,
-            "acme",
-            rec("events", 1, "alice", &format!("s{i}")),
-        )
-        .await
-        .unwrap();
-    }
+    record_each(&t, "events", (0..8).map(|i| format!("s{i}"))).await;
     let warnings = events_of(&t, "quota.warning").await;
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].data["used"], 5);
     assert_eq!(warnings[0].data["period"], "2026-03");
     // A new month counts from zero and warns again once.
     t.advance(31 * 24 * 3600);
-    for i in 0..6 {
-        usage::record(
-            &t.app,
-            &root,
-            "acme",
-            rec("events", 1, "alice", &format!("n{i}")),
-        )
-        .await
-        .unwrap();
-    }
+    record_each(&t, "events", (0..6).map(|i| format!("n{i}"))).await;
     let warnings = events_of(&t, "quota.warning").await;
     assert_eq!(warnings.len(), 2);
     assert_eq!(warnings[1].data["period"], "2026-04");
@@ -459,12 +434,8 @@ async fn a_tenants_plan_sets_its_quotas_as_configured_and_follows_plan_changes()
     })
     .await;
     t.create_tenant("acme").await;
+    record_each(&t, "api_calls", ["f1", "f2", "f3"].map(String::from)).await;
     let root = t.root().await;
-    for key in ["f1", "f2", "f3"] {
-        usage::record(&t.app, &root, "acme", rec("api_calls", 1, "alice", key))
-            .await
-            .unwrap();
-    }
     let position = t
         .tenant_command("acme", TenantCommand::ChangePlan { plan: Plan::Team })
         .await;
