@@ -54,8 +54,9 @@
 //!    `/healthz`, and the events the decision log appended.
 //!
 //! 5. **Key verification** (`BENCH_PART=verify`): on a fresh ledger, 64 API keys issued over HTTP,
-//!    then `POST /v1/keys/verify` as the platform administrator, the keys round robin, open loop at
-//!    `BENCH_RATE`, against `/healthz` in alternating slices.
+//!    then `POST /v1/keys/verify` as the platform administrator (an access token) and as a gateway
+//!    authenticating with a key of its own that holds `key:verify`, the keys round robin, open
+//!    loop at `BENCH_RATE`, against `/healthz` in alternating slices.
 //! 6. **Keys against access tokens** (`BENCH_PART=key`): on the same kind of server, `GET
 //!    /v1/auth/me` with `Authorization: Bearer cst_...` (the 64 keys round robin) against the same
 //!    request with the administrator's access token, and `/healthz`, in alternating slices.
@@ -1663,6 +1664,20 @@ async fn key_runs(client: &reqwest::Client, server: &Server, config: &Config) ->
     let healthz = format!("{base}/healthz");
     let me = format!("{base}/v1/auth/me");
     let verify = format!("{base}/v1/keys/verify");
+    // A platform-wide gateway that authenticates with a key of its own holding `key:verify`.
+    let gateway = post_json(
+        client,
+        &format!("{base}/v1/tenants/_system/keys"),
+        Some(&admin),
+        &json!({"name": "gateway", "scopes": ["key:verify"]}),
+    )
+    .await?;
+    let gateway = vec![
+        gateway["key"]
+            .as_str()
+            .ok_or_else(|| format!("the key answer has no key: {gateway}"))?
+            .to_owned(),
+    ];
     let admin = vec![admin];
     let mut targets: Vec<(&'static str, &str, &[String], &[Vec<u8>])> =
         vec![("baseline: `GET /healthz`", &healthz, &[], &[])];
@@ -1671,7 +1686,18 @@ async fn key_runs(client: &reqwest::Client, server: &Server, config: &Config) ->
         targets.push(("`GET /v1/auth/me`, API key", &me, &keys, &[]));
     }
     if config.verify {
-        targets.push(("`POST /v1/keys/verify`", &verify, &admin, &bodies));
+        targets.push((
+            "`POST /v1/keys/verify`, caller with an access token",
+            &verify,
+            &admin,
+            &bodies,
+        ));
+        targets.push((
+            "`POST /v1/keys/verify`, caller with an API key",
+            &verify,
+            &gateway,
+            &bodies,
+        ));
     }
     // One request each first, to fail early on a setup problem rather than count errors.
     for (label, url, tokens, bodies) in &targets {
