@@ -315,7 +315,11 @@ pub async fn verify(
     // The key's limits count this verification: its tenant's plan (the tenant's and the key's
     // own share) and the key's own `ratelimit`. A refusal takes no usage. The answer reports the
     // tightest of them.
-    let limits = crate::ratelimit::limits(app, &as_key);
+    let mut limits = crate::ratelimit::limits(app, &as_key);
+    if principal.tenant == entry.tenant {
+        // The verify request itself was counted against the tenant's rule: once is enough.
+        limits.retain(|l| l.policy != crate::ratelimit::Policy::Tenant);
+    }
     let admission = app.security.ratelimits.admit(&limits, 1, now);
     let ratelimit = admission
         .standings

@@ -860,6 +860,29 @@ async fn a_key_over_its_rate_limit_is_rate_limited_takes_no_usage_and_passes_aga
     assert_eq!(answer.code, VerifyCode::Valid);
     let state = answer.ratelimit.unwrap();
     assert_eq!((state.limit, state.remaining, state.reset), (600, 599, 1));
+
+    // The tenant's rule counted the verify request of acme's own gateway (over HTTP), so the
+    // verifications above did not count against it again; a platform-wide verifier's do.
+    use custodian_app::ratelimit::{Limit, Policy, RateTiers};
+    let tenant_rule = [Limit {
+        policy: Policy::Tenant,
+        subject: "acme".into(),
+        rule: RateTiers::default().free.tenant,
+    }];
+    let tenant_left = || {
+        w.t.app
+            .security
+            .ratelimits
+            .peek(&tenant_rule, w.t.clock.now())[0]
+            .remaining
+    };
+    assert_eq!(tenant_left(), 1_200);
+    let root = w.t.root().await;
+    let answer = verify::verify(&w.t.app, &root, verifying(&free.key))
+        .await
+        .unwrap();
+    assert_eq!(answer.code, VerifyCode::Valid);
+    assert_eq!(tenant_left(), 1_199);
 }
 
 #[tokio::test]
