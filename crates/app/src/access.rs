@@ -54,6 +54,8 @@ pub struct KeyPrincipal {
     pub scopes: Vec<Permission>,
     /// What they cover (the whole tenant when absent).
     pub on: Option<Scope>,
+    /// The user who issued it for someone else: it never does what they no longer may.
+    pub issuer: Option<String>,
 }
 
 impl Principal {
@@ -214,6 +216,11 @@ pub fn holds(
     if !key_covers(app, principal, tenant, permission, target) {
         return Ok(false);
     }
+    if let Some(issuer) = principal.key.as_ref().and_then(|k| k.issuer.as_deref())
+        && !user_holds(app, tenant, issuer, principal.ip, permission, target)?
+    {
+        return Ok(false);
+    }
     if principal.is_platform_admin() {
         return Ok(true);
     }
@@ -227,6 +234,38 @@ pub fn holds(
             permission,
             target,
             ip: principal.ip,
+            as_of: AsOf::now(app.now()),
+            explain: false,
+        },
+    )?;
+    Ok(decision.verdict == Verdict::Allow)
+}
+
+/// Whether the user `user_id` of `tenant` holds `permission` on `target` now: the root role in
+/// `_system`, or the tenant's policy (which refuses disabled and deleted users).
+fn user_holds(
+    app: &App,
+    tenant: &str,
+    user_id: &str,
+    ip: Option<IpAddr>,
+    permission: &Permission,
+    target: Target<'_>,
+) -> Result<bool, AppError> {
+    if tenant == SYSTEM_TENANT
+        && app.security.index.user(tenant, user_id).is_some_and(|u| {
+            u.status == custodian_domain::user::UserStatus::Active
+                && u.roles.iter().any(|r| r == ROLE_PLATFORM_ADMIN)
+        })
+    {
+        return Ok(true);
+    }
+    let (decision, _) = app.policy.decide(
+        tenant,
+        &Check {
+            principal: user_id,
+            permission,
+            target,
+            ip,
             as_of: AsOf::now(app.now()),
             explain: false,
         },

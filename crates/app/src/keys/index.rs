@@ -15,7 +15,7 @@ use std::time::Duration;
 use custodian_domain::key::{KeyEvent, RateLimit, UsageLimit};
 use custodian_domain::policy::{Permission, Scope};
 use custodian_domain::secret::TokenHash;
-use custodian_domain::{DomainEvent, EventRecord, Timestamp};
+use custodian_domain::{ActorKind, DomainEvent, EventRecord, Timestamp};
 use custodian_store::EventStore;
 use ipnet::IpNet;
 use tokio::sync::watch;
@@ -53,6 +53,9 @@ pub struct KeyEntry {
     pub hash: TokenHash,
     /// The secret before the last rotation, and when it stops working (exclusive).
     pub previous: Option<(TokenHash, Timestamp)>,
+    /// The user who issued it, when not its owner (through another key: that key's issuer or
+    /// owner): the key never does what they no longer may.
+    pub issuer: Option<String>,
 }
 
 /// A key found by the hash of a presented secret.
@@ -371,6 +374,15 @@ impl KeyIndex {
                 hash,
                 ..
             } => {
+                let issuer = match record.actor.kind {
+                    ActorKind::User => Some(record.actor.id.clone()),
+                    ActorKind::ApiKey => state
+                        .by_id
+                        .get(&record.actor.id)
+                        .map(|k| k.issuer.clone().unwrap_or_else(|| k.owner.clone())),
+                    _ => None,
+                }
+                .filter(|i| *i != owner);
                 state.by_hash.insert(hash.0.clone(), id.clone());
                 state.by_id.insert(
                     id.clone(),
@@ -388,6 +400,7 @@ impl KeyIndex {
                         revoked: false,
                         hash,
                         previous: None,
+                        issuer,
                     }),
                 );
                 drop(state);

@@ -191,6 +191,7 @@ fn key_principal(app: &App, e: &KeyEntry, ip: Option<IpAddr>) -> Result<Principa
             id: e.id.clone(),
             scopes: e.scopes.clone(),
             on: e.on.clone(),
+            issuer: e.issuer.clone(),
         }),
     })
 }

@@ -985,3 +985,40 @@ async fn two_recorded_windows_of_one_minute_both_count_after_a_restart() {
     let entry = fresh.get(&issued.id).unwrap();
     assert_eq!(fresh.remaining(&entry, w.t.clock.now()), Some(5));
 }
+
+#[tokio::test]
+async fn a_key_issued_for_someone_else_never_does_what_its_issuer_no_longer_may() {
+    let w = world().await;
+    let bob = w.t.user_with_roles("acme", &[]).await;
+    w.t.assign("acme", &bob, "admin").await;
+    let mut for_bob = request(&["user:delete"]);
+    for_bob.owner = Some(bob.clone());
+    let issued = w.issue(for_bob).await;
+    let deleting = || VerifyRequest {
+        permission: Some("user:delete".into()),
+        ..verifying(&issued.key)
+    };
+    assert_eq!(w.code(deleting()).await, VerifyCode::Valid);
+
+    // Ada, who issued it, is disabled; Bob, its owner, still holds user:delete.
+    w.t.user_command(
+        "acme",
+        &w.ada.user_id,
+        UserCommand::Disable {
+            reason: "left".into(),
+        },
+    )
+    .await;
+    w.t.app.policy.catch_up().await.unwrap();
+    assert_eq!(w.code(deleting()).await, VerifyCode::Forbidden);
+    let as_key = custodian_app::identity::authenticate(&w.t.app, &issued.key)
+        .await
+        .unwrap();
+    let user_delete = custodian_domain::policy::Permission::parse("user:delete").unwrap();
+    assert!(!access::holds(&w.t.app, &as_key, "acme", &user_delete, Target::Tenant).unwrap());
+
+    w.t.user_command("acme", &w.ada.user_id, UserCommand::Enable)
+        .await;
+    w.t.app.policy.catch_up().await.unwrap();
+    assert_eq!(w.code(deleting()).await, VerifyCode::Valid);
+}
