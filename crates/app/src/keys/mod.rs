@@ -578,6 +578,25 @@ async fn run(
     app.answer_position(done.position.unwrap_or(0)).await
 }
 
+/// Lets `principal` do `permission` on key `id` of `tenant`, a well-formed key id (404 otherwise).
+fn authorize_key(
+    app: &App,
+    principal: &Principal,
+    tenant: &str,
+    id: &str,
+    permission: &str,
+) -> Result<(), AppError> {
+    let resource = key_resource(id);
+    authorize(
+        app,
+        principal,
+        tenant,
+        permission,
+        Target::Resource(&resource),
+    )?;
+    check_key_id(id)
+}
+
 fn check_key_id(id: &str) -> Result<(), AppError> {
     if is_type_id("key", id) {
         Ok(())
@@ -639,15 +658,7 @@ pub async fn get_key(
     tenant: &str,
     id: &str,
 ) -> Result<KeyView, AppError> {
-    let resource = key_resource(id);
-    authorize(
-        app,
-        principal,
-        tenant,
-        "key:read",
-        Target::Resource(&resource),
-    )?;
-    check_key_id(id)?;
+    authorize_key(app, principal, tenant, id, "key:read")?;
     let tables = app.tables("keys")?;
     let row = view::find_key(app.db.pool(), &tables, tenant, id)
         .await?
@@ -725,15 +736,7 @@ pub async fn update_key(
     id: &str,
     req: UpdateKeyRequest,
 ) -> Result<KeyWritten, AppError> {
-    let resource = key_resource(id);
-    authorize(
-        app,
-        principal,
-        tenant,
-        "key:update",
-        Target::Resource(&resource),
-    )?;
-    check_key_id(id)?;
+    authorize_key(app, principal, tenant, id, "key:update")?;
     may_change(app, principal, tenant, id, "changing").await?;
     let ip_allowlist = match req.ip_allowlist {
         None => None,
@@ -761,15 +764,7 @@ pub async fn revoke_key(
     tenant: &str,
     id: &str,
 ) -> Result<KeyWritten, AppError> {
-    let resource = key_resource(id);
-    authorize(
-        app,
-        principal,
-        tenant,
-        "key:delete",
-        Target::Resource(&resource),
-    )?;
-    check_key_id(id)?;
+    authorize_key(app, principal, tenant, id, "key:delete")?;
     let position = run(app, principal, tenant, id, KeyCommand::Revoke).await?;
     Ok(KeyWritten {
         id: id.to_owned(),
@@ -815,15 +810,7 @@ pub async fn rotate_key(
     id: &str,
     req: RotateKeyRequest,
 ) -> Result<IssuedKey, AppError> {
-    let resource = key_resource(id);
-    authorize(
-        app,
-        principal,
-        tenant,
-        "key:rotate",
-        Target::Resource(&resource),
-    )?;
-    check_key_id(id)?;
+    authorize_key(app, principal, tenant, id, "key:rotate")?;
     may_change(app, principal, tenant, id, "rotating").await?;
     let grace = req.grace_seconds.unwrap_or(0);
     if grace > MAX_GRACE_SECONDS {
