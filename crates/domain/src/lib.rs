@@ -14,10 +14,12 @@
 )]
 
 pub mod chain;
+pub mod checkpoint;
 pub mod email;
 pub mod event;
 pub mod id;
 pub mod key;
+pub mod merkle;
 pub mod policy;
 pub mod secret;
 pub mod security;

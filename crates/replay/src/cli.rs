@@ -1,16 +1,14 @@
 //! The `custodian-replay` command line: argument definitions, opening the source, printing the
 //! report, and the exit status.
 
-use std::borrow::Cow;
 use std::io::{self, Write};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use custodian_store::{StoreError, StoreOptions};
+use custodian_store::StoreError;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sqlx::{Connection, PgConnection};
 
+use crate::source::{Source, SourceError};
 use crate::verify::{BreakReason, VerifyReport, verify};
 
 /// Exit status: the whole chain verified.
@@ -30,6 +28,10 @@ Exit status:
 #[derive(Debug, Parser)]
 #[command(name = "custodian-replay", version, long_about = None, after_help = EXIT_STATUS_HELP)]
 pub struct Cli {
+    /// Print one JSON document (or JSON lines where a command says so) for programs, instead of
+    /// tables for people.
+    #[arg(long, global = true)]
+    pub json: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -52,26 +54,8 @@ pub struct VerifyArgs {
     pub source: String,
 }
 
-/// Why the source could not be verified at all.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// The store could not be opened.
-    #[error("cannot open the event log at {location}: {error}")]
-    Open {
-        /// The source, with any password hidden.
-        location: String,
-        /// What the store said.
-        error: StoreError,
-    },
-    /// The store was opened but reading it failed.
-    #[error("cannot read the event log at {location}: {error}")]
-    Read {
-        /// The source, with any password hidden.
-        location: String,
-        /// What the store said.
-        error: StoreError,
-    },
-}
+/// The log a command reads: every command but `merkle` takes one.
+pub const SOURCE_HELP: &str = "The log: a SQLite file path (or sqlite: URL), a postgres:// URL, or a file written by `export --format jsonl`. It is opened read-only: no migrations, and a missing file is an error, never created.";
 
 /// Runs the parsed command line and returns the process exit status.
 pub async fn run(cli: Cli) -> ExitCode {
@@ -122,64 +106,28 @@ pub async fn verify_source(
     source: &str,
     draw: ProgressDrawTarget,
 ) -> Result<VerifyReport, SourceError> {
-    let options = StoreOptions {
-        read_only: true,
-        ..StoreOptions::default()
-    };
-    if let Err(error) = check_postgres_reachable(source).await {
-        return Err(SourceError::Open {
-            location: redact(source).into_owned(),
-            error,
-        });
-    }
-    let store = match custodian_store::open(source, options).await {
-        Ok(store) => store,
+    let mut source = match Source::open(source).await {
+        Ok(source) => source,
         // Opening reads the head; an unreadable head row is a broken chain, not a missing source.
-        Err(StoreError::CorruptRecord { position, reason }) => {
+        Err(SourceError::Open {
+            error: StoreError::CorruptRecord { position, reason },
+            ..
+        }) => {
             return Ok(VerifyReport::Broken {
                 position,
                 reason: BreakReason::Unreadable(reason),
             });
         }
-        Err(error) => {
-            return Err(SourceError::Open {
-                location: redact(source).into_owned(),
-                error,
-            });
-        }
+        Err(e) => return Err(e),
     };
     // Only for the bar's length: a head that cannot be read is verify's to report.
-    let total = store.head().await.ok().map(|h| h.position);
+    let total = source.head_position().await;
     let bar = progress_bar(total, draw);
-    let result = verify(&*store, |n| bar.set_position(n)).await;
+    let result = verify(&mut source, |n| bar.set_position(n)).await;
     bar.finish_and_clear();
-    store.close().await;
-    result.map_err(|error| SourceError::Read {
-        location: redact(source).into_owned(),
-        error,
-    })
-}
-
-/// How long a PostgreSQL server gets to answer before the source counts as unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// For a PostgreSQL source, one plain connection first: the store's pool retries a refused
-/// connection until its timeout and then reports only that it timed out, while this says why at once.
-async fn check_postgres_reachable(source: &str) -> Result<(), StoreError> {
-    if !(source.starts_with("postgres://") || source.starts_with("postgresql://")) {
-        return Ok(());
-    }
-    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect(source)).await {
-        Ok(Ok(connection)) => {
-            let _ = connection.close().await;
-            Ok(())
-        }
-        Ok(Err(e)) => Err(e.into()),
-        Err(_) => Err(StoreError::Config(format!(
-            "the database did not answer within {} seconds",
-            CONNECT_TIMEOUT.as_secs()
-        ))),
-    }
+    let result = result.map_err(|error| source.read_error(error));
+    source.close().await;
+    result
 }
 
 fn progress_bar(total: Option<u64>, draw: ProgressDrawTarget) -> ProgressBar {
@@ -193,22 +141,6 @@ fn progress_bar(total: Option<u64>, draw: ProgressDrawTarget) -> ProgressBar {
         bar.set_style(style);
     }
     bar
-}
-
-/// `location` with the password of a URL replaced by `***`, fit for messages.
-pub fn redact(location: &str) -> Cow<'_, str> {
-    let Some((scheme, rest)) = location.split_once("://") else {
-        return Cow::Borrowed(location);
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return Cow::Borrowed(location);
-    };
-    let Some((user, _password)) = userinfo.split_once(':') else {
-        return Cow::Borrowed(location);
-    };
-    let tail = &rest[authority.len()..];
-    Cow::Owned(format!("{scheme}://{user}:***@{host}{tail}"))
 }
 
 #[cfg(test)]
@@ -236,19 +168,5 @@ mod tests {
         ] {
             assert!(help.contains(line), "{line:?} missing from:\n{help}");
         }
-    }
-
-    #[test]
-    fn passwords_are_hidden() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db.internal:5432/custodian?sslmode=require"),
-            "postgres://app:***@db.internal:5432/custodian?sslmode=require"
-        );
-        assert_eq!(
-            redact("postgres://app@db/custodian"),
-            "postgres://app@db/custodian"
-        );
-        assert_eq!(redact("/var/lib/custodian.db"), "/var/lib/custodian.db");
-        assert_eq!(redact("sqlite:custodian.db"), "sqlite:custodian.db");
     }
 }

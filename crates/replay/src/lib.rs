@@ -6,7 +6,9 @@
 //! line around it.
 
 pub mod cli;
+pub mod source;
 pub mod verify;
 
 pub use cli::{Cli, run};
+pub use source::{Source, SourceError, redact};
 pub use verify::{BreakReason, DEFAULT_PAGE_SIZE, VerifyReport, verify, verify_in_pages};

@@ -8,7 +8,9 @@
 use std::fmt;
 
 use custodian_domain::{ChainBreak, ChainVerifier};
-use custodian_store::{EventStore, Head, StoreError};
+use custodian_store::{Head, StoreError};
+
+use crate::source::Source;
 
 /// How many records [`verify`] reads at a time.
 pub const DEFAULT_PAGE_SIZE: usize = 1000;
@@ -90,10 +92,10 @@ impl fmt::Display for BreakReason {
 
 /// Verifies the whole log in pages of [`DEFAULT_PAGE_SIZE`]; see [`verify_in_pages`].
 pub async fn verify(
-    store: &dyn EventStore,
+    source: &mut Source,
     progress: impl FnMut(u64),
 ) -> Result<VerifyReport, StoreError> {
-    verify_in_pages(store, DEFAULT_PAGE_SIZE, progress).await
+    verify_in_pages(source, DEFAULT_PAGE_SIZE, progress).await
 }
 
 /// Reads the log from position 1, `page_size` records at a time, and checks every record against
@@ -102,7 +104,7 @@ pub async fn verify(
 /// A broken chain, including an unreadable row, is a [`VerifyReport::Broken`] naming the first
 /// broken position. An `Err` means the store could not be read at all (the database failed).
 pub async fn verify_in_pages(
-    store: &dyn EventStore,
+    source: &mut Source,
     page_size: usize,
     mut progress: impl FnMut(u64),
 ) -> Result<VerifyReport, StoreError> {
@@ -111,7 +113,7 @@ pub async fn verify_in_pages(
     let mut limit = page_size;
     loop {
         let from = verifier.head().0 + 1;
-        match store.read_all(from, limit).await {
+        match source.read_all(from, limit).await {
             Ok(records) => {
                 for record in &records {
                     if let Err(chain_break) = verifier.push(record) {

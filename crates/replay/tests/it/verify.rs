@@ -2,7 +2,7 @@
 //! unreadable and empty logs, with pages of every size.
 
 use custodian_domain::{ChainBreak, EventHash};
-use custodian_replay::{BreakReason, VerifyReport, verify, verify_in_pages};
+use custodian_replay::{BreakReason, Source, VerifyReport, verify, verify_in_pages};
 use custodian_store::Head;
 use custodian_testkit::Ledger;
 
@@ -23,9 +23,11 @@ custodian_testkit::on_every_backend!(
 const PAGE_SIZES: [usize; 7] = [1, 2, 7, 136, 299, 300, 1000];
 
 async fn report(fixture: &Ledger, page_size: usize) -> VerifyReport {
-    let store = fixture.open_read_only().await;
-    let report = verify_in_pages(&*store, page_size, |_| {}).await.unwrap();
-    store.close().await;
+    let mut source = Source::from_store(&fixture.location, fixture.open_read_only().await);
+    let report = verify_in_pages(&mut source, page_size, |_| {})
+        .await
+        .unwrap();
+    source.close().await;
     report
 }
 
@@ -36,13 +38,14 @@ async fn an_intact_log_verifies_to_the_stored_head(fixture: Ledger) {
     assert_eq!(head.position, 300);
 
     let mut seen = Vec::new();
-    let report = verify(&*store, |n| seen.push(n)).await.unwrap();
+    let mut source = Source::from_store(&fixture.location, store.clone());
+    let report = verify(&mut source, |n| seen.push(n)).await.unwrap();
     assert_eq!(report, VerifyReport::Verified { events: 300, head });
     assert_eq!(seen.last(), Some(&300));
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
 
     let mut seen = Vec::new();
-    let report = verify_in_pages(&*store, 64, |n| seen.push(n))
+    let report = verify_in_pages(&mut source, 64, |n| seen.push(n))
         .await
         .unwrap();
     assert_eq!(report, VerifyReport::Verified { events: 300, head });
@@ -202,8 +205,8 @@ async fn a_gap_just_before_an_unreadable_row_is_the_first_break(fixture: Ledger)
 
 async fn an_empty_log_verifies_with_zero_events(fixture: Ledger) {
     fixture.populate(0).await;
-    let store = fixture.open_read_only().await;
-    let report = verify(&*store, |_| {}).await.unwrap();
+    let mut source = Source::from_store(&fixture.location, fixture.open_read_only().await);
+    let report = verify(&mut source, |_| {}).await.unwrap();
     assert_eq!(
         report,
         VerifyReport::Verified {
