@@ -1,13 +1,21 @@
 //! Verifying the whole log: read every record from position 1 in pages, check each one against the
-//! hash chain, and name the first position at which the chain breaks.
+//! hash chain, fold its hash into the Merkle tree, and name the first position at which the chain
+//! breaks.
 //!
-//! A row the store cannot parse is a break at its position too. What verification cannot see is a
-//! log cut short at its end: the last surviving record is a valid head. Compare the reported head
-//! hash with one recorded elsewhere to rule that out.
+//! A row the store cannot parse is a break at its position too. The chain alone cannot see a log
+//! cut short at its end, nor one rewritten and rehashed from some position on: the last surviving
+//! record is a valid head. A signed checkpoint kept elsewhere can: given one, verification also
+//! recomputes the Merkle root at the checkpoint's tree size and compares it with the signed root.
+//! A shorter log, or a different root, contradicts the checkpoint.
+//!
+//! Memory stays bounded whatever the log's length: one page of records and the `O(log n)` hashes
+//! of the tree's right edge ([`Frontier`]).
 
 use std::fmt;
 
-use custodian_domain::{ChainBreak, ChainVerifier};
+use custodian_domain::checkpoint::Checkpoint;
+use custodian_domain::merkle::{Frontier, Hash};
+use custodian_domain::{ChainBreak, ChainVerifier, Timestamp};
 use custodian_store::{Head, StoreError};
 
 use crate::source::Source;
@@ -25,6 +33,12 @@ pub enum VerifyReport {
         events: u64,
         /// The last verified position and its hash; position 0 and zeros for an empty log.
         head: Head,
+        /// When the head event occurred (`None` for an empty log).
+        head_time: Option<Timestamp>,
+        /// The RFC 6962 root of the tree whose leaves are every event's hash.
+        root: Hash,
+        /// The checkpoint the log was proven to extend, if one was given.
+        checkpoint: Option<Checkpoint>,
     },
     /// The chain is broken.
     Broken {
@@ -33,12 +47,31 @@ pub enum VerifyReport {
         /// What is wrong there.
         reason: BreakReason,
     },
+    /// The chain holds, but the log does not extend the given checkpoint: it is shorter than the
+    /// checkpoint's tree (its tail was cut), or its first events hash to another root (history was
+    /// rewritten and rehashed).
+    Contradicts {
+        /// The checkpoint.
+        checkpoint: Checkpoint,
+        /// How many events the log holds (all verified up to the checkpoint's size, or the head).
+        events: u64,
+        /// The root of the log's first `checkpoint.size` events; `None` when it has fewer.
+        found: Option<Hash>,
+    },
 }
 
 impl VerifyReport {
     /// True when the whole log verified.
     pub fn is_verified(&self) -> bool {
         matches!(self, Self::Verified { .. })
+    }
+
+    /// How many events were read and found intact.
+    pub fn events_read(&self) -> u64 {
+        match self {
+            Self::Verified { events, .. } | Self::Contradicts { events, .. } => *events,
+            Self::Broken { position, .. } => position.saturating_sub(1),
+        }
     }
 
     fn broken(chain_break: ChainBreak) -> Self {
@@ -52,13 +85,67 @@ impl VerifyReport {
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Verified { events: 0, .. } => f.write_str("verified: 0 events, the log is empty"),
-            Self::Verified { events, head } => write!(
+            Self::Verified {
+                events,
+                head,
+                head_time,
+                root,
+                checkpoint,
+            } => {
+                if *events == 0 {
+                    f.write_str("verified: 0 events, the log is empty")?;
+                } else {
+                    write!(
+                        f,
+                        "verified: {events} event{}, head position {}, hash {}",
+                        if *events == 1 { "" } else { "s" },
+                        head.position,
+                        head.hash
+                    )?;
+                    if let Some(time) = head_time {
+                        write!(f, "\nas of position {} ({time})", head.position)?;
+                    }
+                }
+                write!(
+                    f,
+                    "\nmerkle root {} (tree size {events})",
+                    hex::encode(root)
+                )?;
+                if let Some(c) = checkpoint {
+                    write!(
+                        f,
+                        "\nextends the checkpoint of {} at tree size {}, root {}",
+                        c.origin,
+                        c.size,
+                        hex::encode(c.root)
+                    )?;
+                }
+                Ok(())
+            }
+            Self::Contradicts {
+                checkpoint,
+                events,
+                found: None,
+            } => write!(
                 f,
-                "verified: {events} event{}, head position {}, hash {}",
+                "contradicts the checkpoint of {} at tree size {}: the log holds only {events} event{}, so its tail was cut",
+                checkpoint.origin,
+                checkpoint.size,
                 if *events == 1 { "" } else { "s" },
-                head.position,
-                head.hash
+            ),
+            Self::Contradicts {
+                checkpoint,
+                found: Some(found),
+                ..
+            } => write!(
+                f,
+                "contradicts the checkpoint of {} at tree size {}: the log's first {} events have merkle root {}, the checkpoint signed {}, so history up to position {} was rewritten",
+                checkpoint.origin,
+                checkpoint.size,
+                checkpoint.size,
+                hex::encode(found),
+                hex::encode(checkpoint.root),
+                checkpoint.size,
             ),
             Self::Broken { position, reason } => {
                 let reason = reason.to_string();
@@ -90,27 +177,46 @@ impl fmt::Display for BreakReason {
     }
 }
 
-/// Verifies the whole log in pages of [`DEFAULT_PAGE_SIZE`]; see [`verify_in_pages`].
+/// Verifies the whole log in pages of [`DEFAULT_PAGE_SIZE`], without a checkpoint; see
+/// [`verify_in_pages`].
 pub async fn verify(
     source: &mut Source,
     progress: impl FnMut(u64),
 ) -> Result<VerifyReport, StoreError> {
-    verify_in_pages(source, DEFAULT_PAGE_SIZE, progress).await
+    verify_in_pages(source, DEFAULT_PAGE_SIZE, None, progress).await
 }
 
-/// Reads the log from position 1, `page_size` records at a time, and checks every record against
-/// the chain. After each page, `progress` is called with the number of events verified so far.
+/// Reads the log from position 1, `page_size` records at a time, checks every record against
+/// the chain and folds its hash into the Merkle tree. After each page, `progress` is called with
+/// the number of events verified so far.
 ///
 /// A broken chain, including an unreadable row, is a [`VerifyReport::Broken`] naming the first
-/// broken position. An `Err` means the store could not be read at all (the database failed).
+/// broken position. With a `checkpoint`, a log that does not extend it is a
+/// [`VerifyReport::Contradicts`], reported when the tree reaches the checkpoint's size (or the log
+/// ends before); a break before that position is reported first. An `Err` means the store could
+/// not be read at all (the database failed).
 pub async fn verify_in_pages(
     source: &mut Source,
     page_size: usize,
+    checkpoint: Option<&Checkpoint>,
     mut progress: impl FnMut(u64),
 ) -> Result<VerifyReport, StoreError> {
     let page_size = page_size.max(1);
     let mut verifier = ChainVerifier::new();
+    let mut tree = Frontier::new();
+    let mut head_time = None;
     let mut limit = page_size;
+    let contradicts = |c: &Checkpoint, events, found| VerifyReport::Contradicts {
+        checkpoint: c.clone(),
+        events,
+        found,
+    };
+    if let Some(c) = checkpoint
+        && c.size == 0
+        && c.root != tree.root()
+    {
+        return Ok(contradicts(c, 0, Some(tree.root())));
+    }
     loop {
         let from = verifier.head().0 + 1;
         match source.read_all(from, limit).await {
@@ -119,13 +225,29 @@ pub async fn verify_in_pages(
                     if let Err(chain_break) = verifier.push(record) {
                         return Ok(VerifyReport::broken(chain_break));
                     }
+                    tree.push(&record.hash.0);
+                    head_time = Some(record.occurred_at);
+                    if let Some(c) = checkpoint
+                        && c.size == tree.size()
+                        && c.root != tree.root()
+                    {
+                        return Ok(contradicts(c, tree.size(), Some(tree.root())));
+                    }
                 }
                 let (position, hash) = verifier.head();
                 progress(position);
                 if records.len() < limit {
+                    if let Some(c) = checkpoint
+                        && c.size > tree.size()
+                    {
+                        return Ok(contradicts(c, tree.size(), None));
+                    }
                     return Ok(VerifyReport::Verified {
                         events: position,
                         head: Head { position, hash },
+                        head_time,
+                        root: tree.root(),
+                        checkpoint: checkpoint.cloned(),
                     });
                 }
                 limit = page_size;
@@ -162,26 +284,75 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reports_read_as_one_line() {
+    fn reports_name_the_head_the_root_and_the_checkpoint() {
         let head = Head {
             position: 300,
             hash: EventHash([0xab; 32]),
         };
+        let time = Timestamp::parse("2026-12-02T10:00:00Z").unwrap();
+        let checkpoint = Checkpoint {
+            origin: "custodian.example/ledger".into(),
+            size: 250,
+            root: [0xcd; 32],
+            time: None,
+        };
         assert_eq!(
-            VerifyReport::Verified { events: 300, head }.to_string(),
+            VerifyReport::Verified {
+                events: 300,
+                head,
+                head_time: Some(time),
+                root: [0xef; 32],
+                checkpoint: Some(checkpoint.clone()),
+            }
+            .to_string(),
             format!(
-                "verified: 300 events, head position 300, hash {}",
-                "ab".repeat(32)
+                "verified: 300 events, head position 300, hash {}\n\
+                 as of position 300 (2026-12-02T10:00:00.000000Z)\n\
+                 merkle root {} (tree size 300)\n\
+                 extends the checkpoint of custodian.example/ledger at tree size 250, root {}",
+                "ab".repeat(32),
+                "ef".repeat(32),
+                "cd".repeat(32)
             )
         );
         assert_eq!(
             VerifyReport::Verified {
                 events: 0,
-                head: Head::default()
+                head: Head::default(),
+                head_time: None,
+                root: custodian_domain::merkle::empty_root(),
+                checkpoint: None,
             }
             .to_string(),
-            "verified: 0 events, the log is empty"
+            format!(
+                "verified: 0 events, the log is empty\nmerkle root {} (tree size 0)",
+                hex::encode(custodian_domain::merkle::empty_root())
+            )
         );
+        let cut = VerifyReport::Contradicts {
+            checkpoint: checkpoint.clone(),
+            events: 200,
+            found: None,
+        };
+        assert_eq!(
+            cut.to_string(),
+            "contradicts the checkpoint of custodian.example/ledger at tree size 250: the log holds only 200 events, so its tail was cut"
+        );
+        let rewritten = VerifyReport::Contradicts {
+            checkpoint,
+            events: 250,
+            found: Some([1; 32]),
+        };
+        assert!(
+            rewritten
+                .to_string()
+                .ends_with("so history up to position 250 was rewritten"),
+            "{rewritten}"
+        );
+    }
+
+    #[test]
+    fn broken_reports_read_as_one_line() {
         let broken = VerifyReport::broken(ChainBreak::HashMismatch {
             position: 137,
             stored: EventHash([1; 32]),

@@ -22,15 +22,25 @@ async fn an_intact_log_prints_the_head_and_exits_0(fixture: Ledger) {
 
     let run = fixture.run_verify().await;
     assert_eq!(run.code, Some(0), "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(
-        run.stdout,
+        lines[0],
         format!(
-            "verified: 300 events, head position 300, hash {}\n",
+            "verified: 300 events, head position 300, hash {}",
             head.hash.to_hex()
         )
     );
-    // stderr is not a terminal here, so the progress bar must not draw at all.
-    assert_eq!(run.stderr, "");
+    assert!(lines[1].starts_with("as of position 300 ("), "{run:?}");
+    let leaves = crate::verify::hashes(&fixture).await;
+    assert_eq!(
+        lines[2],
+        format!(
+            "merkle root {} (tree size 300)",
+            hex::encode(custodian_domain::merkle::root_of(&leaves))
+        )
+    );
+    // stderr is not a terminal here, so the progress bar must not draw at all: only the rate.
+    assert_only_the_rate(&run.stderr, 300);
 }
 
 async fn changed_data_exits_1_naming_its_position(fixture: Ledger) {
@@ -52,7 +62,7 @@ async fn changed_data_exits_1_naming_its_position(fixture: Ledger) {
         "{run:?}"
     );
     assert_eq!(run.stdout.lines().count(), 1, "{run:?}");
-    assert_eq!(run.stderr, "");
+    assert_only_the_rate(&run.stderr, 136);
 }
 
 async fn a_rehashed_forgery_exits_1_naming_the_next_position(fixture: Ledger) {
@@ -97,8 +107,12 @@ async fn an_empty_log_exits_0_with_0_events(fixture: Ledger) {
     fixture.populate(0).await;
     let run = fixture.run_verify().await;
     assert_eq!(run.code, Some(0), "{run:?}");
-    assert_eq!(run.stdout, "verified: 0 events, the log is empty\n");
-    assert_eq!(run.stderr, "");
+    assert!(
+        run.stdout
+            .starts_with("verified: 0 events, the log is empty\nmerkle root "),
+        "{run:?}"
+    );
+    assert_only_the_rate(&run.stderr, 0);
 }
 
 async fn a_missing_database_exits_2_and_creates_nothing(fixture: Ledger) {
@@ -223,4 +237,13 @@ async fn help_documents_the_exit_statuses() {
     let run = run_binary(&["verify", "--help"]).await;
     assert!(run.stdout.contains("SOURCE"), "{run:?}");
     assert!(run.stdout.contains("postgres://"), "{run:?}");
+}
+
+/// `stderr` holds one line: the reading rate of `events` events (no progress bar drawn).
+pub fn assert_only_the_rate(stderr: &str, events: u64) {
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.starts_with(&format!("read {events} events in ")) && stderr.contains(" events/s"),
+        "{stderr:?}"
+    );
 }
