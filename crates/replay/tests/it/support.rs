@@ -181,6 +181,104 @@ impl Db {
         assert_eq!(n, 1, "no row at position {position}");
     }
 
+    /// Deletes every row from `position` on: the log's tail is cut.
+    pub async fn delete_from(&mut self, position: i64) {
+        self.execute(&format!("DELETE FROM events WHERE position >= {position}"))
+            .await
+            .unwrap();
+    }
+
+    /// Swaps the rows at positions `a` and `b`.
+    pub async fn swap(&mut self, a: i64, b: i64) {
+        for sql in [
+            format!("UPDATE events SET position = -1 WHERE position = {a}"),
+            format!("UPDATE events SET position = {a} WHERE position = {b}"),
+            format!("UPDATE events SET position = {b} WHERE position = -1"),
+        ] {
+            assert_eq!(self.execute(&sql).await.unwrap(), 1, "{sql}");
+        }
+    }
+
+    /// Inserts a copy of the row at `position` right after it (with its own id), moving every
+    /// later row up by one.
+    pub async fn duplicate_after(&mut self, position: i64) {
+        let new_id = match self {
+            Db::Sqlite(_) => "randomblob(16)",
+            Db::Postgres(_) => "gen_random_uuid()",
+        };
+        for sql in [
+            format!("UPDATE events SET position = -position WHERE position > {position}"),
+            "UPDATE events SET position = 1 - position WHERE position < 0".to_owned(),
+            format!(
+                "INSERT INTO events (position, id, stream, version, type, schema, tenant, \
+                 actor_kind, actor_id, occurred_at, correlation_id, causation_id, data, prev_hash, hash) \
+                 SELECT position + 1, {new_id}, stream, version + 1000000, type, schema, tenant, \
+                 actor_kind, actor_id, occurred_at, correlation_id, causation_id, data, prev_hash, hash \
+                 FROM events WHERE position = {position}"
+            ),
+        ] {
+            self.execute(&sql).await.unwrap();
+        }
+    }
+
+    /// Keeps a copy of every row, for [`Db::restore`].
+    pub async fn snapshot(&mut self) {
+        self.execute("DROP TABLE IF EXISTS events_saved")
+            .await
+            .unwrap();
+        self.execute("CREATE TABLE events_saved AS SELECT * FROM events")
+            .await
+            .unwrap();
+    }
+
+    /// Puts back the rows [`Db::snapshot`] kept.
+    pub async fn restore(&mut self) {
+        self.execute("DELETE FROM events").await.unwrap();
+        self.execute("INSERT INTO events SELECT * FROM events_saved")
+            .await
+            .unwrap();
+        self.execute("DROP TABLE events_saved").await.unwrap();
+    }
+
+    /// Rewrites the chain from `position` to the head, as an attacker who changed that record
+    /// would: every `prev_hash` and `hash` recomputed, so the chain alone verifies again.
+    pub async fn rechain_from(&mut self, fixture: &Ledger, position: u64) {
+        let store = fixture.open_read_only().await;
+        let records = store.read_all(position - 1, usize::MAX).await.unwrap();
+        store.close().await;
+        let mut prev = records[0].hash;
+        for record in &records[1..] {
+            let mut forged = record.clone();
+            forged.prev_hash = prev;
+            let hash = forged.compute_hash().unwrap();
+            let p = i64::try_from(record.position).unwrap();
+            self.set_hash(p, &hash.0).await;
+            self.set_prev_hash(p, &prev.0).await;
+            prev = hash;
+        }
+    }
+
+    /// Overwrites the stored `prev_hash` of `position`.
+    pub async fn set_prev_hash(&mut self, position: i64, hash: &[u8]) {
+        let n = match self {
+            Db::Sqlite(c) => sqlx::query("UPDATE events SET prev_hash = ? WHERE position = ?")
+                .bind(hash)
+                .bind(position)
+                .execute(c)
+                .await
+                .unwrap()
+                .rows_affected(),
+            Db::Postgres(c) => sqlx::query("UPDATE events SET prev_hash = $1 WHERE position = $2")
+                .bind(hash)
+                .bind(position)
+                .execute(c)
+                .await
+                .unwrap()
+                .rows_affected(),
+        };
+        assert_eq!(n, 1, "no row at position {position}");
+    }
+
     /// Changes exactly one byte of `position`'s `data`, inside a string value, so that it is still
     /// valid JSON and only the hash can tell.
     pub async fn flip_one_data_byte(&mut self, position: i64) {
@@ -255,4 +353,29 @@ pub async fn run_binary(args: &[&str]) -> Run {
 /// A path in a fresh temporary directory that does not exist, nor does its parent.
 pub fn missing_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("not-there").join("custodian.db")
+}
+
+/// Runs the built `custodian-replay` with `args` and `input` on its stdin.
+pub async fn run_binary_with_input(args: &[&str], input: &str) -> Run {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_custodian-replay"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().await.unwrap();
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    }
 }
