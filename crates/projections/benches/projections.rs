@@ -44,31 +44,24 @@
 //! `postgresql` narrows a run. Any error ends the run with a non-zero exit status.
 
 use std::error::Error;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use custodian_domain::tenant::{self, Plan, Tenant, TenantCommand, TenantEvent, TenantStatus};
-use custodian_domain::{
-    Actor, DomainEvent, EventRecord, EventType, NewEvent, StreamName, Timestamp,
-};
+use custodian_domain::EventRecord;
 use custodian_projections::tenants::TenantsView;
 use custodian_projections::{ApplyError, Projection, Projections, RuntimeOptions, Tables, ViewDb};
 use custodian_store::{EventStore, ExpectedVersion, StoreOptions};
+use custodian_testkit::fill::{EVENTS_PER_TENANT, TenantLife, fill, settle};
 use custodian_testkit::table::{Table, percentile_ms, thousands};
 use custodian_testkit::{Backend, Ledger};
-use sqlx::{AnyConnection, Connection};
+use sqlx::AnyConnection;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 type Result<T> = std::result::Result<T, BoxError>;
 
-/// Events of one tenant's life in the filled log; each tenant's events are one append.
-const EVENTS_PER_TENANT: u64 = 10;
-/// Concurrent appenders while filling.
-const FILL_TASKS: usize = 256;
 /// Page size of the read-only pass and of the plain fold: the runtime's default batch size.
 const PAGE: usize = 500;
 /// Streams the paced appends are spread over.
@@ -104,104 +97,6 @@ fn env_number(name: &str, default: u64, allow_zero: bool) -> Result<u64> {
             }),
         Err(_) => Ok(default),
     }
-}
-
-/// The life of one tenant: each call to [`TenantLife::next`] decides one more valid command.
-struct TenantLife {
-    n: u64,
-    stream: StreamName,
-    state: Option<Tenant>,
-    version: u64,
-}
-
-fn next_plan(plan: Plan) -> Plan {
-    match plan {
-        Plan::Free => Plan::Team,
-        Plan::Team => Plan::Enterprise,
-        Plan::Enterprise => Plan::Free,
-    }
-}
-
-impl TenantLife {
-    fn new(n: u64) -> Result<Self> {
-        Ok(Self {
-            n,
-            stream: StreamName::parse(&format!("_system/tenant/tnt_{n}"))?,
-            state: None,
-            version: 0,
-        })
-    }
-
-    /// The next event of this tenant's life, decided and folded by the domain.
-    fn next(&mut self) -> Result<NewEvent> {
-        let (n, k) = (self.n, self.version);
-        let command = match &self.state {
-            None => TenantCommand::Create {
-                name: format!("Tenant {n}"),
-                slug: format!("tenant-{n}"),
-                plan: [Plan::Free, Plan::Team, Plan::Enterprise][(n % 3) as usize],
-            },
-            Some(t) => match (n + k) % 5 {
-                0 | 1 => TenantCommand::Rename {
-                    name: format!("Tenant {n} revision {k}"),
-                },
-                2 | 3 => TenantCommand::ChangePlan {
-                    plan: next_plan(t.plan),
-                },
-                _ if t.status == TenantStatus::Active => TenantCommand::Suspend {
-                    reason: "invoice overdue".to_owned(),
-                },
-                _ => TenantCommand::Reactivate,
-            },
-        };
-        let decided = tenant::decide(self.state.as_ref(), command)?;
-        let [event]: [TenantEvent; 1] = decided
-            .try_into()
-            .map_err(|v: Vec<TenantEvent>| format!("expected one event, got {}", v.len()))?;
-        self.state = tenant::evolve(self.state.take(), &event);
-        self.version += 1;
-        Ok(NewEvent {
-            id: uuid::Uuid::now_v7(),
-            event_type: EventType::parse(event.event_type())?,
-            schema: event.schema_version(),
-            actor: Actor::system(),
-            occurred_at: Timestamp::from_datetime(time::OffsetDateTime::now_utc()),
-            correlation_id: Some(format!("req_bench_{n}_{k}")),
-            causation_id: None,
-            data: event.data(),
-        })
-    }
-}
-
-/// Fills the log with `events` events of tenant lives, ten per append. Returns the tenant count.
-async fn fill(store: &Arc<dyn EventStore>, events: u64) -> Result<u64> {
-    let tenants = events.div_ceil(EVENTS_PER_TENANT);
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::with_capacity(FILL_TASKS);
-    for _ in 0..FILL_TASKS {
-        let (store, next) = (store.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= tenants {
-                    return Ok::<(), BoxError>(());
-                }
-                let count = EVENTS_PER_TENANT.min(events - n * EVENTS_PER_TENANT);
-                let mut life = TenantLife::new(n)?;
-                let batch = (0..count)
-                    .map(|_| life.next())
-                    .collect::<Result<Vec<_>>>()?;
-                store
-                    .append(&life.stream, ExpectedVersion::NoStream, batch)
-                    .await
-                    .map_err(|e| format!("filling: the append of {} failed: {e}", life.stream))?;
-            }
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    Ok(tenants)
 }
 
 /// One rebuild measurement.
@@ -503,30 +398,6 @@ async fn runtime_rebuild(
             baseline: false,
         },
     ))
-}
-
-/// Lets the database finish the fill's background work before anything is timed, so that it does
-/// not land on the first measurement: PostgreSQL vacuums and analyzes the log and writes a
-/// checkpoint; SQLite checkpoints its WAL into the database file.
-async fn settle(backend: Backend, location: &str) -> Result<()> {
-    match backend {
-        Backend::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(location).await?;
-            sqlx::query("VACUUM ANALYZE events")
-                .execute(&mut conn)
-                .await?;
-            sqlx::query("CHECKPOINT").execute(&mut conn).await?;
-            conn.close().await?;
-        }
-        Backend::Sqlite => {
-            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{location}")).await?;
-            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(&mut conn)
-                .await?;
-            conn.close().await?;
-        }
-    }
-    Ok(())
 }
 
 /// Rows in a view's `tenants` table.

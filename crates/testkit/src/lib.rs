@@ -7,6 +7,7 @@
 //! their types, the crate under test and the one this crate links.
 
 pub mod deployment;
+pub mod fill;
 pub mod ledger;
 pub mod nats;
 pub mod postgres;
