@@ -453,7 +453,7 @@ async fn lag(
         let mut life = TenantLife::new(first_tenant + w as u64)?;
         writers.push(tokio::spawn(async move {
             while go_rx.recv().await.is_some() {
-                let event = life.next()?;
+                let event = life.next_event()?;
                 let expected = ExpectedVersion::Exact(life.version - 1);
                 let outcome = store
                     .append(&life.stream, expected, vec![event])

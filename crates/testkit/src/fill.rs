@@ -20,7 +20,7 @@ pub const EVENTS_PER_TENANT: u64 = 10;
 /// Concurrent appenders while filling.
 const FILL_TASKS: usize = 256;
 
-/// The life of one tenant: each call to [`TenantLife::next`] decides one more valid command.
+/// The life of one tenant: each call to [`TenantLife::next_event`] decides one more valid command.
 pub struct TenantLife {
     n: u64,
     /// The tenant's stream, `_system/tenant/tnt_{n}`.
@@ -50,7 +50,7 @@ impl TenantLife {
     }
 
     /// The next event of this tenant's life, decided and folded by the domain.
-    pub fn next(&mut self) -> Result<NewEvent> {
+    pub fn next_event(&mut self) -> Result<NewEvent> {
         let (n, k) = (self.n, self.version);
         let command = match &self.state {
             None => TenantCommand::Create {
@@ -106,7 +106,7 @@ pub async fn fill(store: &Arc<dyn EventStore>, events: u64) -> Result<u64> {
                 let count = EVENTS_PER_TENANT.min(events - n * EVENTS_PER_TENANT);
                 let mut life = TenantLife::new(n)?;
                 let batch = (0..count)
-                    .map(|_| life.next())
+                    .map(|_| life.next_event())
                     .collect::<Result<Vec<_>>>()?;
                 store
                     .append(&life.stream, ExpectedVersion::NoStream, batch)
