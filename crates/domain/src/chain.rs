@@ -78,6 +78,16 @@ impl ChainVerifier {
 
     /// Checks the next record.
     pub fn push(&mut self, record: &EventRecord) -> Result<(), ChainBreak> {
+        self.push_computed(record, record.compute_hash().map_err(|e| e.to_string()))
+    }
+
+    /// Checks the next record, given what its contents hash to (computed ahead, possibly on
+    /// another thread, by [`EventRecord::compute_hash`]; `Err` when they cannot be canonicalized).
+    pub fn push_computed(
+        &mut self,
+        record: &EventRecord,
+        computed: Result<EventHash, String>,
+    ) -> Result<(), ChainBreak> {
         let expected = self.head_position + 1;
         if record.position != expected {
             return Err(ChainBreak::Gap {
@@ -92,9 +102,9 @@ impl ChainVerifier {
                 found: record.prev_hash,
             });
         }
-        let computed = record.compute_hash().map_err(|e| ChainBreak::Unhashable {
+        let computed = computed.map_err(|reason| ChainBreak::Unhashable {
             position: record.position,
-            reason: e.to_string(),
+            reason,
         })?;
         if computed != record.hash {
             return Err(ChainBreak::HashMismatch {

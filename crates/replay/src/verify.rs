@@ -13,10 +13,16 @@
 
 use std::fmt;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use custodian_domain::checkpoint::Checkpoint;
 use custodian_domain::merkle::{Frontier, Hash};
-use custodian_domain::{ChainBreak, ChainVerifier, Timestamp};
-use custodian_store::{Head, StoreError};
+use custodian_domain::{ChainBreak, ChainVerifier, EventHash, EventRecord, Timestamp};
+use custodian_store::{EventStore, Head, StoreError};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
 
 use crate::source::Source;
 
@@ -202,53 +208,33 @@ pub async fn verify_in_pages(
     mut progress: impl FnMut(u64),
 ) -> Result<VerifyReport, StoreError> {
     let page_size = page_size.max(1);
-    let mut verifier = ChainVerifier::new();
-    let mut tree = Frontier::new();
-    let mut head_time = None;
-    let mut limit = page_size;
-    let contradicts = |c: &Checkpoint, events, found| VerifyReport::Contradicts {
-        checkpoint: c.clone(),
-        events,
-        found,
-    };
+    let mut walk = Walk::new(checkpoint);
     if let Some(c) = checkpoint
         && c.size == 0
-        && c.root != tree.root()
+        && c.root != walk.tree.root()
     {
-        return Ok(contradicts(c, 0, Some(tree.root())));
+        return Ok(walk.contradicts(c, Some(walk.tree.root())));
     }
+    // A database is read ahead by several readers at once, which also hash what they read; the
+    // first page they cannot read whole is read again below, one careful step at a time.
+    if let Some(store) = source.store() {
+        let readers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+        if let Some(report) =
+            prefetch(store.clone(), page_size, readers, &mut walk, &mut progress).await?
+        {
+            return Ok(report);
+        }
+    }
+    let mut limit = page_size;
     loop {
-        let from = verifier.head().0 + 1;
+        let from = walk.verifier.head().0 + 1;
         match source.read_all(from, limit).await {
             Ok(records) => {
-                for record in &records {
-                    if let Err(chain_break) = verifier.push(record) {
-                        return Ok(VerifyReport::broken(chain_break));
-                    }
-                    tree.push(&record.hash.0);
-                    head_time = Some(record.occurred_at);
-                    if let Some(c) = checkpoint
-                        && c.size == tree.size()
-                        && c.root != tree.root()
-                    {
-                        return Ok(contradicts(c, tree.size(), Some(tree.root())));
-                    }
-                }
-                let (position, hash) = verifier.head();
-                progress(position);
-                if records.len() < limit {
-                    if let Some(c) = checkpoint
-                        && c.size > tree.size()
-                    {
-                        return Ok(contradicts(c, tree.size(), None));
-                    }
-                    return Ok(VerifyReport::Verified {
-                        events: position,
-                        head: Head { position, hash },
-                        head_time,
-                        root: tree.root(),
-                        checkpoint: checkpoint.cloned(),
-                    });
+                let hashes = records.iter().map(hash_of).collect();
+                let report = walk.page(&records, hashes, records.len() < limit);
+                progress(walk.verifier.head().0);
+                if let Some(report) = report {
+                    return Ok(report);
                 }
                 limit = page_size;
             }
@@ -275,6 +261,165 @@ pub async fn verify_in_pages(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// What a record's contents hash to, as [`ChainVerifier::push_computed`] takes it.
+fn hash_of(record: &EventRecord) -> Result<EventHash, String> {
+    record.compute_hash().map_err(|e| e.to_string())
+}
+
+/// The state of one verification: the chain so far, the tree's right edge, and the checkpoint.
+struct Walk<'c> {
+    verifier: ChainVerifier,
+    tree: Frontier,
+    head_time: Option<Timestamp>,
+    checkpoint: Option<&'c Checkpoint>,
+}
+
+impl<'c> Walk<'c> {
+    fn new(checkpoint: Option<&'c Checkpoint>) -> Self {
+        Self {
+            verifier: ChainVerifier::new(),
+            tree: Frontier::new(),
+            head_time: None,
+            checkpoint,
+        }
+    }
+
+    fn contradicts(&self, c: &Checkpoint, found: Option<Hash>) -> VerifyReport {
+        VerifyReport::Contradicts {
+            checkpoint: c.clone(),
+            events: self.tree.size(),
+            found,
+        }
+    }
+
+    /// Checks a page of records in order, given their computed hashes. Answers the report when
+    /// the walk ends here: at a break, at a contradicted checkpoint, or at the `last` page.
+    fn page(
+        &mut self,
+        records: &[EventRecord],
+        hashes: Vec<Result<EventHash, String>>,
+        last: bool,
+    ) -> Option<VerifyReport> {
+        for (record, computed) in records.iter().zip(hashes) {
+            if let Err(chain_break) = self.verifier.push_computed(record, computed) {
+                return Some(VerifyReport::broken(chain_break));
+            }
+            self.tree.push(&record.hash.0);
+            self.head_time = Some(record.occurred_at);
+            if let Some(c) = self.checkpoint
+                && c.size == self.tree.size()
+                && c.root != self.tree.root()
+            {
+                return Some(self.contradicts(c, Some(self.tree.root())));
+            }
+        }
+        if !last {
+            return None;
+        }
+        if let Some(c) = self.checkpoint
+            && c.size > self.tree.size()
+        {
+            return Some(self.contradicts(c, None));
+        }
+        let (position, hash) = self.verifier.head();
+        Some(VerifyReport::Verified {
+            events: position,
+            head: Head { position, hash },
+            head_time: self.head_time,
+            root: self.tree.root(),
+            checkpoint: self.checkpoint.cloned(),
+        })
+    }
+}
+
+/// A page read ahead: its index, and its records with their hashes (or why it could not be read).
+type Prefetched = (
+    u64,
+    Result<(Vec<EventRecord>, Vec<Result<EventHash, String>>), StoreError>,
+);
+
+/// Reads the log with `readers` tasks at once, each reading the next unclaimed page (positions
+/// are gapless, so page `k` starts at position `k * page_size + 1`) and hashing its records, while
+/// this task checks the pages in order. At most two pages per reader wait to be checked, so memory
+/// stays bounded. Answers the report, or `None` when a page could not be read whole: the walk
+/// stands before that page, for the careful reading to take over.
+async fn prefetch(
+    store: Arc<dyn EventStore>,
+    page_size: usize,
+    readers: usize,
+    walk: &mut Walk<'_>,
+    progress: &mut impl FnMut(u64),
+) -> Result<Option<VerifyReport>, StoreError> {
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let permits = Arc::new(Semaphore::new(readers * 2));
+    let (tx, mut rx) = mpsc::channel::<Prefetched>(readers * 2);
+    let mut tasks = JoinSet::new();
+    for _ in 0..readers {
+        let (store, next, stop, permits, tx) = (
+            store.clone(),
+            next.clone(),
+            stop.clone(),
+            permits.clone(),
+            tx.clone(),
+        );
+        tasks.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                permit.forget();
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let from = k * page_size as u64 + 1;
+                let page = store.read_all(from, page_size).await.map(|records| {
+                    let hashes = records.iter().map(hash_of).collect();
+                    (records, hashes)
+                });
+                let end = !matches!(&page, Ok((records, _)) if records.len() == page_size);
+                if tx.send((k, page)).await.is_err() || end {
+                    stop.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut waiting = BTreeMap::new();
+    let mut expected = 0;
+    let outcome = 'pages: loop {
+        let Some((k, page)) = rx.recv().await else {
+            // Every reader stopped without the page this walk needs: read it carefully.
+            break Ok(None);
+        };
+        waiting.insert(k, page);
+        while let Some(page) = waiting.remove(&expected) {
+            expected += 1;
+            permits.add_permits(1);
+            match page {
+                Ok((records, hashes)) => {
+                    let last = records.len() < page_size;
+                    let report = walk.page(&records, hashes, last);
+                    progress(walk.verifier.head().0);
+                    if let Some(report) = report {
+                        stop.store(true, Ordering::Relaxed);
+                        tasks.abort_all();
+                        return Ok(Some(report));
+                    }
+                }
+                Err(StoreError::CorruptRecord { .. }) => {
+                    stop.store(true, Ordering::Relaxed);
+                    tasks.abort_all();
+                    return Ok(None);
+                }
+                Err(e) => break 'pages Err(e),
+            }
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    tasks.abort_all();
+    outcome
 }
 
 #[cfg(test)]
