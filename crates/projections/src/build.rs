@@ -28,7 +28,9 @@ pub enum BuildError {
     #[error("the view database already holds the {0} view; build into a fresh database")]
     NotFresh(String),
     /// The records handed over do not follow on from the last one applied.
-    #[error("position {expected} expected, found position {found}: the log has a gap or a duplicate")]
+    #[error(
+        "position {expected} expected, found position {found}: the log has a gap or a duplicate"
+    )]
     Gap {
         /// The position that should have come next.
         expected: u64,
@@ -129,15 +131,13 @@ impl ViewBuild {
     /// Applies `page`, which must start right after [`ViewBuild::position`] and be gapless, to
     /// every view: one transaction per view, with its checkpoint.
     pub async fn apply(&mut self, page: &[EventRecord]) -> Result<(), BuildError> {
-        let mut expected = self.position + 1;
-        for record in page {
+        for (expected, record) in (self.position + 1..).zip(page) {
             if record.position != expected {
                 return Err(BuildError::Gap {
                     expected,
                     found: record.position,
                 });
             }
-            expected += 1;
         }
         let Some(last) = page.last().map(|r| r.position) else {
             return Ok(());

@@ -43,6 +43,10 @@ pub enum Command {
     /// Recompute the hash chain of the whole log and name the first broken position
     #[command(after_help = EXIT_STATUS_HELP)]
     Verify(VerifyArgs),
+    /// Build every view as it stood at a time or position into a fresh SQLite file
+    At(crate::at::AtArgs),
+    /// Write the log (or part of it) as JSON lines for SIEM import: the records as stored, or OCSF
+    Export(crate::export::ExportArgs),
 }
 
 /// Arguments of `verify`.
@@ -68,6 +72,12 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ProgressDrawTarget::stderr(),
             )
             .await,
+        ),
+        Command::At(args) => ExitCode::from(
+            crate::at::run(&args, cli.json, &mut io::stdout(), &mut io::stderr()).await,
+        ),
+        Command::Export(args) => ExitCode::from(
+            crate::export::run(&args, cli.json, &mut io::stdout(), &mut io::stderr()).await,
         ),
     }
 }
