@@ -431,9 +431,10 @@ impl Mapper {
             Class::AuthorizeSession => {
                 let principal_id = text(data, "principal").unwrap_or("unknown");
                 set("user", principal(principal_id));
-                if let Some(permission) = text(data, "permission") {
-                    set("privileges", json!([permission]));
-                }
+                set(
+                    "privileges",
+                    json!([text(data, "permission").unwrap_or("unknown")]),
+                );
                 let allowed = text(data, "decision") == Some("allow");
                 set("status_id", json!(if allowed { 1 } else { 2 }));
                 set("status", json!(if allowed { "Success" } else { "Failure" }));
@@ -691,4 +692,283 @@ fn scope(on: &Value) -> Option<Value> {
     on.get("group")
         .and_then(Value::as_str)
         .map(|g| json!({"group": {"name": g}, "name": format!("every member of {g}")}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record of `event_type` in a stream of its aggregate, carrying `data`.
+    fn record(position: u64, event_type: &str, data: Value) -> EventRecord {
+        let aggregate = event_type.split('.').next().unwrap();
+        let id = match aggregate {
+            "user" => "user_01",
+            "session" => "sess_01",
+            _ => "x1",
+        };
+        serde_json::from_value(json!({
+            "position": position,
+            "stream": format!("acme/{aggregate}/{id}"),
+            "version": 1,
+            "id": "01936d5e-8f2a-7c3b-9d4e-5f6a7b8c9d0e",
+            "type": event_type,
+            "schema": 1,
+            "tenant": "acme",
+            "actor": {"kind": "user", "id": "user_02"},
+            "occurred_at": "2026-03-01T12:00:00.250000Z",
+            "correlation_id": "req_1",
+            "causation_id": null,
+            "data": data,
+            "prev_hash": "00".repeat(32),
+            "hash": "ab".repeat(32),
+        }))
+        .unwrap()
+    }
+
+    fn present(event: &Value, path: &str) -> bool {
+        let value = path.split('.').try_fold(event, |v, k| v.get(k));
+        match value {
+            None | Some(Value::Null) => false,
+            Some(Value::String(s)) => !s.is_empty(),
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(Value::Object(o)) => !o.is_empty(),
+            Some(_) => true,
+        }
+    }
+
+    fn at_least_one(event: &Value, object: &str, of: &[&str]) -> bool {
+        of.iter().any(|k| present(event, &format!("{object}.{k}")))
+    }
+
+    /// Checks the base event's and `class`'s required attributes, and the schema's
+    /// "at least one of" constraints on them.
+    pub(crate) fn assert_complete(event: &Value) {
+        for field in BASE_REQUIRED {
+            assert!(present(event, field), "{field} missing in {event}");
+        }
+        for field in [
+            "metadata.version",
+            "metadata.product.name",
+            "metadata.product.vendor_name",
+        ] {
+            assert!(present(event, field), "{field} missing in {event}");
+        }
+        assert_eq!(event["metadata"]["version"], OCSF_VERSION);
+        let uid = event["class_uid"].as_u64().unwrap();
+        let class = Class::ALL
+            .into_iter()
+            .find(|c| u64::from(c.uid()) == uid)
+            .unwrap_or_else(|| panic!("class {uid} is not one of ours"));
+        assert_eq!(event["category_uid"], json!(class.category_uid()));
+        assert_eq!(
+            event["type_uid"].as_u64().unwrap(),
+            uid * 100 + event["activity_id"].as_u64().unwrap()
+        );
+        for field in required(class) {
+            assert!(present(event, field), "{field} missing in {event}");
+        }
+        let entity = ["name", "uid"];
+        let user = ["account", "name", "uid"];
+        let endpoint = ["ip", "uid", "name", "hostname", "instance_uid"];
+        match class {
+            Class::Authentication => {
+                assert!(at_least_one(event, "user", &user), "{event}");
+                assert!(present(event, "service") || present(event, "dst_endpoint"));
+            }
+            Class::AuthorizeSession => {
+                assert!(at_least_one(event, "user", &user), "{event}");
+                assert!(
+                    ["privileges", "groups", "iam_roles"]
+                        .iter()
+                        .any(|k| present(event, k)),
+                    "{event}"
+                );
+            }
+            Class::GroupManagement => {
+                assert!(at_least_one(event, "group", &entity), "{event}");
+                assert!(present(event, "privileges") || present(event, "user"));
+            }
+            Class::UserManagement => assert!(at_least_one(event, "user", &user), "{event}"),
+            Class::RoleManagement => assert!(at_least_one(event, "iam_role", &entity), "{event}"),
+            Class::ApiActivity => {
+                assert!(present(event, "api.operation"), "{event}");
+                assert!(at_least_one(event, "src_endpoint", &endpoint), "{event}");
+                assert!(
+                    at_least_one(
+                        event,
+                        "actor",
+                        &["user", "process", "session", "app_name", "app_uid"]
+                    ),
+                    "{event}"
+                );
+            }
+        }
+        // The way back to the ledger.
+        for field in [
+            "metadata.uid",
+            "metadata.sequence",
+            "unmapped.position",
+            "unmapped.hash",
+            "raw_data",
+        ] {
+            assert!(present(event, field), "{field} missing in {event}");
+        }
+    }
+
+    #[test]
+    fn every_catalog_type_is_mapped_or_skipped_with_a_reason() {
+        for (event_type, _) in custodian_domain::catalog() {
+            match target(event_type) {
+                None => panic!("{event_type} has no OCSF rule"),
+                Some(Target::Skipped(reason)) => assert!(!reason.is_empty()),
+                Some(_) => {}
+            }
+        }
+        for (event_type, _) in RULES {
+            assert!(
+                custodian_domain::catalog()
+                    .iter()
+                    .any(|(t, _)| t == event_type),
+                "{event_type} is not in the catalog"
+            );
+        }
+    }
+
+    #[test]
+    fn every_mapped_type_fills_its_class_required_fields_even_with_empty_data() {
+        let mapper = Mapper::new();
+        for (event_type, _) in custodian_domain::catalog() {
+            let event = mapper.map(&record(7, event_type, json!({})));
+            match target(event_type) {
+                Some(Target::Skipped(_)) => assert!(event.is_none(), "{event_type}"),
+                _ => {
+                    let event = event.unwrap_or_else(|| panic!("{event_type} was not mapped"));
+                    assert_complete(&event);
+                    assert_eq!(event["metadata"]["event_code"], *event_type);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_mapping_table_is_documented() {
+        let doc = include_str!("../../../docs/siem.md");
+        for (event_type, target) in RULES {
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{event_type}` |")))
+                .unwrap_or_else(|| panic!("{event_type} has no row in docs/siem.md"));
+            match target {
+                Target::Class {
+                    class, activity_id, ..
+                } => {
+                    assert!(row.contains(&class.uid().to_string()), "{row}");
+                    assert!(row.contains(&format!("{activity_id} ")), "{row}");
+                }
+                Target::Grant { .. } => {
+                    assert!(row.contains("3007") && row.contains("3008"), "{row}")
+                }
+                Target::Skipped(_) => assert!(row.contains("skipped"), "{row}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_grant_goes_to_role_or_user_management_by_its_subject_and_its_revocation_follows() {
+        let mut mapper = Mapper::new();
+        let to_role = record(
+            1,
+            "grant.created",
+            json!({"id": "grant_1", "subject": {"role": "ops"}, "permission": "project:read", "on": {"resource": "project/a"}}),
+        );
+        let to_alice = record(
+            2,
+            "grant.created",
+            json!({"id": "grant_2", "subject": {"principal": "user_alice"}, "permission": "project:write", "on": null}),
+        );
+        let role_event = mapper.map(&to_role).unwrap();
+        mapper.observe(&to_role);
+        let user_event = mapper.map(&to_alice).unwrap();
+        mapper.observe(&to_alice);
+        assert_eq!(role_event["class_uid"], 3008);
+        assert_eq!(role_event["activity_id"], 4);
+        assert_eq!(role_event["iam_role"]["name"], "ops");
+        assert_eq!(role_event["privileges"], json!(["project:read"]));
+        assert_eq!(role_event["resources"][0]["uid"], "project/a");
+        assert_eq!(user_event["class_uid"], 3007);
+        assert_eq!(user_event["activity_id"], 14);
+        assert_eq!(user_event["user"]["uid"], "user_alice");
+
+        let revoke_role = record(3, "grant.revoked", json!({"id": "grant_1"}));
+        let revoke_alice = record(4, "grant.revoked", json!({"id": "grant_2"}));
+        let a = mapper.map(&revoke_role).unwrap();
+        let b = mapper.map(&revoke_alice).unwrap();
+        assert_eq!(
+            (a["class_uid"].clone(), a["activity_id"].clone()),
+            (json!(3008), json!(5))
+        );
+        assert_eq!(a["iam_role"]["name"], "ops");
+        assert_eq!(
+            (b["class_uid"].clone(), b["activity_id"].clone()),
+            (json!(3007), json!(15))
+        );
+        assert_eq!(b["user"]["uid"], "user_alice");
+        assert_complete(&a);
+        assert_complete(&b);
+    }
+
+    #[test]
+    fn session_events_name_the_user_who_started_the_session() {
+        let mut mapper = Mapper::new();
+        let started = record(
+            1,
+            "session.started",
+            json!({"user_id": "user_01", "method": "password_totp", "ip": "192.0.2.7"}),
+        );
+        let event = mapper.map(&started).unwrap();
+        mapper.observe(&started);
+        assert_eq!(event["user"]["uid"], "user_01");
+        assert_eq!(event["session"]["uid"], "sess_01");
+        assert_eq!(event["is_mfa"], true);
+        let reused = record(2, "session.refresh_token_reused", json!({"generation": 3}));
+        let event = mapper.map(&reused).unwrap();
+        assert_eq!(event["user"]["uid"], "user_01");
+        assert_eq!(event["status_id"], 2);
+        assert_eq!(event["severity_id"], 4);
+    }
+
+    #[test]
+    fn a_decision_is_an_authorize_session_with_its_outcome() {
+        let mapper = Mapper::new();
+        let deny = record(
+            1,
+            "decision.recorded",
+            json!({"principal": "user_bob", "permission": "project:deploy", "resource": "project/a", "decision": "deny", "reason": "no grant"}),
+        );
+        let event = mapper.map(&deny).unwrap();
+        assert_eq!(event["class_uid"], 3003);
+        assert_eq!(event["type_uid"], 300301);
+        assert_eq!(event["user"]["uid"], "user_bob");
+        assert_eq!(event["privileges"], json!(["project:deploy"]));
+        assert_eq!(event["status_id"], 2);
+        assert_eq!(event["status_detail"], "no grant");
+    }
+
+    #[test]
+    fn the_base_event_leads_back_to_the_ledger() {
+        let event = Mapper::new()
+            .map(&record(42, "user.disabled", json!({"reason": "left"})))
+            .unwrap();
+        assert_eq!(event["time"], 1_772_366_400_250_i64);
+        assert_eq!(
+            event["metadata"]["uid"],
+            "01936d5e-8f2a-7c3b-9d4e-5f6a7b8c9d0e"
+        );
+        assert_eq!(event["metadata"]["correlation_uid"], "req_1");
+        assert_eq!(event["metadata"]["sequence"], 42);
+        assert_eq!(event["unmapped"]["hash"], "ab".repeat(32));
+        assert_eq!(event["actor"]["user"]["uid"], "user_02");
+        let raw: EventRecord = serde_json::from_str(event["raw_data"].as_str().unwrap()).unwrap();
+        assert_eq!(raw.position, 42);
+    }
 }
