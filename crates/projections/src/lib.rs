@@ -9,6 +9,7 @@
 //!
 //! Architecture invariant: a projection reads only the log. Nothing but a worker writes its tables.
 
+mod build;
 mod db;
 pub mod keys;
 mod page;
@@ -19,6 +20,7 @@ pub mod tenants;
 pub mod usage;
 pub mod users;
 
+pub use build::{BuildError, BuiltView, ViewBuild};
 pub use db::{ViewDb, ViewDbError};
 pub use runtime::{
     ApplyError, FailedEvent, GenerationState, LagReport, Projection, ProjectionLag,

@@ -21,7 +21,7 @@ pub struct Tables {
 }
 
 impl Tables {
-    fn new(projection: &str, generation: i64) -> Self {
+    pub(crate) fn new(projection: &str, generation: i64) -> Self {
         Self {
             prefix: format!("{projection}_g{generation}"),
         }
@@ -161,7 +161,7 @@ pub enum WaitError {
     },
 }
 
-const REGISTRY: &str = "CREATE TABLE IF NOT EXISTS projection_generations (
+pub(crate) const REGISTRY: &str = "CREATE TABLE IF NOT EXISTS projection_generations (
     name TEXT NOT NULL,
     generation BIGINT NOT NULL,
     code_version BIGINT NOT NULL,
@@ -526,7 +526,7 @@ async fn supervise_once(
     };
 
     // Build the new generation while the active one, if its code is current, keeps following.
-    create_tables(shared, projection, building.generation).await?;
+    create_tables(&shared.db, projection, building.generation).await?;
     shared.report(status_of(name, &building));
     let old_cancel = cancel.child_token();
     let old = match &active {
@@ -568,13 +568,13 @@ fn status_of(name: &str, g: &Generation) -> ProjectionStatus {
     }
 }
 
-async fn create_tables(
-    shared: &Shared,
+pub(crate) async fn create_tables(
+    db: &ViewDb,
     projection: &Arc<dyn Projection>,
     generation: i64,
 ) -> Result<(), sqlx::Error> {
     let tables = Tables::new(projection.name(), generation);
-    let mut tx = shared.db.pool().begin().await?;
+    let mut tx = db.pool().begin().await?;
     for ddl in projection.create(&tables) {
         sqlx::query(&ddl).execute(&mut *tx).await?;
     }
@@ -703,7 +703,7 @@ async fn follow(
             continue;
         }
         match apply_batch(
-            shared,
+            &shared.db,
             projection,
             &tables,
             generation.generation,
@@ -742,13 +742,18 @@ fn record_failure(shared: &Shared, name: &str, generation: i64, position: u64, e
     });
 }
 
-enum BatchOutcome {
+/// What applying one batch did.
+pub(crate) enum BatchOutcome {
+    /// Applied, with the checkpoint moved to this position.
     Applied(u64),
+    /// Not applied: another process had moved the checkpoint to this position.
     Moved(u64),
 }
 
-async fn apply_batch(
-    shared: &Shared,
+/// Applies `batch` to one generation in one transaction with its checkpoint, which must stand at
+/// `from`. An event that fails is named by its position, and nothing of the batch stays.
+pub(crate) async fn apply_batch(
+    db: &ViewDb,
     projection: &Arc<dyn Projection>,
     tables: &Tables,
     generation: i64,
@@ -757,7 +762,7 @@ async fn apply_batch(
 ) -> Result<BatchOutcome, (u64, String)> {
     let first = batch.first().map_or(from + 1, |e| e.position);
     let fail_at = |p: u64| move |e: sqlx::Error| (p, e.to_string());
-    let mut tx = shared.db.pool().begin().await.map_err(fail_at(first))?;
+    let mut tx = db.pool().begin().await.map_err(fail_at(first))?;
     for event in batch {
         projection
             .apply(&mut tx, tables, event)
@@ -784,7 +789,7 @@ async fn apply_batch(
         )
         .bind(projection.name())
         .bind(generation)
-        .fetch_one(shared.db.pool())
+        .fetch_one(db.pool())
         .await
         .map_err(fail_at(first))?;
         return Ok(BatchOutcome::Moved(u64::try_from(now).unwrap_or(0)));

@@ -53,6 +53,10 @@ pub enum Command {
     /// implementation
     #[command(subcommand)]
     Merkle(MerkleCommand),
+    /// Build every view as it stood at a time or position into a fresh SQLite file
+    At(crate::at::AtArgs),
+    /// Write the log (or part of it) as JSON lines for SIEM import: the records as stored, or OCSF
+    Export(crate::export::ExportArgs),
 }
 
 /// Arguments of `verify`.
@@ -97,6 +101,12 @@ pub async fn run(cli: Cli) -> ExitCode {
             &mut io::stdout(),
             &mut io::stderr(),
         )),
+        Command::At(args) => ExitCode::from(
+            crate::at::run(&args, cli.json, &mut io::stdout(), &mut io::stderr()).await,
+        ),
+        Command::Export(args) => ExitCode::from(
+            crate::export::run(&args, cli.json, &mut io::stdout(), &mut io::stderr()).await,
+        ),
     }
 }
 

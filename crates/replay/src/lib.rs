@@ -5,8 +5,11 @@
 //! first broken position. [`verify()`] is the same check as a library call; [`cli`] is the command
 //! line around it.
 
+pub mod at;
 pub mod cli;
+pub mod export;
 pub mod merkle;
+pub mod ocsf;
 pub mod source;
 pub mod verify;
 

@@ -1,7 +1,10 @@
 //! Integration tests of custodian-replay: the library call and the binary, against every backend.
 
+mod at;
 mod binary;
 mod checkpoint;
+mod export;
+mod histories;
 mod merkle;
 mod support;
 mod verify;
