@@ -263,6 +263,16 @@ impl AccessHistory {
         out_of_service(self.tenants.get(tenant), position)
     }
 
+    /// Every change of `principal`'s standing, oldest first.
+    pub fn principal_standing(&self, principal: &str) -> &[Standing] {
+        self.principals.get(principal).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every change of `tenant`'s standing, oldest first.
+    pub fn tenant_standing(&self, tenant: &str) -> &[Standing] {
+        self.tenants.get(tenant).map_or(&[], Vec::as_slice)
+    }
+
     /// The first change after `position` that took `principal` out of service, if any.
     pub fn principal_ended_after(&self, principal: &str, position: u64) -> Option<Ending> {
         first_out_after(self.principals.get(principal), position)
