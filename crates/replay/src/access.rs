@@ -400,7 +400,9 @@ fn known_tenant(folded: &Folded, tenant: &str) -> Result<(), String> {
     if folded.tenants.contains(tenant) {
         Ok(())
     } else {
-        Err(format!("--tenant: the log holds no event of tenant {tenant:?}"))
+        Err(format!(
+            "--tenant: the log holds no event of tenant {tenant:?}"
+        ))
     }
 }
 
@@ -410,7 +412,12 @@ fn known_tenant(folded: &Folded, tenant: &str) -> Result<(), String> {
 /// `who-can`: every principal that could do the permission on the resource at the instant, with
 /// the events that made it so and the later ones that ended them. Exit 0, or 2 when the source
 /// cannot be read or an argument is wrong.
-pub async fn who_can(args: &WhoCanArgs, json: bool, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+pub async fn who_can(
+    args: &WhoCanArgs,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
     match who_can_report(args).await {
         Ok(report) => {
             let _ = if json {
@@ -426,7 +433,8 @@ pub async fn who_can(args: &WhoCanArgs, json: bool, out: &mut dyn Write, err: &m
 
 /// Folds the log at `args.source` and answers `who-can`.
 pub async fn who_can_report(args: &WhoCanArgs) -> Result<WhoCanReport, String> {
-    let permission = Permission::parse(&args.permission).map_err(|e| format!("--permission: {e}"))?;
+    let permission =
+        Permission::parse(&args.permission).map_err(|e| format!("--permission: {e}"))?;
     let resource = Resource::parse(&args.resource).map_err(|e| format!("--resource: {e}"))?;
     let time = parse_time("--at", &args.at)?;
     let folded = fold(&args.source, &[time]).await?;
@@ -545,7 +553,8 @@ pub async fn can(args: &CanArgs, json: bool, out: &mut dyn Write, err: &mut dyn 
 
 /// Folds the log at `args.source` and answers `can`.
 pub async fn can_report(args: &CanArgs) -> Result<CanReport, String> {
-    let permission = Permission::parse(&args.permission).map_err(|e| format!("--permission: {e}"))?;
+    let permission =
+        Permission::parse(&args.permission).map_err(|e| format!("--permission: {e}"))?;
     let resource = Resource::parse(&args.resource).map_err(|e| format!("--resource: {e}"))?;
     if args.principal.trim().is_empty() {
         return Err("--principal: give a principal id".to_owned());
@@ -687,7 +696,10 @@ fn held<'p>(
     for e in effective(history.policy(tenant), principal, as_of) {
         let scope = |s: Option<&Scope>| s.map(ToString::to_string);
         let (on, within) = match (&e.grant.on, e.assignment_on) {
-            (Some(g), a) => (Some(g.to_string()), scope(a).filter(|a| *a != g.to_string())),
+            (Some(g), a) => (
+                Some(g.to_string()),
+                scope(a).filter(|a| *a != g.to_string()),
+            ),
             (None, a) => (scope(a), None),
         };
         let access = Access {
@@ -947,7 +959,11 @@ fn table(out: &mut dyn Write, rows: &[Vec<String>]) -> std::io::Result<()> {
 fn link_rows(rows: &mut Vec<Vec<String>>, first: &str, chain: &[LinkView]) {
     for (i, l) in chain.iter().enumerate() {
         rows.push(vec![
-            if i == 0 { first.to_owned() } else { String::new() },
+            if i == 0 {
+                first.to_owned()
+            } else {
+                String::new()
+            },
             format!("{} {}", l.kind, l.id),
             made_text(l),
             ended_text(l),
@@ -1036,13 +1052,24 @@ fn print_can(out: &mut dyn Write, r: &CanReport) -> std::io::Result<()> {
             "ENDED LATER BY".to_owned(),
         ]];
         for l in &r.chain {
-            rows.push(vec![format!("{} {}", l.kind, l.id), made_text(l), ended_text(l)]);
+            rows.push(vec![
+                format!("{} {}", l.kind, l.id),
+                made_text(l),
+                ended_text(l),
+            ]);
         }
         table(out, &rows)?;
     }
-    for (what, e) in [("principal", &r.principal_ended), ("tenant", &r.tenant_ended)] {
+    for (what, e) in [
+        ("principal", &r.principal_ended),
+        ("tenant", &r.tenant_ended),
+    ] {
         if let Some(e) = e {
-            writeln!(out, "later, the {what} was taken out of service: {}", event_text(e))?;
+            writeln!(
+                out,
+                "later, the {what} was taken out of service: {}",
+                event_text(e)
+            )?;
         }
     }
     out.flush()

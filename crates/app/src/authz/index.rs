@@ -109,10 +109,7 @@ impl PolicyIndex {
         checks: &[Check<'_>],
     ) -> Result<(Vec<Decision>, u64), AppError> {
         let state = self.state.read().map_err(|_| poisoned())?;
-        let decisions = checks
-            .iter()
-            .map(|c| state.decide(tenant, c))
-            .collect();
+        let decisions = checks.iter().map(|c| state.decide(tenant, c)).collect();
         Ok((decisions, state.position()))
     }
 

@@ -202,7 +202,11 @@ impl AccessHistory {
                     PlatformAdmin {
                         user_id: id.to_owned(),
                         granted: stamp,
-                        granted_by: if created { "user.created" } else { "user.invited" },
+                        granted_by: if created {
+                            "user.created"
+                        } else {
+                            "user.invited"
+                        },
                         active: created.then_some(stamp),
                     },
                 );
@@ -352,8 +356,7 @@ impl AccessHistory {
                         .get(i + 1)
                         .filter(|n| n.kind == MatchKind::Role)
                         .map(|n| n.id.as_str());
-                    if let Some((made, event_type, ended)) = role_link(policy, &m.id, next, as_of)
-                    {
+                    if let Some((made, event_type, ended)) = role_link(policy, &m.id, next, as_of) {
                         link.made = Some(made);
                         link.event_type = event_type;
                         link.ended = ended;
@@ -366,15 +369,17 @@ impl AccessHistory {
                             .iter()
                             .find(|ms| ms.group == m.id && ms.added.position == m.position),
                         _ => None,
-                    }
-                    {
+                    } {
                         link.made = Some(membership.added);
                         link.event_type = "group.member_added";
-                        link.ended = membership.removed.filter(|s| after(*s)).map(|stamp| Ending {
-                            stamp,
-                            event_type: "group.member_removed",
-                            reason: None,
-                        });
+                        link.ended = membership
+                            .removed
+                            .filter(|s| after(*s))
+                            .map(|stamp| Ending {
+                                stamp,
+                                event_type: "group.member_removed",
+                                reason: None,
+                            });
                     }
                 }
                 MatchKind::Principal => {

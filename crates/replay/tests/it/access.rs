@@ -319,7 +319,10 @@ async fn who_can_names_exactly_the_principals_of_each_instant_with_their_provena
 
     // Between t1 and t2: ada by her own grant, bob through editor > reader, cy through reader.
     let r = h.who_can("document:read", T1_T2).await;
-    assert_eq!(r.position, h.bob_write.1, "the last event before the instant");
+    assert_eq!(
+        r.position, h.bob_write.1,
+        "the last event before the instant"
+    );
     let mut who: Vec<&str> = r.principals.iter().map(|p| p.principal.as_str()).collect();
     who.sort_unstable();
     let mut expected = vec![h.ada.as_str(), h.bob.as_str(), h.cy.as_str()];
@@ -328,7 +331,12 @@ async fn who_can_names_exactly_the_principals_of_each_instant_with_their_provena
     let of = |id: &str| r.principals.iter().find(|p| p.principal == id).unwrap();
     assert_eq!(
         links(&of(&h.ada).chain),
-        [("grant", h.ada_grant.0.as_str(), h.ada_grant.1, h.ada_revoked)]
+        [(
+            "grant",
+            h.ada_grant.0.as_str(),
+            h.ada_grant.1,
+            h.ada_revoked
+        )]
     );
     let revoked = of(&h.ada).chain[0].ended.clone().unwrap();
     assert_eq!(
@@ -409,7 +417,10 @@ async fn can_allows_and_denies_with_the_same_provenance_and_deny_reasons(ledger:
         .iter()
         .find(|p| p.principal == h.bob)
         .unwrap();
-    assert_eq!(r.chain, same.chain, "can and who-can give the same provenance");
+    assert_eq!(
+        r.chain, same.chain,
+        "can and who-can give the same provenance"
+    );
 
     let r = h.can(&h.bob, T2_T3).await;
     assert_eq!(r.decision, Verdict::Deny);
@@ -493,19 +504,11 @@ async fn diff_names_access_gained_lost_and_expired_with_the_events(ledger: Ledge
     };
     assert_eq!(
         lost(&h.ada),
-        [(
-            "document:read".to_owned(),
-            "grant.revoked",
-            h.ada_revoked
-        )]
+        [("document:read".to_owned(), "grant.revoked", h.ada_revoked)]
     );
     assert_eq!(
         lost(&h.bob),
-        [(
-            "document:read".to_owned(),
-            "role.updated",
-            h.editor_changed
-        )]
+        [("document:read".to_owned(), "role.updated", h.editor_changed)]
     );
     assert_eq!(
         lost(&h.cy),
@@ -598,7 +601,8 @@ async fn the_binary_answers_in_json_and_exits_by_the_decision(ledger: Ledger) {
         assert_eq!(run.code, Some(2), "{flag}: {run:?}");
         assert_eq!(run.stdout, "", "{flag}");
         assert!(
-            run.stderr.starts_with(&format!("custodian-replay: {flag}: ")),
+            run.stderr
+                .starts_with(&format!("custodian-replay: {flag}: ")),
             "{flag}: {run:?}"
         );
         assert_eq!(run.stderr.lines().count(), 1, "{flag}: {run:?}");
