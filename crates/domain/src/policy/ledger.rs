@@ -504,3 +504,191 @@ fn builtin_only() -> &'static Policy {
     static POLICY: std::sync::LazyLock<Policy> = std::sync::LazyLock::new(Policy::new);
     &POLICY
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Actor, EventHash, EventType, NewEvent};
+    use crate::policy::vocabulary::{Effect, Permission, Resource, Subject};
+    use crate::secret::{Sealed, TokenHash};
+    use crate::stream::StreamName;
+    use crate::user::UserKind;
+
+    /// Folds `events` (stream, event) as positions 1, 2, ..., a minute apart.
+    fn fold(events: &[(&str, &dyn DomainEventObject)]) -> AccessHistory {
+        let mut history = AccessHistory::new();
+        for (i, (stream, event)) in events.iter().enumerate() {
+            let position = i as u64 + 1;
+            let at = Timestamp::parse(&format!("2026-03-01T12:{:02}:00Z", position)).unwrap();
+            let record = EventRecord::seal(
+                position,
+                StreamName::parse(stream).unwrap(),
+                1,
+                EventHash([0; 32]),
+                NewEvent {
+                    id: uuid::Uuid::now_v7(),
+                    event_type: EventType::parse(event.kind()).unwrap(),
+                    schema: 1,
+                    actor: Actor::system(),
+                    occurred_at: at,
+                    correlation_id: None,
+                    causation_id: None,
+                    data: event.body(),
+                },
+            )
+            .unwrap();
+            history.apply(&record).unwrap();
+        }
+        history
+    }
+
+    /// A domain event of any aggregate, for the table of a test.
+    trait DomainEventObject {
+        fn kind(&self) -> &'static str;
+        fn body(&self) -> serde_json::Value;
+    }
+
+    impl<E: DomainEvent> DomainEventObject for E {
+        fn kind(&self) -> &'static str {
+            self.event_type()
+        }
+        fn body(&self) -> serde_json::Value {
+            self.data()
+        }
+    }
+
+    fn grant_to(principal: &str) -> PolicyEvent {
+        PolicyEvent::GrantCreated {
+            id: "grant_1".into(),
+            subject: Subject::Principal(principal.into()),
+            permission: Permission::parse("document:read").unwrap(),
+            on: None,
+            effect: Effect::Allow,
+            valid_from: None,
+            valid_until: None,
+            conditions: None,
+            granted_by: "system".into(),
+        }
+    }
+
+    fn allowed(history: &AccessHistory, principal: &str, position: u64) -> bool {
+        let permission = Permission::parse("document:read").unwrap();
+        let resource = Resource::parse("document/d1").unwrap();
+        let check = Check {
+            principal,
+            permission: &permission,
+            target: Target::Resource(&resource),
+            ip: None,
+            as_of: AsOf {
+                position,
+                time: Timestamp::parse("2026-03-01T13:00:00Z").unwrap(),
+            },
+            explain: false,
+        };
+        history.decide("acme", &check).verdict == Verdict::Allow
+    }
+
+    #[test]
+    fn standing_changes_deny_everything_while_they_last_and_name_their_event() {
+        let history = fold(&[
+            ("acme/policy/acme", &grant_to("user_a")),
+            (
+                "acme/user/user_a",
+                &UserEvent::Disabled { reason: "x".into() },
+            ),
+            ("acme/user/user_a", &UserEvent::Enabled {}),
+            (
+                "_system/tenant/acme",
+                &TenantEvent::Suspended { reason: "x".into() },
+            ),
+            ("_system/tenant/acme", &TenantEvent::Reactivated),
+        ]);
+        let answers: Vec<bool> = (1..=5).map(|p| allowed(&history, "user_a", p)).collect();
+        assert_eq!(answers, [true, false, true, false, true]);
+        let ended = history.principal_ended_after("user_a", 1).unwrap();
+        assert_eq!(
+            (ended.stamp.position, ended.event_type),
+            (2, "user.disabled")
+        );
+        let ended = history.tenant_ended_after("acme", 3).unwrap();
+        assert_eq!(
+            (ended.stamp.position, ended.event_type),
+            (4, "tenant.suspended")
+        );
+        assert_eq!(history.principal_ended_after("user_a", 2), None);
+    }
+
+    #[test]
+    fn an_invited_platform_admin_acts_only_from_acceptance_until_erasure() {
+        let invited = UserEvent::Invited {
+            kind: UserKind::Person,
+            email: Sealed("sealed".into()),
+            name: Sealed("sealed".into()),
+            email_index: "index".into(),
+            roles: vec![ROLE_PLATFORM_ADMIN.into()],
+            invitation: TokenHash("0".repeat(64)),
+            expires_at: Timestamp::parse("2026-03-02T12:00:00Z").unwrap(),
+        };
+        let history = fold(&[
+            ("_system/user/user_r", &invited),
+            ("_system/user/user_r", &UserEvent::InvitationAccepted {}),
+            ("_system/user/user_r", &UserEvent::Deleted {}),
+        ]);
+        let active: Vec<bool> = (1..=3)
+            .map(|p| history.platform_admin_at("user_r", p).is_some())
+            .collect();
+        assert_eq!(active, [false, true, false]);
+        let admin = history.platform_admins().next().unwrap();
+        assert_eq!(admin.granted_by, "user.invited");
+        assert_eq!(admin.active.map(|s| s.position), Some(2));
+    }
+
+    #[test]
+    fn a_role_link_ends_with_the_change_that_drops_the_next_role_or_the_deletion() {
+        let role = |name: &str, parents: &[&str]| PolicyEvent::RoleCreated {
+            name: name.into(),
+            description: None,
+            parents: parents.iter().map(|p| (*p).to_owned()).collect(),
+        };
+        let updated = |name: &str, parents: &[&str]| PolicyEvent::RoleUpdated {
+            name: name.into(),
+            description: None,
+            parents: parents.iter().map(|p| (*p).to_owned()).collect(),
+        };
+        let history = fold(&[
+            ("acme/policy/acme", &role("reader", &[])),
+            ("acme/policy/acme", &role("editor", &["reader"])),
+            // A change that keeps reader among the parents does not end the link.
+            (
+                "acme/policy/acme",
+                &updated("editor", &["reader", "viewer"]),
+            ),
+            ("acme/policy/acme", &updated("editor", &[])),
+            (
+                "acme/policy/acme",
+                &PolicyEvent::RoleDeleted {
+                    name: "reader".into(),
+                },
+            ),
+        ]);
+        let policy = history.policy("acme");
+        let as_of = AsOf {
+            position: 2,
+            time: Timestamp::parse("2026-03-01T13:00:00Z").unwrap(),
+        };
+        let (made, event_type, ended) = role_link(policy, "editor", Some("reader"), as_of).unwrap();
+        assert_eq!((made.position, event_type), (2, "role.created"));
+        let ended = ended.unwrap();
+        assert_eq!(
+            (ended.stamp.position, ended.event_type),
+            (4, "role.updated")
+        );
+        let (_, _, ended) = role_link(policy, "reader", None, as_of).unwrap();
+        let ended = ended.unwrap();
+        assert_eq!(
+            (ended.stamp.position, ended.event_type),
+            (5, "role.deleted")
+        );
+        assert_eq!(role_link(policy, "viewer", None, as_of), None);
+    }
+}
