@@ -57,6 +57,14 @@ pub enum Command {
     At(crate::at::AtArgs),
     /// Write the log (or part of it) as JSON lines for SIEM import: the records as stored, or OCSF
     Export(crate::export::ExportArgs),
+    /// Every principal that could do a permission on a resource at an instant, with the events
+    /// that made it so and those that later ended them
+    WhoCan(crate::access::WhoCanArgs),
+    /// Whether one principal could do a permission on a resource at an instant, and why
+    #[command(after_help = crate::access::CAN_EXIT_HELP)]
+    Can(crate::access::CanArgs),
+    /// Access gained, lost or expired per principal between two instants
+    Diff(crate::access::DiffArgs),
 }
 
 /// Arguments of `verify`.
@@ -106,6 +114,15 @@ pub async fn run(cli: Cli) -> ExitCode {
         ),
         Command::Export(args) => ExitCode::from(
             crate::export::run(&args, cli.json, &mut io::stdout(), &mut io::stderr()).await,
+        ),
+        Command::WhoCan(args) => ExitCode::from(
+            crate::access::who_can(&args, cli.json, &mut io::stdout(), &mut io::stderr()).await,
+        ),
+        Command::Can(args) => ExitCode::from(
+            crate::access::can(&args, cli.json, &mut io::stdout(), &mut io::stderr()).await,
+        ),
+        Command::Diff(args) => ExitCode::from(
+            crate::access::diff(&args, cli.json, &mut io::stdout(), &mut io::stderr()).await,
         ),
     }
 }

@@ -3,8 +3,10 @@
 //! `custodian-replay verify SOURCE` opens a log read-only (a SQLite file or a PostgreSQL database),
 //! recomputes its hash chain from position 1, and either reports the verified head or names the
 //! first broken position. [`verify()`] is the same check as a library call; [`cli`] is the command
-//! line around it.
+//! line around it. [`access`] answers who could do what at an instant (`who-can`, `can`, `diff`),
+//! with the events that made it so.
 
+pub mod access;
 pub mod at;
 pub mod cli;
 pub mod export;

@@ -8,10 +8,13 @@
 //! - [`model`]: the policy as its events have made it, history included.
 //! - [`decide`]: what may be asked of a policy.
 //! - [`evaluate`]: resolution (deny wins, then allow, else deny), documented there.
+//! - [`ledger`]: access as the whole log made it (policies, standing, platform administrators),
+//!   folded from event records; the service's index and the offline tools share it.
 
 pub mod decide;
 pub mod evaluate;
 pub mod event;
+pub mod ledger;
 pub mod model;
 pub mod vocabulary;
 
@@ -20,6 +23,7 @@ pub use evaluate::{
     Check, Decision, Effective, MatchKind, Matched, Target, effective, evaluate, holders,
 };
 pub use event::{DecisionEvent, EndReason, PolicyEvent, Verdict};
+pub use ledger::{AccessHistory, Ending, Link, PlatformAdmin, Standing};
 pub use model::{AsOf, Assignment, Grant, Policy, Stamp};
 pub use vocabulary::{
     BUILTIN_ROLES, BUILTIN_TYPES, Catalog, Conditions, Effect, Hours, Permission, Resource, Scope,
