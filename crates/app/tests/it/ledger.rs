@@ -304,7 +304,11 @@ async fn a_rotated_key_signs_the_next_checkpoints_and_the_log_records_it() {
 async fn checkpoints_and_proofs_need_audit_read_in_the_caller_s_tenant() {
     let t = TestApp::new().await;
     t.create_tenant("acme").await;
-    let viewer = t.user_with_roles("acme", &["viewer"]).await;
+    let viewer = t.user_with_roles("acme", &[]).await;
+    t.assign("acme", &viewer, "viewer").await;
+    let manager = t.user_with_roles("acme", &[]).await;
+    t.assign("acme", &manager, "manager").await;
+    t.app.policy.catch_up().await.unwrap();
     let viewer = t.principal("acme", &viewer, "sess_v").await;
     let refused = ledger::checkpoint(&t.app, &viewer, None).await;
     assert!(
@@ -316,7 +320,6 @@ async fn checkpoints_and_proofs_need_audit_read_in_the_caller_s_tenant() {
         matches!(refused, Err(AppError::Forbidden(_))),
         "{refused:?}"
     );
-    let manager = t.user_with_roles("acme", &["manager"]).await;
     let manager = t.principal("acme", &manager, "sess_m").await;
     assert!(ledger::checkpoint(&t.app, &manager, None).await.is_ok());
 }
