@@ -20,7 +20,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (on the embedded SQLite store unless --database-url is given)
-    Serve(ServeArgs),
+    // Boxed: the server's settings are many times larger than any other command's arguments.
+    Serve(Box<ServeArgs>),
     /// Inspect or rebuild the read models folded from the log
     Projections {
         /// What to do with them.
@@ -142,7 +143,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            let config = match Config::resolve(args) {
+            let config = match Config::resolve(*args) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("custodian: {e}");
