@@ -20,7 +20,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (on the embedded SQLite store unless --database-url is given)
-    Serve(ServeArgs),
+    // Boxed: the server's settings are many times larger than any other command's arguments.
+    Serve(Box<ServeArgs>),
     /// Inspect or rebuild the read models folded from the log
     Projections {
         /// What to do with them.
@@ -65,6 +66,10 @@ pub enum KeysCommand {
     /// Create a new access-token signing key; running servers sign with it within 30 seconds, and
     /// keep accepting tokens of the old key until they expire
     RotateSigning(StoreArgs),
+    /// Create a new key that signs the log's checkpoints, named after the configured ledger
+    /// origin; its issuance is recorded on the log and every server signs the next checkpoint
+    /// with it
+    RotateCheckpoint(StoreArgs),
 }
 
 /// `custodian projections ...`
@@ -138,7 +143,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            let config = match Config::resolve(args) {
+            let config = match Config::resolve(*args) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("custodian: {e}");
@@ -164,6 +169,9 @@ pub fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::RotateSigning(store),
         } => run_async(rotate_signing(store)),
+        Command::Keys {
+            command: KeysCommand::RotateCheckpoint(store),
+        } => run_async(rotate_checkpoint(store)),
         Command::Projections { command } => run_async(projections(command)),
     }
 }
@@ -285,6 +293,45 @@ async fn rotate_signing(store_args: StoreArgs) -> anyhow::Result<ExitCode> {
     println!(
         "new signing key {}; servers sign with it within 30 seconds (signing_key.issued at position {})",
         issued.kid, issued.position
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn rotate_checkpoint(store_args: StoreArgs) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let config = existing_ledger(store_args).await?;
+    // As for access-token keys: a key wrapped under another master key is of no use to the servers.
+    if !config.secret_key_file.is_file() {
+        return Err(Refused(format!(
+            "no master key at {}: the new checkpoint key must be wrapped under the servers' master key; name its file with --secret-key-file FILE (default: DATA_DIR/secret.key, see --data-dir)",
+            config.secret_key_file.display()
+        ))
+        .into());
+    }
+    let location = config.store.as_open_arg();
+    let store = custodian_store::open(&location, custodian_store::StoreOptions::default())
+        .await
+        .with_context(|| format!("cannot open the event store ({})", config.store.redacted()))?;
+    let db = custodian_projections::ViewDb::open(&location).await?;
+    let keyring = custodian_app::auth::secrets::Keyring::load_or_create(&config.secret_key_file)?;
+    let issued = custodian_app::ledger::issue_key(
+        &store,
+        &db,
+        &keyring,
+        &config.ledger.origin,
+        custodian_domain::Actor::system(),
+        custodian_app::Clock::now(&custodian_app::SystemClock),
+    )
+    .await;
+    store.close().await;
+    let issued = match issued {
+        Ok(issued) => issued,
+        Err(e @ custodian_app::AppError::Conflict(_)) => return Err(Refused(e.to_string()).into()),
+        Err(e) => return Err(e.into()),
+    };
+    println!(
+        "new checkpoint key {} ({}); the next checkpoint is signed with it (ledger.checkpoint_key_issued at position {})",
+        issued.key_id, issued.verifier_key, issued.position
     );
     Ok(ExitCode::SUCCESS)
 }

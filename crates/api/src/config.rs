@@ -115,6 +115,22 @@ pub struct ServeArgs {
     )]
     pub metrics_token: Option<String>,
 
+    /// The origin line of the log's signed checkpoints, naming this log for witnesses (a
+    /// schema-less URL; no spaces or `+`); also the name of the keys made to sign them
+    /// [default: custodian.local/ledger]
+    #[arg(long, env = "CUSTODIAN_LEDGER_ORIGIN", value_name = "ORIGIN")]
+    pub ledger_origin: Option<String>,
+
+    /// Publish a signed checkpoint once the log grew by this many events; 0 never by count
+    /// [default: 1000]
+    #[arg(long, env = "CUSTODIAN_CHECKPOINT_EVENTS", value_name = "N")]
+    pub checkpoint_events: Option<u64>,
+
+    /// Publish a signed checkpoint once this many seconds passed since the last one, if the log
+    /// grew at all; 0 never by time [default: 60]
+    #[arg(long, env = "CUSTODIAN_CHECKPOINT_SECONDS", value_name = "SECS")]
+    pub checkpoint_seconds: Option<u64>,
+
     /// TOML file with any of the settings above (snake_case keys, e.g. `listen = "0.0.0.0:8080"`);
     /// flags and environment variables take precedence over it
     #[arg(long, env = "CUSTODIAN_CONFIG", value_name = "FILE")]
@@ -146,6 +162,17 @@ pub struct FileConfig {
     /// tier (quotas, unit costs); a plan without a section keeps its built-in tier.
     plans: Option<custodian_app::plans::Plans>,
     rate_limits: Option<RateLimitsFile>,
+    ledger: Option<LedgerFile>,
+}
+
+/// `[ledger]`: the signed checkpoints: `origin`, `checkpoint_events`, `checkpoint_seconds` (as the
+/// flags `--ledger-origin`, `--checkpoint-events`, `--checkpoint-seconds`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerFile {
+    origin: Option<String>,
+    checkpoint_events: Option<u64>,
+    checkpoint_seconds: Option<u64>,
 }
 
 /// `[rate_limits.free]`, `[rate_limits.team]`, `[rate_limits.enterprise]`: each plan's request
@@ -265,6 +292,8 @@ pub struct Config {
     pub rate_tiers: RateTiers,
     /// What each plan entitles a tenant to.
     pub plans: custodian_app::plans::Plans,
+    /// The signed checkpoints' origin and cadence.
+    pub ledger: custodian_app::ledger::LedgerOptions,
 }
 
 /// Why the configuration cannot be used.
@@ -400,6 +429,32 @@ impl Config {
         }
         let plans = file.plans.unwrap_or_default();
         plans.check().map_err(ConfigError::Invalid)?;
+        let ledger_file = file.ledger.unwrap_or_default();
+        let origin = args
+            .ledger_origin
+            .or(ledger_file.origin)
+            .unwrap_or_else(|| custodian_app::ledger::DEFAULT_ORIGIN.to_owned());
+        if origin.is_empty()
+            || origin
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '+')
+        {
+            return Err(ConfigError::Invalid(format!(
+                "ledger origin {origin:?} must be non-empty, without spaces or '+' (e.g. custodian.example.com/ledger)"
+            )));
+        }
+        let ledger = custodian_app::ledger::LedgerOptions {
+            origin,
+            checkpoint_events: args
+                .checkpoint_events
+                .or(ledger_file.checkpoint_events)
+                .unwrap_or(custodian_app::ledger::DEFAULT_CHECKPOINT_EVENTS),
+            checkpoint_interval: Duration::from_secs(
+                args.checkpoint_seconds
+                    .or(ledger_file.checkpoint_seconds)
+                    .unwrap_or(custodian_app::ledger::DEFAULT_CHECKPOINT_SECONDS),
+            ),
+        };
         Ok(Self {
             listen,
             store,
@@ -435,6 +490,7 @@ impl Config {
             metrics_token,
             rate_tiers,
             plans,
+            ledger,
         })
     }
 }
@@ -458,6 +514,7 @@ impl Config {
             metrics_token: self.metrics_token.clone(),
             rate_tiers: self.rate_tiers,
             plans: self.plans.clone(),
+            ledger: self.ledger.clone(),
         }
     }
 }
@@ -567,6 +624,37 @@ mod tests {
         assert_eq!(plans.team, custodian_app::plans::Plans::default().team);
         let bad = file("[plans.team.quotas]\n\"Bad Meter\" = { limit = 1, hard = true }\n");
         assert!(Config::merge(ServeArgs::default(), bad).is_err());
+    }
+
+    #[test]
+    fn checkpoints_default_to_1000_events_or_60_seconds_and_the_file_or_flags_change_them() {
+        let c = Config::merge(ServeArgs::default(), FileConfig::default()).unwrap();
+        assert_eq!(c.ledger.origin, "custodian.local/ledger");
+        assert_eq!(c.ledger.checkpoint_events, 1000);
+        assert_eq!(c.ledger.checkpoint_interval, Duration::from_secs(60));
+        let f = file(
+            r#"
+            [ledger]
+            origin = "id.example.com/ledger"
+            checkpoint_events = 50
+            checkpoint_seconds = 0
+            "#,
+        );
+        let args = ServeArgs {
+            checkpoint_events: Some(7),
+            ..ServeArgs::default()
+        };
+        let c = Config::merge(args, f).unwrap();
+        assert_eq!(c.ledger.origin, "id.example.com/ledger");
+        assert_eq!(c.ledger.checkpoint_events, 7);
+        assert!(c.ledger.checkpoint_interval.is_zero());
+        assert_eq!(c.security_options().ledger, c.ledger);
+        let bad = ServeArgs {
+            ledger_origin: Some("my log".into()),
+            ..ServeArgs::default()
+        };
+        let err = Config::merge(bad, FileConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("ledger origin"), "{err}");
     }
 
     #[test]

@@ -305,6 +305,25 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for QueryPa
     }
 }
 
+/// The request's `Custodian-Min-Position`, for a read answered from something other than the
+/// views (which the read-your-writes middleware already waited for). A malformed value never gets
+/// here: the middleware answers it with 400.
+#[derive(Debug, Clone, Copy)]
+pub struct MinPosition(pub Option<u64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .headers
+                .get(crate::consistency::CUSTODIAN_MIN_POSITION)
+                .and_then(crate::consistency::min_position),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,12 +8,13 @@
 //! - [`auth`]: keys, data keys, passwords, TOTP, tokens, the authentication index, throttles.
 //! - [`access`]: who may administer what.
 //! - [`keys`]: API keys: issuing, rotating, revoking, verifying, and authenticating with them.
+//! - [`ledger`]: the log's Merkle tree, signed checkpoints and their publishing, proofs.
 //! - [`validate`]: input rules shared by the use cases.
 //!
 //! Architecture invariant: this crate knows nothing of HTTP (no axum, tower or http dependency),
 //! reads the time only from its [`Clock`], and reads views only through the query functions of
 //! `custodian-projections`. It owns the SQL of the tables it keeps outside the log
-//! (`data_keys`, `signing_keys`).
+//! (`data_keys`, `signing_keys`, `checkpoint_keys`).
 
 pub mod access;
 pub mod account;
@@ -27,6 +28,7 @@ pub mod error;
 mod follower;
 pub mod identity;
 pub mod keys;
+pub mod ledger;
 pub mod mfa;
 pub mod operations;
 pub mod plans;
@@ -77,6 +79,8 @@ pub struct App {
     pub usage: Arc<usage::UsageLedger>,
     /// The usage records' writer.
     pub usage_writer: Arc<usage::UsageWriter>,
+    /// The log's Merkle tree and its checkpoints.
+    pub ledger: Arc<ledger::Ledger>,
 }
 
 impl App {
@@ -99,6 +103,7 @@ impl App {
         let decisions =
             authz::DecisionLog::start(store.clone(), options.decision_log, shutdown.clone());
         let index_wait = options.index_wait;
+        let ledger_options = options.ledger.clone();
         let plans = Arc::new(options.plans.clone());
         let usage = usage::UsageLedger::start(
             store.clone(),
@@ -122,6 +127,16 @@ impl App {
             shutdown.clone(),
         )
         .await?;
+        let ledger = ledger::Ledger::start(
+            store.clone(),
+            db.clone(),
+            security.keyring.clone(),
+            ledger_options,
+            clock.as_ref(),
+            index_wait,
+            shutdown.clone(),
+        );
+        let stop_publishing = shutdown.clone();
         let keys = keys::Keys::start(
             store.clone(),
             &security.keyring,
@@ -151,7 +166,9 @@ impl App {
             plans,
             usage,
             usage_writer,
+            ledger,
         };
+        ledger::publish::spawn(app.clone(), stop_publishing);
         let migrating = app.clone();
         tokio::spawn(async move {
             // Retried until the indexes have caught up with a long log; stops with the service.

@@ -19,6 +19,7 @@ pub mod email;
 pub mod event;
 pub mod id;
 pub mod key;
+pub mod ledger;
 pub mod merkle;
 pub mod policy;
 pub mod secret;
@@ -51,6 +52,7 @@ pub fn catalog() -> Vec<(&'static str, u32)> {
         policy::DecisionEvent::TYPES,
         key::KeyEvent::TYPES,
         usage::UsageEvent::TYPES,
+        ledger::LedgerEvent::TYPES,
     ]
     .concat()
 }

@@ -95,6 +95,9 @@ struct CloudEvent<'a> {
 #[derive(serde::Deserialize)]
 pub(crate) struct Checkpoint {
     pub(crate) id: Uuid,
+    /// The event's type: after a `ledger.checkpointed` event comes its note.
+    #[serde(rename = "type", default)]
+    pub(crate) event_type: String,
     pub(crate) position: u64,
     pub(crate) hash: EventHash,
 }

@@ -18,6 +18,12 @@
 //!
 //! The message format (DESIGN section 6) is defined by [`subject`] and [`cloud_event`].
 //!
+//! Right after a `ledger.checkpointed` event the relay also publishes the signed checkpoint's note
+//! text, as is, on [`CHECKPOINT_SUBJECT`] (content type `text/plain; charset=utf-8`,
+//! `Nats-Msg-Id` = `{event id}.checkpoint`), so witnesses can follow the checkpoints alone. It is
+//! part of the same ordered sequence: the stream holds each checkpoint's note right after its
+//! event, and a relay that stopped between the two publishes the note first when it resumes.
+//!
 //! Start one per server process, keep its status for monitoring, and cancel it on shutdown:
 //!
 //! ```no_run
@@ -50,6 +56,12 @@ pub const STREAM_NAME: &str = "CUSTODIAN";
 
 /// The first token of every subject: `custodian.{tenant}.{aggregate}.{type}`.
 pub const SUBJECT_PREFIX: &str = "custodian";
+
+/// The subject of every published checkpoint's signed note.
+pub const CHECKPOINT_SUBJECT: &str = "custodian._system.ledger.checkpoint";
+
+/// The content type of a checkpoint's note.
+pub const NOTE_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// The subjects the stream is created with.
 pub const STREAM_SUBJECTS: &str = "custodian.>";

@@ -17,7 +17,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::cloudevent::{self, Checkpoint};
-use crate::{CONTENT_TYPE, RelayError, RelayOptions, RelayStatus, STREAM_NAME, STREAM_SUBJECTS};
+use crate::{
+    CHECKPOINT_SUBJECT, CONTENT_TYPE, NOTE_CONTENT_TYPE, RelayError, RelayOptions, RelayStatus,
+    STREAM_NAME, STREAM_SUBJECTS,
+};
 
 /// Publishes the log to JetStream; see the [crate] docs for its guarantees.
 pub struct Relay {
@@ -31,6 +34,8 @@ pub struct Relay {
 struct Resume {
     checkpoint: Option<Checkpoint>,
     last_sequence: u64,
+    /// The last message is a checkpoint's event without its note.
+    note_missing: bool,
 }
 
 impl Relay {
@@ -168,6 +173,14 @@ impl Relay {
 
         // The k-th publish of this session must land at `last_sequence + k`.
         let mut last_sequence = resume.last_sequence;
+        if resume.note_missing
+            && let Some(record) = self.store.read_all(position, 1).await?.first()
+            && let Some(note) = checkpoint_note(record)
+        {
+            let ack = publish_note(jetstream, record, note, last_sequence).await?;
+            last_sequence += 1;
+            confirm(position, last_sequence, ack.await)?;
+        }
         let mut events = pin!(custodian_store::follow(self.store.clone(), position + 1));
         let mut in_flight = FuturesOrdered::new();
         loop {
@@ -185,7 +198,15 @@ impl Relay {
                     let record = next.ok_or(RelayError::LogClosed)??;
                     let ack = publish(jetstream, &record, last_sequence).await?;
                     last_sequence += 1;
-                    in_flight.push_back(awaiting(record.position, last_sequence, ack));
+                    if let Some(note) = checkpoint_note(&record) {
+                        // The position counts as delivered once its note is, too.
+                        in_flight.push_back(awaiting(record.position.saturating_sub(1), last_sequence, ack));
+                        let ack = publish_note(jetstream, &record, note, last_sequence).await?;
+                        last_sequence += 1;
+                        in_flight.push_back(awaiting(record.position, last_sequence, ack));
+                    } else {
+                        in_flight.push_back(awaiting(record.position, last_sequence, ack));
+                    }
                 }
             }
         }
@@ -261,13 +282,21 @@ async fn read_checkpoint(stream: &stream::Stream) -> Result<Resume, RelayError> 
     let mut resume = Resume {
         checkpoint: None,
         last_sequence: state.last_sequence,
+        note_missing: false,
     };
     if state.messages == 0 {
         return Ok(resume);
     }
     let mut sequence = state.last_sequence;
+    // Whether the message being read is the stream's last.
+    let mut latest = true;
     while sequence >= state.first_sequence.max(1) {
         match stream.get_raw_message(sequence).await {
+            // A checkpoint's note follows its event, which is the one to resume after.
+            Ok(message) if message.subject.as_str() == CHECKPOINT_SUBJECT => {
+                sequence -= 1;
+                latest = false;
+            }
             Ok(message) => {
                 let checkpoint =
                     serde_json::from_slice::<Checkpoint>(&message.payload).map_err(|e| {
@@ -276,10 +305,15 @@ async fn read_checkpoint(stream: &stream::Stream) -> Result<Resume, RelayError> 
                             reason: e.to_string(),
                         }
                     })?;
+                resume.note_missing =
+                    latest && checkpoint.event_type == custodian_domain::ledger::CHECKPOINTED;
                 resume.checkpoint = Some(checkpoint);
                 return Ok(resume);
             }
-            Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => sequence -= 1,
+            Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => {
+                sequence -= 1;
+                latest = false;
+            }
             Err(e) => {
                 return Err(RelayError::Stream(format!(
                     "cannot read message {sequence}: {e}"
@@ -308,6 +342,37 @@ async fn publish(
         .send_publish(cloudevent::subject(record), message)
         .await
         .map_err(|source| RelayError::Publish { position, source })
+}
+
+/// The signed note of a `ledger.checkpointed` event, if `record` is one.
+fn checkpoint_note(record: &EventRecord) -> Option<&str> {
+    if record.event_type.as_str() != custodian_domain::ledger::CHECKPOINTED
+        || record.stream.tenant() != custodian_domain::stream::SYSTEM_TENANT
+    {
+        return None;
+    }
+    record.data.get("note")?.as_str()
+}
+
+/// Sends a checkpoint's note right after its event; the returned future yields JetStream's ack.
+async fn publish_note(
+    jetstream: &async_nats::jetstream::Context,
+    record: &EventRecord,
+    note: &str,
+    expected_last_sequence: u64,
+) -> Result<PublishAckFuture, RelayError> {
+    let message = PublishMessage::build()
+        .payload(note.to_owned().into())
+        .message_id(format!("{}.checkpoint", record.id))
+        .expected_last_sequence(expected_last_sequence)
+        .header("Content-Type", NOTE_CONTENT_TYPE);
+    jetstream
+        .send_publish(CHECKPOINT_SUBJECT, message)
+        .await
+        .map_err(|source| RelayError::Publish {
+            position: record.position,
+            source,
+        })
 }
 
 async fn awaiting(

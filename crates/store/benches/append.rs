@@ -18,6 +18,10 @@
 //! is the share of the database's capacity that the store delivers. The floor's latency columns
 //! are per 500-row transaction.
 //!
+//! One more run per backend appends with 64 writers while a follower reads every committed event
+//! and pushes its hash into an RFC 6962 Merkle tree, as the server's ledger does; the table's
+//! `64 + tree` row and the line under it compare it with the plain 64-writer run.
+//!
 //! Run with `cargo bench -p custodian-store --bench append`. Any append error ends the run with a
 //! non-zero exit status.
 
@@ -38,6 +42,8 @@ type Result<T> = std::result::Result<T, BoxError>;
 const WRITERS: [usize; 3] = [1, 8, 64];
 /// Most events a single writer appends: each is its own durable transaction.
 const SINGLE_WRITER_CAP: usize = 10_000;
+/// Writers of the run with a Merkle tree following the log.
+const MERKLE_WRITERS: usize = 64;
 /// Rows per transaction of the floor.
 const FLOOR_BATCH: usize = 500;
 /// Target serialized size of one event's data.
@@ -58,6 +64,8 @@ struct Measurement {
     elapsed: Duration,
     /// Per append; per transaction for the floor.
     latencies: Vec<Duration>,
+    /// A Merkle tree followed the log during the run.
+    merkle: bool,
 }
 
 impl Measurement {
@@ -153,7 +161,15 @@ async fn main() -> Result<()> {
             let db = Ledger::fresh(backend)
                 .await
                 .ok_or_else(|| format!("{} became unreachable", backend.name()))?;
-            let run = run_store(backend, db, writers, requested, &payload).await?;
+            let run = run_store(backend, db, writers, requested, &payload, false).await?;
+            report(&run);
+            rows.push(run);
+        }
+        if only_writers.is_none_or(|w| w == MERKLE_WRITERS) {
+            let db = Ledger::fresh(backend)
+                .await
+                .ok_or_else(|| format!("{} became unreachable", backend.name()))?;
+            let run = run_store(backend, db, MERKLE_WRITERS, requested, &payload, true).await?;
             report(&run);
             rows.push(run);
         }
@@ -183,6 +199,7 @@ async fn run_store(
     writers: usize,
     requested: usize,
     payload: &Payload,
+    merkle: bool,
 ) -> Result<Measurement> {
     let (events, capped) = if writers == 1 && requested > SINGLE_WRITER_CAP {
         (SINGLE_WRITER_CAP, true)
@@ -192,6 +209,22 @@ async fn run_store(
     let store = custodian_store::open(&db.location, StoreOptions::default()).await?;
     let event_type = EventType::parse(EVENT_TYPE)?;
     let occurred_at = Timestamp::parse(OCCURRED_AT)?;
+    let follower = merkle.then(|| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt as _;
+            let mut tree = custodian_domain::merkle::Tree::new();
+            let mut log = Box::pin(custodian_store::follow(store, 1));
+            while tree.size() < events as u64 {
+                match log.next().await {
+                    Some(Ok(record)) => tree.push(&record.hash.0),
+                    Some(Err(e)) => return Err(BoxError::from(e)),
+                    None => break,
+                }
+            }
+            Ok(tree.size())
+        })
+    });
 
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(writers);
@@ -219,6 +252,12 @@ async fn run_store(
         latencies.extend(task.await??);
     }
     let elapsed = start.elapsed();
+    if let Some(follower) = follower {
+        let size = follower.await??;
+        if size != events as u64 {
+            return Err(format!("the Merkle tree has {size} leaves, expected {events}").into());
+        }
+    }
 
     let head = store.head().await?;
     if head.position != events as u64 {
@@ -239,6 +278,7 @@ async fn run_store(
         capped,
         elapsed,
         latencies,
+        merkle,
     })
 }
 
@@ -386,6 +426,7 @@ async fn run_floor(
         capped: false,
         elapsed,
         latencies,
+        merkle: false,
     })
 }
 
@@ -474,9 +515,11 @@ fn print_table(rows: &[Measurement]) {
             .iter()
             .find(|f| f.backend == m.backend && f.writers.is_none())
             .map_or(f64::NAN, Measurement::events_per_second);
-        let writers = m
-            .writers
-            .map_or_else(|| "floor".to_owned(), |w| w.to_string());
+        let writers = match m.writers {
+            None => "floor".to_owned(),
+            Some(w) if m.merkle => format!("{w} + tree"),
+            Some(w) => w.to_string(),
+        };
         let events = if m.capped {
             format!("{} (capped for 1 writer)", thousands(m.events as u64))
         } else {
@@ -497,4 +540,18 @@ fn print_table(rows: &[Measurement]) {
     println!(
         "Floor rows: one connection, multi-row INSERTs of {FLOOR_BATCH} rows per transaction; their p50/p99 are per transaction."
     );
+    for with_tree in rows.iter().filter(|m| m.merkle) {
+        if let Some(without) = rows
+            .iter()
+            .find(|m| m.backend == with_tree.backend && m.writers == with_tree.writers && !m.merkle)
+        {
+            println!(
+                "{}: {MERKLE_WRITERS} writers with the Merkle tree following: {} events/s, without: {} events/s (ratio {:.2}).",
+                with_tree.backend.name(),
+                thousands(with_tree.events_per_second().round() as u64),
+                thousands(without.events_per_second().round() as u64),
+                with_tree.events_per_second() / without.events_per_second()
+            );
+        }
+    }
 }

@@ -9,5 +9,6 @@ mod feed;
 mod identity;
 mod keys;
 mod kill_9;
+mod ledger;
 mod server;
 mod support;

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod authz;
 pub mod keys;
+pub mod ledger;
 pub mod tenants;
 pub mod usage;
 pub mod users;

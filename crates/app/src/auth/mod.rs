@@ -77,6 +77,8 @@ pub struct SecurityOptions {
     pub rate_tiers: crate::ratelimit::RateTiers,
     /// What each plan entitles a tenant to (quotas, unit costs).
     pub plans: crate::plans::Plans,
+    /// The ledger's checkpoints: their origin and publishing cadence.
+    pub ledger: crate::ledger::LedgerOptions,
 }
 
 impl SecurityOptions {
@@ -94,6 +96,7 @@ impl SecurityOptions {
             metrics_token: None,
             rate_tiers: crate::ratelimit::RateTiers::default(),
             plans: crate::plans::Plans::default(),
+            ledger: crate::ledger::LedgerOptions::default(),
         }
     }
 }

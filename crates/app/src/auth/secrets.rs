@@ -3,7 +3,7 @@
 //! One 32-byte master key (a file, or a variable) is the root of every server secret. Each use gets
 //! its own key derived with HKDF-SHA-256 under a distinct `info` string, so a key used for one
 //! purpose can never be confused with another: wrapping per-subject data keys, hashing tokens,
-//! the blind index of email addresses, and wrapping the token signing keys.
+//! the blind index of email addresses, and wrapping the token and checkpoint signing keys.
 //!
 //! Losing the master key makes every wrapped key, and so every sealed value, unreadable; changing it
 //! changes every token hash and email index.
@@ -35,6 +35,7 @@ const INFO_TOKEN_HMAC: &[u8] = b"custodian token hmac v1";
 const INFO_EMAIL_INDEX: &[u8] = b"custodian email index v1";
 const INFO_SIGNING_KEY_WRAP: &[u8] = b"custodian signing-key wrap v1";
 const INFO_API_KEY_HMAC: &[u8] = b"custodian api-key hmac v1";
+const INFO_CHECKPOINT_KEY_WRAP: &[u8] = b"custodian checkpoint-key wrap v1";
 
 /// Why the master key cannot be loaded.
 ///
@@ -74,6 +75,7 @@ pub struct Keyring {
 struct DerivedKeys {
     data_key_wrap: DataKey,
     signing_key_wrap: DataKey,
+    checkpoint_key_wrap: DataKey,
     token: [u8; KEY_LEN],
     api_key: [u8; KEY_LEN],
     /// Keyed once at load so computing an index cannot fail.
@@ -163,6 +165,11 @@ impl Keyring {
         &self.keys.signing_key_wrap
     }
 
+    /// The key that wraps (seals) the private halves of checkpoint signing keys.
+    pub(crate) fn checkpoint_key_wrap_key(&self) -> &DataKey {
+        &self.keys.checkpoint_key_wrap
+    }
+
     fn decode(text: &str) -> Option<Self> {
         let bytes = STANDARD.decode(text.trim()).ok()?;
         let master: [u8; KEY_LEN] = bytes.as_slice().try_into().ok()?;
@@ -182,6 +189,7 @@ impl Keyring {
             keys: Arc::new(DerivedKeys {
                 data_key_wrap: DataKey(derive(INFO_DATA_KEY_WRAP)?),
                 signing_key_wrap: DataKey(derive(INFO_SIGNING_KEY_WRAP)?),
+                checkpoint_key_wrap: DataKey(derive(INFO_CHECKPOINT_KEY_WRAP)?),
                 token: derive(INFO_TOKEN_HMAC)?,
                 api_key: derive(INFO_API_KEY_HMAC)?,
                 email_index: <Hmac<Sha256> as Mac>::new_from_slice(&email_key)

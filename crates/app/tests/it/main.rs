@@ -9,6 +9,7 @@ mod bootstrap;
 mod decision_log;
 mod identity;
 mod keys;
+mod ledger;
 mod mfa;
 mod migration;
 mod operations;

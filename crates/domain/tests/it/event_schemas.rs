@@ -4,9 +4,11 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use custodian_domain::checkpoint::{Checkpoint, NoteSigner};
 use custodian_domain::email::{self, EmailCommand, EmailEvent, Reservation};
 use custodian_domain::id::type_id;
 use custodian_domain::key::{self, KeyCommand, KeyEvent, RateLimit, Refill, UsageLimit};
+use custodian_domain::ledger::{self, LedgerCommand, LedgerEvent, LedgerState, NewKey};
 use custodian_domain::policy::{
     self, AsOf, Check, Conditions, DecisionEvent, Effect, Hours, Permission, Policy, PolicyCommand,
     PolicyEvent, Resource, Scope, Stamp, Subject, Target, TimeOfDay, Window,
@@ -427,6 +429,55 @@ fn emitted_signing_key_events() -> Vec<SigningKeyEvent> {
         },
     )
     .unwrap()
+}
+
+// ---- the ledger's checkpoints ----
+
+/// Every ledger event `decide` can produce: the first checkpoint with its key, a rotation, and a
+/// checkpoint by the new key.
+fn emitted_ledger_events() -> Vec<LedgerEvent> {
+    let signer = |seed: u8| {
+        NoteSigner::new(
+            "custodian.local/ledger",
+            ed25519_dalek::SigningKey::from_bytes(&[seed; 32]),
+        )
+        .unwrap()
+    };
+    let key = |s: &NoteSigner| NewKey {
+        key_name: s.name().to_owned(),
+        verifier_key: s.verifier_key(),
+    };
+    let note = |s: &NoteSigner, size: u64| {
+        s.sign(
+            &Checkpoint {
+                origin: "custodian.local/ledger".into(),
+                size,
+                root: [7; 32],
+                time: Some(now()),
+            }
+            .body(),
+        )
+        .unwrap()
+    };
+    let (a, b) = (signer(1), signer(2));
+    let mut state = LedgerState::default();
+    let mut out = Vec::new();
+    for command in [
+        LedgerCommand::Checkpoint {
+            note: note(&a, 10),
+            issue_key: Some(key(&a)),
+        },
+        LedgerCommand::IssueKey(key(&b)),
+        LedgerCommand::Checkpoint {
+            note: note(&b, 20),
+            issue_key: None,
+        },
+    ] {
+        let events = ledger::decide(&state, command).unwrap();
+        state = events.iter().fold(state, ledger::evolve);
+        out.extend(events);
+    }
+    out
 }
 
 // ---- API keys ----
@@ -900,6 +951,11 @@ fn every_emitted_event_matches_its_schema() {
         declared::<UsageEvent>(),
         "every declared usage event must be checked"
     );
+    assert_eq!(
+        validate_all(&emitted_ledger_events()),
+        declared::<LedgerEvent>(),
+        "the ledger's checkpoints must emit every declared type"
+    );
 }
 
 #[test]
@@ -1113,6 +1169,32 @@ fn signing_key_schemas_reject_private_material_and_malformed_data() {
     });
     fails("signing_key.issued", &|d| {
         d.as_object_mut().unwrap().remove("created_at");
+    });
+}
+
+#[test]
+fn ledger_schemas_reject_private_material_and_malformed_data() {
+    let events = emitted_ledger_events();
+    let fails = |t: &str, change: &dyn Fn(&mut Value)| mutation_fails(&events, t, change);
+    fails("ledger.checkpoint_key_issued", &|d| {
+        d["private_key"] = json!("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A")
+    });
+    fails("ledger.checkpoint_key_issued", &|d| {
+        d["key_id"] = json!("ABCD1234")
+    });
+    fails("ledger.checkpoint_key_issued", &|d| {
+        d["verifier_key"] = json!("custodian.local/ledger+0123abcd+short")
+    });
+    fails("ledger.checkpoint_key_issued", &|d| {
+        d.as_object_mut().unwrap().remove("replaces");
+    });
+    fails("ledger.checkpointed", &|d| d["tree_size"] = json!(0));
+    fails("ledger.checkpointed", &|d| d["root_hash"] = json!("00"));
+    fails("ledger.checkpointed", &|d| {
+        d["time"] = json!("2026-01-01T00:00:00Z")
+    });
+    fails("ledger.checkpointed", &|d| {
+        d.as_object_mut().unwrap().remove("note");
     });
 }
 

@@ -1,5 +1,6 @@
 //! The relay against real `nats-server` processes and real logs.
 
+mod checkpoints;
 mod outage;
 mod publishing;
 mod restart;
