@@ -18,6 +18,7 @@
 pub mod access;
 pub mod account;
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod bootstrap;
