@@ -32,6 +32,7 @@ use crate::respond::{PROBLEM_JSON, ProblemDocument};
         (name = "keys", description = "API keys: issuing them (the full key is shown once), listing, changing, rotating with a grace period and revoking them, and verifying a key for another service. A key authenticates as `Authorization: Bearer cst_...`, limited to its scopes."),
         (name = "authorization", description = "A tenant's permission catalog, roles, grants, assignments and resource groups, and the decision point that answers, now or for any past instant, whether a principal may act, with the events that made it so."),
         (name = "usage", description = "Usage metering (single records and batches, each idempotency key counted once, acknowledged only when durable), monthly quotas from the tenant's plan or its own, meter unit costs, and the monthly budget whose 50/80/100 % thresholds are recorded as events."),
+        (name = "audit", description = "A tenant's audit trail: its events, filtered by the principals and resources they touch, their type and time, each with its position and hashes; personal data opened only for who may read the user, and shown as erased once the user's data key is destroyed."),
         (name = "operations", description = "Liveness and readiness, for orchestrators and load balancers."),
         (name = "reference", description = "This document, and the page that renders it."),
     ),
