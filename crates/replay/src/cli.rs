@@ -43,6 +43,8 @@ pub enum Command {
     /// Recompute the hash chain of the whole log and name the first broken position
     #[command(after_help = EXIT_STATUS_HELP)]
     Verify(VerifyArgs),
+    /// Every event that touches one principal or one resource
+    History(crate::history::HistoryArgs),
 }
 
 /// Arguments of `verify`.
@@ -68,6 +70,9 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ProgressDrawTarget::stderr(),
             )
             .await,
+        ),
+        Command::History(args) => ExitCode::from(
+            crate::history::run(&args, cli.json, &mut io::stdout(), &mut io::stderr()).await,
         ),
     }
 }

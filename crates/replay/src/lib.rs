@@ -6,6 +6,7 @@
 //! line around it.
 
 pub mod cli;
+pub mod history;
 pub mod source;
 pub mod verify;
 
