@@ -74,6 +74,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
     let router = handlers::authz::routes(router);
     let router = handlers::keys::routes(router);
     let router = handlers::usage::routes(router);
+    let router = handlers::audit::routes(router);
     let router = handlers::ledger::routes(router);
     handlers::users::routes(router)
 }

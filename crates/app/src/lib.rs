@@ -7,6 +7,7 @@
 //! - [`commands`]: the one runner every command goes through (load, decide, append, retry).
 //! - [`auth`]: keys, data keys, passwords, TOTP, tokens, the authentication index, throttles.
 //! - [`access`]: who may administer what.
+//! - [`audit`]: a tenant's audit trail, filtered by what its events touch.
 //! - [`keys`]: API keys: issuing, rotating, revoking, verifying, and authenticating with them.
 //! - [`ledger`]: the log's Merkle tree, signed checkpoints and their publishing, proofs.
 //! - [`validate`]: input rules shared by the use cases.
@@ -19,6 +20,7 @@
 pub mod access;
 pub mod account;
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod bootstrap;

@@ -28,6 +28,7 @@ pub mod session;
 pub mod signing_key;
 pub mod stream;
 pub mod tenant;
+pub mod touches;
 pub mod usage;
 pub mod user;
 

@@ -9,6 +9,7 @@
 //!
 //! Architecture invariant: a projection reads only the log. Nothing but a worker writes its tables.
 
+pub mod audit;
 mod build;
 mod db;
 pub mod keys;
@@ -36,5 +37,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(policy::PolicyView),
         std::sync::Arc::new(keys::KeysView),
         std::sync::Arc::new(usage::UsageView),
+        std::sync::Arc::new(audit::AuditView),
     ]
 }

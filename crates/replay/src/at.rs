@@ -154,16 +154,18 @@ pub async fn run(args: &AtArgs, json: bool, out: &mut dyn Write, err: &mut dyn W
     .await
     {
         Ok(report) => {
+            let stats = crate::cli::Stats::of(report.events, report.seconds);
             if json {
-                let _ = serde_json::to_writer(&mut *out, &report);
-                let _ = writeln!(out);
+                let mut doc = serde_json::to_value(&report).unwrap_or_default();
+                if let (Some(doc), serde_json::Value::Object(stats)) =
+                    (doc.as_object_mut(), stats.json())
+                {
+                    doc.extend(stats);
+                }
+                let _ = writeln!(out, "{doc}");
             } else {
                 let _ = write!(out, "{}", table(&report));
-                let _ = writeln!(
-                    err,
-                    "folded {} events in {:.2} s ({:.0} events/s)",
-                    report.events, report.seconds, report.events_per_second
-                );
+                let _ = writeln!(err, "{stats}");
             }
             let _ = out.flush();
             0

@@ -65,6 +65,8 @@ pub enum Command {
     Can(crate::access::CanArgs),
     /// Access gained, lost or expired per principal between two instants
     Diff(crate::access::DiffArgs),
+    /// Every event that touches one principal or one resource
+    History(crate::history::HistoryArgs),
 }
 
 /// Arguments of `verify`.
@@ -123,6 +125,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         ),
         Command::Diff(args) => ExitCode::from(
             crate::access::diff(&args, cli.json, &mut io::stdout(), &mut io::stderr()).await,
+        ),
+        Command::History(args) => ExitCode::from(
+            crate::history::run(&args, cli.json, &mut io::stdout(), &mut io::stderr()).await,
         ),
     }
 }
@@ -241,9 +246,14 @@ pub struct Stats {
 impl Stats {
     /// The figures of `events` read since `started`.
     pub fn since(started: Instant, events: u64) -> Self {
+        Self::of(events, started.elapsed().as_secs_f64())
+    }
+
+    /// The figures of `events` read in `seconds`, with the peak memory so far.
+    pub fn of(events: u64, seconds: f64) -> Self {
         Self {
             events,
-            seconds: started.elapsed().as_secs_f64(),
+            seconds,
             peak_memory_bytes: peak_memory_bytes(),
         }
     }

@@ -10,6 +10,7 @@ pub mod access;
 pub mod at;
 pub mod cli;
 pub mod export;
+pub mod history;
 pub mod merkle;
 pub mod ocsf;
 pub mod source;

@@ -187,6 +187,8 @@ pub const RULES: &[(&str, Target)] = &[
     ("meter.cost_set", to(Api, 3, "Update")),
     ("catalog.updated", to(Api, 3, "Update")),
     ("signing_key.issued", to(Api, 1, "Create")),
+    ("ledger.checkpoint_key_issued", to(Api, 1, "Create")),
+    ("ledger.checkpointed", to(Api, 1, "Create")),
     ("tenant.created", to(Api, 1, "Create")),
     ("tenant.renamed", to(Api, 3, "Update")),
     ("tenant.plan_changed", to(Api, 3, "Update")),

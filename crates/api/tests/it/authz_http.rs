@@ -202,6 +202,12 @@ fn tenant_routes(tenant: &str, user: &str, grant: &str, assignment: &str, key: &
             None,
         ),
         (
+            Method::GET,
+            "/v1/tenants/{tenant}/audit",
+            format!("{t}/audit"),
+            None,
+        ),
+        (
             Method::PUT,
             "/v1/tenants/{tenant}/catalog",
             format!("{t}/catalog"),

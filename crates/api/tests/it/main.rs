@@ -1,6 +1,7 @@
 //! HTTP tests of the server frame, against the real router on a random port.
 
 mod admin_identity;
+mod audit_http;
 mod authz_http;
 mod authz_input;
 mod consistency;

@@ -93,6 +93,7 @@ pub(crate) const SERVED: &[(&str, &str)] = &[
     ("/v1/tenants/{tenant}/meters/{meter}", "put"),
     ("/v1/tenants/{tenant}/budget", "get"),
     ("/v1/tenants/{tenant}/budget", "put"),
+    ("/v1/tenants/{tenant}/audit", "get"),
     ("/v1/ledger/checkpoint", "get"),
     ("/v1/ledger/checkpoint/key", "get"),
     ("/v1/ledger/proof/inclusion", "get"),

@@ -4,6 +4,7 @@
 mod account;
 mod admin_tenants;
 mod admin_users;
+mod audit;
 mod authz_property;
 mod bootstrap;
 mod decision_log;

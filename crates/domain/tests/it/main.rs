@@ -2,3 +2,4 @@
 
 mod event_schemas;
 mod policy;
+mod touches;

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use custodian_domain::tenant::{self, Plan, Tenant, TenantCommand, TenantStatus};
 use custodian_domain::{NewEvent, Timestamp};
+use custodian_projections::audit::AuditView;
 use custodian_projections::tenants::TenantsView;
-use custodian_projections::{Projection, Projections, ViewDb, request_rebuild};
+use custodian_projections::{Projection, Projections, Tables, ViewDb, request_rebuild};
 use custodian_store::ExpectedVersion;
 use custodian_testkit::sample::{OCCURRED_AT, decided};
 use custodian_testkit::{Ledger, stream};
@@ -63,7 +64,13 @@ async fn check(ledger: Ledger, history: Vec<(usize, TenantCommand)>) {
     let store = ledger.open().await;
     let views = ledger.views().await;
     let projections = ledger
-        .start(&store, vec![Arc::new(TenantsView) as Arc<dyn Projection>])
+        .start(
+            &store,
+            vec![
+                Arc::new(TenantsView) as Arc<dyn Projection>,
+                Arc::new(AuditView) as Arc<dyn Projection>,
+            ],
+        )
         .await;
 
     // Decide and append each command while the projection follows live.
@@ -157,7 +164,45 @@ async fn check(ledger: Ledger, history: Vec<(usize, TenantCommand)>) {
         .unwrap();
     let rebuilt = snapshot(&views, &projections).await;
     assert_eq!(rebuilt, live);
+
+    // The audit view too: one row per event, in the log's order, rebuilt alike.
+    let audit_before = projections.active_tables("audit").unwrap();
+    let audit_live = audit_snapshot(&views, &audit_before).await;
+    let records = ledger.records().await;
+    let expected: Vec<(i64, String)> = records
+        .iter()
+        .map(|r| (r.position as i64, r.event_type.to_string()))
+        .collect();
+    assert_eq!(audit_live, expected);
+    request_rebuild(&views, "audit", AuditView.version())
+        .await
+        .unwrap();
+    for _ in 0..2000 {
+        if projections
+            .active_tables("audit")
+            .is_some_and(|t| t != audit_before)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let audit_after = projections.active_tables("audit").unwrap();
+    assert_ne!(audit_after, audit_before, "the audit view was rebuilt");
+    assert_eq!(audit_snapshot(&views, &audit_after).await, audit_live);
     projections.stop().await;
+}
+
+async fn audit_snapshot(views: &ViewDb, tables: &Tables) -> Vec<(i64, String)> {
+    sqlx::query(&format!(
+        "SELECT position, event_type FROM {} ORDER BY position",
+        tables.name("events")
+    ))
+    .fetch_all(views.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
 }
 
 proptest! {

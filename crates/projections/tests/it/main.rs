@@ -1,5 +1,6 @@
 //! Integration tests of the projection runtime, on SQLite and PostgreSQL.
 
+mod audit;
 mod failures;
 mod identity;
 mod keys;

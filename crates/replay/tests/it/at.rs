@@ -233,7 +233,7 @@ async fn at_a_position_writes_the_views_there_and_says_so(ledger: Ledger) {
             .any(|l| l.starts_with("tenants") && l.ends_with(" 1")),
         "{run:?}"
     );
-    assert!(run.stderr.starts_with("folded 4 events in "), "{run:?}");
+    assert!(run.stderr.starts_with("read 4 events in "), "{run:?}");
 
     // The file says what it is, and its registry serves every view at position 4.
     let db = ViewDb::open(&out_text).await.unwrap();

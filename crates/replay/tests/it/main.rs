@@ -6,6 +6,7 @@ mod binary;
 mod checkpoint;
 mod export;
 mod histories;
+mod history;
 mod merkle;
 mod support;
 mod verify;
