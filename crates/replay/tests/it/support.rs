@@ -153,21 +153,35 @@ impl Db {
 
     /// Overwrites the stored `hash` of `position`.
     pub async fn set_hash(&mut self, position: i64, hash: &[u8]) {
+        self.set_bytes("hash", position, hash).await;
+    }
+
+    /// Overwrites the stored `prev_hash` of `position`.
+    pub async fn set_prev_hash(&mut self, position: i64, hash: &[u8]) {
+        self.set_bytes("prev_hash", position, hash).await;
+    }
+
+    /// Overwrites the byte column `column` of `position`.
+    async fn set_bytes(&mut self, column: &str, position: i64, value: &[u8]) {
         let n = match self {
-            Db::Sqlite(c) => sqlx::query("UPDATE events SET hash = ? WHERE position = ?")
-                .bind(hash)
-                .bind(position)
-                .execute(c)
-                .await
-                .unwrap()
-                .rows_affected(),
-            Db::Postgres(c) => sqlx::query("UPDATE events SET hash = $1 WHERE position = $2")
-                .bind(hash)
-                .bind(position)
-                .execute(c)
-                .await
-                .unwrap()
-                .rows_affected(),
+            Db::Sqlite(c) => sqlx::query(&format!(
+                "UPDATE events SET {column} = ? WHERE position = ?"
+            ))
+            .bind(value)
+            .bind(position)
+            .execute(c)
+            .await
+            .unwrap()
+            .rows_affected(),
+            Db::Postgres(c) => sqlx::query(&format!(
+                "UPDATE events SET {column} = $1 WHERE position = $2"
+            ))
+            .bind(value)
+            .bind(position)
+            .execute(c)
+            .await
+            .unwrap()
+            .rows_affected(),
         };
         assert_eq!(n, 1, "no row at position {position}");
     }
@@ -256,27 +270,6 @@ impl Db {
             self.set_prev_hash(p, &prev.0).await;
             prev = hash;
         }
-    }
-
-    /// Overwrites the stored `prev_hash` of `position`.
-    pub async fn set_prev_hash(&mut self, position: i64, hash: &[u8]) {
-        let n = match self {
-            Db::Sqlite(c) => sqlx::query("UPDATE events SET prev_hash = ? WHERE position = ?")
-                .bind(hash)
-                .bind(position)
-                .execute(c)
-                .await
-                .unwrap()
-                .rows_affected(),
-            Db::Postgres(c) => sqlx::query("UPDATE events SET prev_hash = $1 WHERE position = $2")
-                .bind(hash)
-                .bind(position)
-                .execute(c)
-                .await
-                .unwrap()
-                .rows_affected(),
-        };
-        assert_eq!(n, 1, "no row at position {position}");
     }
 
     /// Changes exactly one byte of `position`'s `data`, inside a string value, so that it is still
