@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use custodian_domain::EventRecord;
+use custodian_domain::{ChainVerifier, EventRecord};
 use custodian_store::{EventStore, StoreError, StoreOptions};
 use sqlx::{Connection, PgConnection};
 
@@ -42,6 +42,9 @@ pub enum SourceError {
 pub struct Source {
     location: String,
     kind: Kind,
+    /// The hash chain of what has been read from position 1 on, so that no answer comes from a
+    /// log that was tampered with; `None` once turned off (by `verify`, which names breaks itself).
+    chain: Option<ChainVerifier>,
 }
 
 enum Kind {
@@ -92,6 +95,7 @@ impl Source {
         Ok(Self {
             location: redact(location).into_owned(),
             kind,
+            chain: Some(ChainVerifier::new()),
         })
     }
 
@@ -100,7 +104,14 @@ impl Source {
         Self {
             location: redact(location).into_owned(),
             kind: Kind::Store(store),
+            chain: Some(ChainVerifier::new()),
         }
+    }
+
+    /// Stops checking the hash chain of what is read: for a caller that checks it itself and names
+    /// the breaks (`verify`), or copies the log as stored (`export`).
+    pub fn skip_chain_check(&mut self) {
+        self.chain = None;
     }
 
     /// The location, with any password hidden, fit for messages.
@@ -131,15 +142,33 @@ impl Source {
     /// where the last page stopped, and records come in the order they are written, so a
     /// reordered or repeated record reaches the caller as it is. Asking for any other position
     /// reads the file again from its start up to the first record at or after it.
+    ///
+    /// Records read in order from position 1 are checked against the hash chain as they come: a
+    /// record that breaks it (changed, missing, moved, inserted) is refused as
+    /// [`StoreError::CorruptRecord`] at its position, so that no answer is built on a tampered
+    /// log. `verify` turns this off ([`Source::skip_chain_check`]) to name breaks itself.
     pub async fn read_all(
         &mut self,
         from: u64,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        match &mut self.kind {
+        let records = match &mut self.kind {
             Kind::Store(store) => store.read_all(from, limit).await,
             Kind::File(file) => file.read_all(from, limit),
+        }?;
+        if let Some(chain) = &mut self.chain
+            && from == chain.head().0 + 1
+        {
+            for record in &records {
+                chain.push(record).map_err(|b| StoreError::CorruptRecord {
+                    position: b.position(),
+                    reason: format!(
+                        "the hash chain is broken ({b}); `custodian-replay verify` tells more, and no answer is given from a tampered log"
+                    ),
+                })?;
+            }
         }
+        Ok(records)
     }
 
     /// Closes the source.

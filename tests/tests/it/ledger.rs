@@ -176,17 +176,6 @@ async fn checkpoints_verify_independently_proofs_hold_and_witnesses_get_them_on_
         .await;
     let http = reqwest::Client::new();
 
-    // The verifier key is public.
-    let r = http
-        .get(format!("{}/v1/ledger/checkpoint/key", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let vkey = r.text().await.unwrap();
-    assert!(vkey.starts_with("id.example.test/ledger+"), "{vkey}");
-    let verifier = Verifier::parse(&vkey);
-
     let login: Value = http
         .post(format!("{}/v1/auth/login", server.base))
         .json(&json!({"tenant": "_system", "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
@@ -207,6 +196,21 @@ async fn checkpoints_verify_independently_proofs_hold_and_witnesses_get_them_on_
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
+
+    // Asking for a checkpoint, as an authorized caller, publishes the first one with its key;
+    // from then on the verifier key is public (asking for it writes nothing).
+    let r = api.get("/v1/ledger/checkpoint", 0).await;
+    assert_eq!(r.status(), 200);
+    // The verifier key is public.
+    let r = http
+        .get(format!("{}/v1/ledger/checkpoint/key", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let vkey = r.text().await.unwrap();
+    assert!(vkey.starts_with("id.example.test/ledger+"), "{vkey}");
+    let verifier = Verifier::parse(&vkey);
 
     // A checkpoint, and an event written after it, proved included in a later checkpoint.
     let created = api.create_tenant("acme").await;

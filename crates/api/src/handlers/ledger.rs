@@ -77,7 +77,7 @@ async fn checkpoint(
     tag = "ledger",
     responses(
         (status = 200, description = "The verifier key", body = String, content_type = "text/plain; charset=utf-8"),
-        (status = 404, description = "The ledger is empty, so it has no checkpoint key yet (code `not_found`)", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 404, description = "No checkpoint has been published yet, so there is no checkpoint key (code `not_found`)", body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 503, description = "The store or the Merkle tree is busy; retry after `Retry-After` (code `unavailable`)", body = ProblemDocument, content_type = PROBLEM_JSON),
     ),
 )]

@@ -261,10 +261,20 @@ pub async fn checkpoint(
     Ok(SignedCheckpoint { note, tree_size })
 }
 
-/// The verifier key of the current checkpoint key (a public key: anyone may ask). On a log whose
-/// checkpoints have no key yet, the first checkpoint (with its key) is published first.
+/// The verifier key of the current checkpoint key (a public key: anyone may ask, so asking never
+/// writes anything). Not found until the first checkpoint, which brings the first key, is on the
+/// log: the publisher makes it on its cadence, or an authorized `checkpoint` request does.
 pub async fn verifier_key(app: &App) -> Result<String, AppError> {
-    Ok(current_key(app).await?.verifier_key)
+    app.ledger.tree.catch_up().await?;
+    app.ledger
+        .tree
+        .current_key()
+        .map(|key| key.verifier_key)
+        .ok_or_else(|| {
+            AppError::not_found(
+                "no checkpoint has been published yet: the first one brings the first checkpoint key",
+            )
+        })
 }
 
 /// The key the log names as current, publishing the first checkpoint with a key of its own when

@@ -15,6 +15,7 @@ custodian_testkit::on_every_backend!(
     a_cut_tail_contradicts_the_checkpoint_the_chain_cannot_see_it,
     a_rewritten_and_rehashed_history_contradicts_the_checkpoint,
     single_event_tampering_is_named_at_its_position_even_with_a_checkpoint,
+    no_answer_comes_from_a_tampered_log,
 );
 
 const ORIGIN: &str = "custodian.test/ledger";
@@ -220,4 +221,39 @@ async fn single_event_tampering_is_named_at_its_position_even_with_a_checkpoint(
         let run = verify_against(&fixture, &file, &key).await;
         assert_eq!(run.code, Some(0), "{name} restored: {run:?}");
     }
+}
+
+
+/// Every command that answers from the log checks its chain as it reads: a changed event stops
+/// the answer at its position rather than letting it count.
+async fn no_answer_comes_from_a_tampered_log(fixture: Ledger) {
+    fixture.populate(300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("views.db").display().to_string();
+    let history = ["history", "--principal", "u1", fixture.location.as_str()];
+    let at = [
+        "at",
+        "--position",
+        "200",
+        "--out",
+        out.as_str(),
+        fixture.location.as_str(),
+    ];
+    let run = run_binary(&history).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+
+    let mut db = fixture.connect().await;
+    db.drop_append_only_triggers().await;
+    db.flip_one_data_byte(137).await;
+    db.close().await;
+    for args in [&history[..], &at[..]] {
+        let run = run_binary(args).await;
+        assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
+        assert!(
+            run.stderr.contains("position 137") && run.stderr.contains("hash chain is broken"),
+            "{args:?}: {run:?}"
+        );
+        assert_eq!(run.stdout, "", "{args:?}");
+    }
+    assert!(!std::path::Path::new(&out).exists(), "at wrote a file");
 }
