@@ -149,7 +149,7 @@ pub async fn list(
             c.trim()
                 .parse::<u64>()
                 .ok()
-                .filter(|p| *p > 0)
+                .filter(|p| *p > 0 && i64::try_from(*p).is_ok())
                 .ok_or_else(|| AppError::invalid("cursor is not a cursor this listing returned"))?,
         ),
     };

@@ -8,8 +8,9 @@
 //! recomputes the Merkle root at the checkpoint's tree size and compares it with the signed root.
 //! A shorter log, or a different root, contradicts the checkpoint.
 //!
-//! Memory stays bounded whatever the log's length: one page of records and the `O(log n)` hashes
-//! of the tree's right edge ([`Frontier`]).
+//! Memory stays bounded whatever the log's length: the pages read ahead (two per reader, one
+//! reader per core from 2 to 8, so at most 16 pages of 1,000 records) and the `O(log n)` hashes of
+//! the tree's right edge ([`Frontier`]).
 
 use std::fmt;
 
@@ -391,7 +392,12 @@ async fn prefetch(
     let mut waiting = BTreeMap::new();
     let mut expected = 0;
     let outcome = 'pages: loop {
-        let Some((k, page)) = rx.recv().await else {
+        let received = tokio::select! {
+            received = rx.recv() => received,
+            // A reader that failed (it panicked) never sends the page it claimed: read carefully.
+            Some(Err(_)) = tasks.join_next() => None,
+        };
+        let Some((k, page)) = received else {
             // Every reader stopped without the page this walk needs: read it carefully.
             break Ok(None);
         };

@@ -227,8 +227,8 @@ fn authorize_audit(app: &App, principal: &Principal) -> Result<(), AppError> {
     )
 }
 
-/// Waits, for a request that read its own writes, until the tree covers `min_position` (bounded);
-/// a position beyond the log's head cannot be waited for.
+/// Waits, for a request that read its own writes, until the tree covers `min_position`, for at most
+/// the read wait; past it (a position beyond the log's head is never reached) the answer is 503.
 async fn reach(app: &App, min_position: Option<u64>) -> Result<(), AppError> {
     if let Some(wanted) = min_position.filter(|p| *p > 0) {
         app.ledger.tree.wait_for(wanted).await?;

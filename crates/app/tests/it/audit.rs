@@ -312,6 +312,13 @@ async fn bad_filters_are_refused_with_the_field_named() {
     let cases: Vec<(AuditQuery, &str)> = vec![
         (
             AuditQuery {
+                cursor: Some(u64::MAX.to_string()),
+                ..query()
+            },
+            "cursor",
+        ),
+        (
+            AuditQuery {
                 event_type: Some("Grant".into()),
                 ..query()
             },

@@ -223,7 +223,6 @@ async fn single_event_tampering_is_named_at_its_position_even_with_a_checkpoint(
     }
 }
 
-
 /// Every command that answers from the log checks its chain as it reads: a changed event stops
 /// the answer at its position rather than letting it count.
 async fn no_answer_comes_from_a_tampered_log(fixture: Ledger) {
