@@ -85,6 +85,10 @@ pub struct VerifyArgs {
     /// independently), or a file holding it.
     #[arg(long, value_name = "KEY|FILE")]
     pub key: Option<String>,
+    /// The log's origin the checkpoint must name (its first line, e.g. `custodian.example/ledger`):
+    /// a checkpoint of another log, even one signed with the same key, is refused.
+    #[arg(long, value_name = "ORIGIN", requires = "checkpoint")]
+    pub origin: Option<String>,
 }
 
 /// The log a command reads: every command but `merkle` takes one.
@@ -192,10 +196,19 @@ fn read_checkpoint(args: &VerifyArgs) -> Result<Option<Checkpoint>, String> {
         NoteVerifier::parse(&key).map_err(|e| format!("the verifier key is unusable: {e}"))?;
     let note = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the checkpoint {}: {e}", path.display()))?;
-    verifier
+    let checkpoint = verifier
         .open_checkpoint(&note)
-        .map(Some)
-        .map_err(|e| format!("the checkpoint {} is not usable: {e}", path.display()))
+        .map_err(|e| format!("the checkpoint {} is not usable: {e}", path.display()))?;
+    if let Some(origin) = &args.origin
+        && *origin != checkpoint.origin
+    {
+        return Err(format!(
+            "the checkpoint {} is of the log {}, not {origin}",
+            path.display(),
+            checkpoint.origin
+        ));
+    }
+    Ok(Some(checkpoint))
 }
 
 /// Opens `source` read-only and verifies the whole log, and that it extends `checkpoint` if one is

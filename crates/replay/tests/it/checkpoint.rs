@@ -81,6 +81,23 @@ async fn an_intact_log_extends_its_checkpoint(fixture: Ledger) {
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(run.stderr.contains("does not verify"), "{run:?}");
 
+    // A checkpoint of another log is refused when the origin is given.
+    let (file, key) = signed_checkpoint(&dir, &leaves, 250);
+    for (origin, code) in [(ORIGIN, 0), ("other.example/ledger", 2)] {
+        let run = run_binary(&[
+            "verify",
+            &fixture.location,
+            "--checkpoint",
+            &file,
+            "--key",
+            &key,
+            "--origin",
+            origin,
+        ])
+        .await;
+        assert_eq!(run.code, Some(code), "{origin}: {run:?}");
+    }
+
     // The JSON answer for programs.
     let (file, key) = signed_checkpoint(&dir, &leaves, 250);
     let run = run_binary(&[

@@ -2,9 +2,13 @@
 //! as OCSF events carrying their class's required fields.
 
 use custodian_domain::EventRecord;
-use custodian_domain::policy::{PolicyCommand, Subject};
+use custodian_domain::policy::{DecisionEvent, Permission, PolicyCommand, Subject, Verdict};
 use custodian_domain::tenant::{Plan, TenantCommand};
+use custodian_domain::user::{LoginMethod, UserEvent};
+use custodian_store::ExpectedVersion;
 use custodian_testkit::Ledger;
+use custodian_testkit::sample::decided;
+use custodian_testkit::stream as stream_name;
 use serde_json::Value;
 
 use crate::histories::{World, assign, catalog, grant, resource};
@@ -92,6 +96,36 @@ async fn history(ledger: &Ledger) -> u64 {
             },
         )
         .await;
+        // An authentication and an authorization decision, for classes 3002 and 3003.
+        let tenant = crate::histories::TENANTS[t];
+        let at = custodian_domain::Timestamp::parse("2026-03-01T12:00:00Z").unwrap();
+        let login = UserEvent::LoggedIn {
+            session_id: "sess_01".into(),
+            method: LoginMethod::Password,
+            totp_step: None,
+            recovery_code: None,
+            ip: Some("192.0.2.7".into()),
+        };
+        let decision = DecisionEvent::Recorded {
+            principal: "user_alice".into(),
+            permission: Permission::parse("project:write").unwrap(),
+            resource: resource("project/a"),
+            decision: Verdict::Allow,
+            reason: "granted".into(),
+            matched: vec!["grant_001".into()],
+            at: None,
+            position: 1,
+            ip: None,
+        };
+        for (stream, event) in [
+            (format!("{tenant}/user/user_alice"), decided(&login, at)),
+            (format!("{tenant}/decision/log"), decided(&decision, at)),
+        ] {
+            w.store
+                .append(&stream_name(&stream), ExpectedVersion::Any, vec![event])
+                .await
+                .unwrap();
+        }
     }
     let head = w.head().await;
     w.store.close().await;
@@ -297,7 +331,7 @@ async fn an_ocsf_export_fills_the_required_fields_of_each_class(ledger: Ledger) 
     }
     assert_eq!(
         classes.into_iter().collect::<Vec<_>>(),
-        [3006, 3007, 3008, 6003],
+        [3002, 3003, 3006, 3007, 3008, 6003],
         "tenants, the catalog, roles, grants, assignments and groups"
     );
     // A revoked grant and an ended assignment name whom they were about.
