@@ -262,14 +262,23 @@ async fn admin_bootstrap(
     }
 }
 
-async fn rotate_signing(store_args: StoreArgs) -> anyhow::Result<ExitCode> {
+/// What a key rotation works on: the ledger, its views' database and the servers' master key.
+struct KeyRotation {
+    config: Config,
+    store: std::sync::Arc<dyn custodian_store::EventStore>,
+    db: custodian_projections::ViewDb,
+    keyring: custodian_app::auth::secrets::Keyring,
+}
+
+/// Opens an existing ledger for a key rotation. The new key (`what`) is wrapped under the master
+/// key, and one the servers do not have would make it unusable to them, so a missing key file is
+/// refused, never created.
+async fn open_for_rotation(store_args: StoreArgs, what: &str) -> anyhow::Result<KeyRotation> {
     use anyhow::Context;
     let config = existing_ledger(store_args).await?;
-    // The new key is wrapped under the master key; one the servers do not have would make it
-    // unusable to them, so a missing key file is not created here.
     if !config.secret_key_file.is_file() {
         return Err(Refused(format!(
-            "no master key at {}: the new signing key must be wrapped under the servers' master key; name its file with --secret-key-file FILE (default: DATA_DIR/secret.key, see --data-dir)",
+            "no master key at {}: the new {what} must be wrapped under the servers' master key; name its file with --secret-key-file FILE (default: DATA_DIR/secret.key, see --data-dir)",
             config.secret_key_file.display()
         ))
         .into());
@@ -280,15 +289,25 @@ async fn rotate_signing(store_args: StoreArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot open the event store ({})", config.store.redacted()))?;
     let db = custodian_projections::ViewDb::open(&location).await?;
     let keyring = custodian_app::auth::secrets::Keyring::load_or_create(&config.secret_key_file)?;
+    Ok(KeyRotation {
+        config,
+        store,
+        db,
+        keyring,
+    })
+}
+
+async fn rotate_signing(store_args: StoreArgs) -> anyhow::Result<ExitCode> {
+    let r = open_for_rotation(store_args, "signing key").await?;
     let issued = custodian_app::signing::issue(
-        &store,
-        &db,
-        &keyring,
+        &r.store,
+        &r.db,
+        &r.keyring,
         custodian_domain::Actor::system(),
         custodian_app::Clock::now(&custodian_app::SystemClock),
     )
     .await;
-    store.close().await;
+    r.store.close().await;
     let issued = issued?;
     println!(
         "new signing key {}; servers sign with it within 30 seconds (signing_key.issued at position {})",
@@ -298,32 +317,17 @@ async fn rotate_signing(store_args: StoreArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn rotate_checkpoint(store_args: StoreArgs) -> anyhow::Result<ExitCode> {
-    use anyhow::Context;
-    let config = existing_ledger(store_args).await?;
-    // As for access-token keys: a key wrapped under another master key is of no use to the servers.
-    if !config.secret_key_file.is_file() {
-        return Err(Refused(format!(
-            "no master key at {}: the new checkpoint key must be wrapped under the servers' master key; name its file with --secret-key-file FILE (default: DATA_DIR/secret.key, see --data-dir)",
-            config.secret_key_file.display()
-        ))
-        .into());
-    }
-    let location = config.store.as_open_arg();
-    let store = custodian_store::open(&location, custodian_store::StoreOptions::default())
-        .await
-        .with_context(|| format!("cannot open the event store ({})", config.store.redacted()))?;
-    let db = custodian_projections::ViewDb::open(&location).await?;
-    let keyring = custodian_app::auth::secrets::Keyring::load_or_create(&config.secret_key_file)?;
+    let r = open_for_rotation(store_args, "checkpoint key").await?;
     let issued = custodian_app::ledger::issue_key(
-        &store,
-        &db,
-        &keyring,
-        &config.ledger.origin,
+        &r.store,
+        &r.db,
+        &r.keyring,
+        &r.config.ledger.origin,
         custodian_domain::Actor::system(),
         custodian_app::Clock::now(&custodian_app::SystemClock),
     )
     .await;
-    store.close().await;
+    r.store.close().await;
     let issued = match issued {
         Ok(issued) => issued,
         Err(e @ custodian_app::AppError::Conflict(_)) => return Err(Refused(e.to_string()).into()),
