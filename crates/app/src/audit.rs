@@ -117,6 +117,49 @@ const PERSONAL: &[(&str, &[&str])] = &[
     ("user.profile_updated", &["email", "name"]),
 ];
 
+/// The fields of an event type's `data` that the log keeps in the clear but that are a person's:
+/// shown, like the sealed ones, only to a caller who may read that user, and never once the user is
+/// erased.
+const CLEAR_PERSONAL: &[(&str, &[&str])] = &[
+    ("user.invited", &["email_index"]),
+    ("user.created", &["email_index"]),
+    ("user.profile_updated", &["email_index"]),
+    ("user.logged_in", &["ip"]),
+    ("user.login_failed", &["ip"]),
+    ("user.disabled", &["reason"]),
+    ("session.started", &["ip", "user_agent"]),
+    ("decision.recorded", &["ip"]),
+];
+
+/// The user whose personal data `r` holds, with its sealed and clear personal fields.
+fn personal_fields(
+    r: &EventRecord,
+) -> Option<(String, &'static [&'static str], &'static [&'static str])> {
+    let t = r.event_type.as_str();
+    let user = match t {
+        // Only a user has personal data (a decision's principal may be an API key).
+        "session.started" | "decision.recorded" => {
+            let field = if t == "session.started" {
+                "user_id"
+            } else {
+                "principal"
+            };
+            let user = r.data.get(field)?.as_str()?;
+            user.starts_with("user_").then(|| user.to_owned())?
+        }
+        _ if r.stream.aggregate() == "user" => r.stream.id().to_owned(),
+        _ => return None,
+    };
+    let sealed = if r.stream.aggregate() == "user" {
+        fields(PERSONAL, t)
+    } else {
+        &[]
+    };
+    let clear = fields(CLEAR_PERSONAL, t);
+    let present = |f: &&str| r.data.get(*f).is_some_and(|v| !v.is_null());
+    (sealed.iter().any(present) || clear.iter().any(present)).then_some((user, sealed, clear))
+}
+
 /// The fields of an event type's `data` that hold a sealed credential, never shown.
 const CREDENTIALS: &[(&str, &[&str])] = &[
     ("user.password_set", &["credential"]),
@@ -270,13 +313,12 @@ async fn entries(
     tenant: &str,
     records: Vec<EventRecord>,
 ) -> Result<Vec<AuditEntry>, AppError> {
-    let subjects: Vec<String> = records
+    let mut subjects: Vec<String> = records
         .iter()
-        .filter(|r| {
-            r.stream.aggregate() == "user" && !fields(PERSONAL, r.event_type.as_str()).is_empty()
-        })
-        .map(|r| r.stream.id().to_owned())
+        .filter_map(|r| personal_fields(r).map(|(user, _, _)| user))
         .collect();
+    subjects.sort();
+    subjects.dedup();
     let keys = if subjects.is_empty() {
         HashMap::new()
     } else {
@@ -290,6 +332,7 @@ async fn entries(
     let mut may_see: HashMap<String, bool> = HashMap::new();
     let mut items = Vec::with_capacity(records.len());
     for r in records {
+        let personal = personal_fields(&r);
         let mut data = r.data;
         let mut erased = false;
         let mut withheld = false;
@@ -298,13 +341,8 @@ async fn entries(
                 *v = Value::Null;
             }
         }
-        let personal = if r.stream.aggregate() == "user" {
-            fields(PERSONAL, r.event_type.as_str())
-        } else {
-            &[]
-        };
-        if personal.iter().any(|f| data.get(*f).is_some()) {
-            let user_id = r.stream.id();
+        if let Some((user_id, sealed, clear)) = personal {
+            let user_id = user_id.as_str();
             let visible = match may_see.get(user_id) {
                 Some(v) => *v,
                 None => {
@@ -326,7 +364,7 @@ async fn entries(
             let key = keys.get(user_id);
             erased = key.is_none();
             withheld = !erased && !visible;
-            for field in personal {
+            for field in sealed {
                 let Some(v) = data.get_mut(*field) else {
                     continue;
                 };
@@ -338,6 +376,13 @@ async fn entries(
                     )?),
                     _ => Value::Null,
                 };
+            }
+            if erased || withheld {
+                for field in clear {
+                    if let Some(v) = data.get_mut(*field) {
+                        *v = Value::Null;
+                    }
+                }
             }
         }
         items.push(AuditEntry {

@@ -243,6 +243,7 @@ async fn personal_data_is_shown_to_who_may_read_the_user_and_erased_for_everyone
     assert_eq!(shown.len(), 1);
     assert_eq!(shown[0].data["email"], "ada@acme.test");
     assert_eq!(shown[0].data["name"], "Ada Lovelace");
+    assert!(shown[0].data["email_index"].is_string(), "{:?}", shown[0]);
     assert!(!shown[0].erased && !shown[0].withheld);
 
     // An auditor without user:read sees that there is personal data, not what it is.
@@ -255,6 +256,8 @@ async fn personal_data_is_shown_to_who_may_read_the_user_and_erased_for_everyone
     assert_eq!(withheld.len(), 1);
     assert!(withheld[0].data["email"].is_null());
     assert!(withheld[0].data["name"].is_null());
+    // Nor the blind index that would tell the same address apart across accounts.
+    assert!(withheld[0].data["email_index"].is_null());
     assert!(withheld[0].withheld && !withheld[0].erased);
     // The hash is still the log's: the entry can be checked against any copy of it.
     assert_eq!(withheld[0].hash, shown[0].hash);
@@ -269,6 +272,7 @@ async fn personal_data_is_shown_to_who_may_read_the_user_and_erased_for_everyone
         assert!(erased[0].erased && !erased[0].withheld);
         assert!(erased[0].data["email"].is_null());
         assert!(erased[0].data["name"].is_null());
+        assert!(erased[0].data["email_index"].is_null());
         assert_eq!(erased[0].hash, shown[0].hash);
     }
     let after = all(
