@@ -11,6 +11,7 @@ mod follow;
 pub mod postgres;
 mod row;
 pub mod sqlite;
+mod sqlite_read;
 mod writer;
 
 use std::sync::Arc;

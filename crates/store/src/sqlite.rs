@@ -14,7 +14,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::batch::{self, Pending, VersionCache};
-use crate::row::{COLUMNS, StoredRow, existing_from_row, head_from_row, to_i64};
+use crate::row::{COLUMNS, existing_from_row, head_from_row, to_i64};
+use crate::sqlite_read::SqliteReader;
 use crate::writer::{Committer, Decided, Writer};
 use crate::{AppendOutcome, EventStore, ExpectedVersion, Head, StoreError, StoreOptions};
 
@@ -27,6 +28,7 @@ const OTHER_WRITERS_POLL: Duration = Duration::from_millis(100);
 /// The log in one SQLite file.
 pub struct SqliteStore {
     read: SqlitePool,
+    reads: SqliteReader,
     writer: Option<Writer>,
     head: Arc<watch::Sender<u64>>,
     watcher: Option<JoinHandle<()>>,
@@ -58,6 +60,7 @@ impl SqliteStore {
             .await?;
         let mut store = Self {
             read,
+            reads: SqliteReader::new(path),
             writer: None,
             head: Arc::new(watch::channel(0).0),
             watcher: None,
@@ -164,16 +167,7 @@ impl EventStore for SqliteStore {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?"
-        );
-        let rows: Vec<StoredRow> = sqlx::query_as(&sql)
-            .bind(stream.as_str())
-            .bind(to_i64(from_version))
-            .bind(to_i64(limit as u64))
-            .fetch_all(&self.read)
-            .await?;
-        rows.into_iter().map(StoredRow::into_record).collect()
+        self.reads.read_stream(stream, from_version, limit).await
     }
 
     async fn read_all(
@@ -181,14 +175,7 @@ impl EventStore for SqliteStore {
         from_position: u64,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let sql =
-            format!("SELECT {COLUMNS} FROM events WHERE position >= ? ORDER BY position LIMIT ?");
-        let rows: Vec<StoredRow> = sqlx::query_as(&sql)
-            .bind(to_i64(from_position))
-            .bind(to_i64(limit as u64))
-            .fetch_all(&self.read)
-            .await?;
-        rows.into_iter().map(StoredRow::into_record).collect()
+        self.reads.read_all(from_position, limit).await
     }
 
     async fn head(&self) -> Result<Head, StoreError> {

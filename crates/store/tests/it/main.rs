@@ -1,5 +1,6 @@
 //! Integration tests of the event store: one conformance suite, run against every backend.
 
 mod conformance;
+mod corrupt;
 mod ledger;
 mod support;
