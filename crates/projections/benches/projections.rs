@@ -20,16 +20,22 @@
 //!   neither; a line under the table splits its time into reading, applying and committing;
 //! - **plain fold, pipelined**: the same, with the next page read by another task while the current
 //!   one is applied, to show what overlapping reads and writes would give;
+//! - **batch fold**: the plain fold with each page applied by the view's `apply_batch` (the page
+//!   folded in memory, then multi-row statements) instead of event by event;
+//! - **runtime rebuild, per event**: the runtime building a copy of the view that has no batch apply
+//!   of its own, so it applies each page event by event, as before batch apply existed;
 //! - **runtime, no-op fold**: the runtime building a projection whose `apply` does nothing, i.e.
 //!   reads, transactions and checkpoints only;
-//! - **runtime rebuild**: `Projections::start` with `TenantsView` and `RuntimeOptions::default()`,
+//! - **runtime rebuild**: `Projections::start` with `TenantsView` (which applies each batch with its
+//!   `apply_batch`) and `RuntimeOptions::default()`,
 //!   timed from the call until `wait_for(head)` returns, i.e. until its first generation has been
 //!   built from position 0 and swapped in;
 //! - **runtime rebuild, batch `BENCH_BATCH`** (default 2,000; `0` skips it): the same with a larger
 //!   batch size (as a copy of the view under another name, so it builds from 0 as well).
 //!
 //! "ratio to baseline" is events/s over the events/s of both plain-fold passes together (their
-//! events over their time) on the same backend. Every measurement runs in a spawned task, on a
+//! events over their time) on the same backend; "ratio to read ceiling" is events/s over the read
+//! only row's. Every measurement runs in a spawned task, on a
 //! worker thread like the runtime's own tasks.
 //!
 //! Finally, with the `tenants` view running and caught up, one ticker paces appends at
@@ -50,7 +56,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use custodian_domain::EventRecord;
 use custodian_projections::tenants::TenantsView;
-use custodian_projections::{ApplyError, Projection, Projections, RuntimeOptions, Tables, ViewDb};
+use custodian_projections::{
+    ApplyError, BatchApplyError, Projection, Projections, RuntimeOptions, Tables, ViewDb,
+};
 use custodian_store::{EventStore, ExpectedVersion, StoreOptions};
 use custodian_testkit::fill::{EVENTS_PER_TENANT, TenantLife, fill, settle};
 use custodian_testkit::table::{Table, percentile_ms, thousands};
@@ -199,6 +207,46 @@ impl Projection for TenantsCopy {
     ) -> std::result::Result<(), ApplyError> {
         TenantsView.apply(conn, tables, event).await
     }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        tables: &Tables,
+        events: &[EventRecord],
+    ) -> std::result::Result<(), BatchApplyError> {
+        TenantsView.apply_batch(conn, tables, events).await
+    }
+}
+
+/// The `tenants` view under another name, applied one event at a time (the default batch).
+struct TenantsPerEvent;
+
+#[async_trait]
+impl Projection for TenantsPerEvent {
+    fn name(&self) -> &'static str {
+        "bench_tenants_per_event"
+    }
+
+    fn version(&self) -> u32 {
+        TenantsView.version()
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        TenantsView.tables()
+    }
+
+    fn create(&self, tables: &Tables) -> Vec<String> {
+        TenantsView.create(tables)
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        tables: &Tables,
+        event: &EventRecord,
+    ) -> std::result::Result<(), ApplyError> {
+        TenantsView.apply(conn, tables, event).await
+    }
 }
 
 /// Reads the whole log page by page and applies nothing.
@@ -264,6 +312,36 @@ async fn plain_fold(
         events: head,
         elapsed,
         baseline: true,
+    })
+}
+
+/// The plain fold with each page applied by the view's `apply_batch` (multi-row statements)
+/// instead of event by event.
+async fn batch_fold(
+    store: &Arc<dyn EventStore>,
+    views: &ViewDb,
+    tables: &Tables,
+    head: u64,
+) -> Result<Rebuild> {
+    let start = Instant::now();
+    let mut position = 0;
+    loop {
+        let page = store.read_all(position + 1, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        position = last.position;
+        let mut tx = views.pool().begin().await?;
+        TenantsView.apply_batch(&mut tx, tables, &page).await?;
+        tx.commit().await?;
+    }
+    let elapsed = start.elapsed();
+    check_reached(position, head, "batch fold")?;
+    Ok(Rebuild {
+        label: format!(
+            "batch fold: pages of {PAGE} by `apply_batch`, one transaction each, no checkpoint"
+        ),
+        events: head,
+        elapsed,
+        baseline: false,
     })
 }
 
@@ -581,6 +659,36 @@ async fn run_backend(backend: Backend, location: &str, config: &Config) -> Resul
     let pipelined_index = rebuilds.len();
     rebuilds.push(pipelined);
 
+    let tables4 = empty_tables(location, &store, "bench_noop_4").await?;
+    let batched = batch_fold(&store, &views, &tables4, head).await?;
+    check_rows(count_rows(&views, &tables4).await?, tenants, "batch fold")?;
+    report(name, &batched);
+    rebuilds.push(batched);
+
+    let (projections, run) = runtime_rebuild(
+        location,
+        &store,
+        Arc::new(TenantsPerEvent),
+        RuntimeOptions::default(),
+        head,
+        format!(
+            "runtime rebuild, `TenantsView` copy applied per event, batch_size {}",
+            RuntimeOptions::default().batch_size
+        ),
+    )
+    .await?;
+    let copy = projections
+        .active_tables("bench_tenants_per_event")
+        .ok_or("the per-event copy has no serving generation")?;
+    check_rows(
+        count_rows(&views, &copy).await?,
+        tenants,
+        "per-event rebuild",
+    )?;
+    projections.stop().await;
+    report(name, &run);
+    rebuilds.push(run);
+
     let (projections, run) = runtime_rebuild(
         location,
         &store,
@@ -588,7 +696,7 @@ async fn run_backend(backend: Backend, location: &str, config: &Config) -> Resul
         RuntimeOptions::default(),
         head,
         format!(
-            "runtime rebuild, `TenantsView`, batch_size {} (default)",
+            "runtime rebuild, `TenantsView` (batch apply), batch_size {} (default)",
             RuntimeOptions::default().batch_size
         ),
     )
@@ -617,7 +725,7 @@ async fn run_backend(backend: Backend, location: &str, config: &Config) -> Resul
             options,
             head,
             format!(
-                "runtime rebuild, `TenantsView` copy, batch_size {}",
+                "runtime rebuild, `TenantsView` copy (batch apply), batch_size {}",
                 config.extra_batch
             ),
         )
@@ -770,6 +878,10 @@ fn print_tables(run: &BackendRun) {
             (e + r.events as f64, s + r.elapsed.as_secs_f64())
         });
     let baseline = events / seconds;
+    let ceiling = run
+        .rebuilds
+        .first()
+        .map_or(f64::NAN, Rebuild::events_per_second);
     println!();
     println!(
         "### {} (log filled at {} events/s)",
@@ -783,6 +895,7 @@ fn print_tables(run: &BackendRun) {
         "seconds",
         "events/s",
         "ratio to baseline",
+        "ratio to read ceiling",
     ]);
     for r in &run.rebuilds {
         rebuilds.row([
@@ -791,6 +904,7 @@ fn print_tables(run: &BackendRun) {
             format!("{:.1}", r.elapsed.as_secs_f64()),
             thousands(r.events_per_second().round() as u64),
             format!("{:.2}", r.events_per_second() / baseline),
+            format!("{:.2}", r.events_per_second() / ceiling),
         ]);
     }
     print!("{rebuilds}");

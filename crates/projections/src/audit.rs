@@ -14,8 +14,9 @@ use custodian_domain::touches::touches;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
+use crate::bulk::{self, Value};
 use crate::page::Page;
-use crate::runtime::{ApplyError, Projection, Tables};
+use crate::runtime::{ApplyError, BatchApplyError, Projection, Tables};
 
 /// Folds every event into `events` and `touches`.
 #[derive(Debug, Default)]
@@ -142,17 +143,7 @@ impl Projection for AuditView {
         .execute(&mut *conn)
         .await?;
 
-        // One row per (kind, value): a subject row wins over the same value as actor.
-        let mut rows: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        if let Some(actor) = &touched.actor {
-            rows.insert((PRINCIPAL, actor), 0);
-        }
-        for p in &touched.principals {
-            rows.insert((PRINCIPAL, p), 1);
-        }
-        for r in &touched.resources {
-            rows.insert((RESOURCE, r), 1);
-        }
+        let rows = touch_rows_of(&touched);
         if !rows.is_empty() {
             let values = (0..rows.len())
                 .map(|i| {
@@ -176,21 +167,110 @@ impl Projection for AuditView {
             query.execute(&mut *conn).await?;
         }
         if let Some(object) = &touched.continues {
-            sqlx::query(&format!(
-                "INSERT INTO {table} (tenant, kind, value, position, subject) \
-                 SELECT DISTINCT t.tenant, t.kind, t.value, CAST($1 AS BIGINT), 1 \
-                 FROM {table} t JOIN {events} e ON e.position = t.position \
-                 WHERE e.tenant = $2 AND e.opens = $3 AND t.tenant = $2 AND t.subject = 1 \
-                 ON CONFLICT (tenant, kind, value, position) DO UPDATE SET subject = 1"
-            ))
-            .bind(position)
-            .bind(tenant)
-            .bind(object.as_str())
-            .execute(&mut *conn)
-            .await?;
+            continue_object(conn, t, tenant, position, object).await?;
         }
         Ok(())
     }
+
+    /// Inserts the page's `events` rows and its direct `touches` rows with one multi-row
+    /// statement each, then copies the subjects of each continued object in position order, as
+    /// [`AuditView::apply`] does event by event.
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        t: &Tables,
+        events: &[EventRecord],
+    ) -> Result<(), BatchApplyError> {
+        let mut event_rows = Vec::with_capacity(events.len());
+        let mut touch_rows = Vec::new();
+        let mut continued = Vec::new();
+        for event in events {
+            let tenant = event.tenant.as_str();
+            let position = signed(event.position);
+            let touched = touches(event);
+            for ((kind, value), subject) in touch_rows_of(&touched) {
+                touch_rows.push(vec![
+                    Value::from(tenant),
+                    Value::from(kind),
+                    Value::from(value),
+                    Value::Int(position),
+                    Value::Int(subject),
+                ]);
+            }
+            if let Some(object) = touched.continues {
+                continued.push((tenant, position, object));
+            }
+            event_rows.push(vec![
+                Value::Int(position),
+                Value::from(tenant),
+                Value::from(event.event_type.as_str()),
+                Value::Text(event.occurred_at.to_string()),
+                Value::OptText(touched.opens),
+            ]);
+        }
+        bulk::insert(
+            conn,
+            &t.name("events"),
+            &["position", "tenant", "event_type", "occurred_at", "opens"],
+            &event_rows,
+            "ON CONFLICT (position) DO NOTHING",
+        )
+        .await?;
+        bulk::insert(
+            conn,
+            &t.name("touches"),
+            &["tenant", "kind", "value", "position", "subject"],
+            &touch_rows,
+            "ON CONFLICT (tenant, kind, value, position) DO NOTHING",
+        )
+        .await?;
+        for (tenant, position, object) in continued {
+            continue_object(conn, t, tenant, position, &object).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One row per (kind, value) an event touches: a subject row wins over the same value as actor.
+fn touch_rows_of(touched: &custodian_domain::touches::Touches) -> BTreeMap<(&str, &str), i64> {
+    let mut rows: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    if let Some(actor) = &touched.actor {
+        rows.insert((PRINCIPAL, actor), 0);
+    }
+    for p in &touched.principals {
+        rows.insert((PRINCIPAL, p), 1);
+    }
+    for r in &touched.resources {
+        rows.insert((RESOURCE, r), 1);
+    }
+    rows
+}
+
+/// The event at `position` continues `object`: it also touches, as a subject, what the events
+/// up to it that opened the object touched as a subject.
+async fn continue_object(
+    conn: &mut AnyConnection,
+    t: &Tables,
+    tenant: &str,
+    position: i64,
+    object: &str,
+) -> Result<(), sqlx::Error> {
+    let events = t.name("events");
+    let table = t.name("touches");
+    sqlx::query(&format!(
+        "INSERT INTO {table} (tenant, kind, value, position, subject) \
+         SELECT DISTINCT t.tenant, t.kind, t.value, CAST($1 AS BIGINT), 1 \
+         FROM {table} t JOIN {events} e ON e.position = t.position \
+         WHERE e.tenant = $2 AND e.opens = $3 AND t.tenant = $2 AND t.subject = 1 \
+         AND e.position <= CAST($1 AS BIGINT) \
+         ON CONFLICT (tenant, kind, value, position) DO UPDATE SET subject = 1"
+    ))
+    .bind(position)
+    .bind(tenant)
+    .bind(object)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Up to `limit` events of `tenant` that pass `filter`, oldest first, after the position `after`.

@@ -11,6 +11,7 @@
 
 pub mod audit;
 mod build;
+mod bulk;
 mod db;
 pub mod keys;
 mod page;
@@ -24,8 +25,9 @@ pub mod users;
 pub use build::{BuildError, BuiltView, ViewBuild};
 pub use db::{ViewDb, ViewDbError};
 pub use runtime::{
-    ApplyError, FailedEvent, GenerationState, LagReport, Projection, ProjectionLag,
-    ProjectionStatus, Projections, RuntimeOptions, Tables, WaitError, request_rebuild, statuses,
+    ApplyError, BatchApplyError, FailedEvent, GenerationState, LagReport, Projection,
+    ProjectionLag, ProjectionStatus, Projections, RuntimeOptions, Tables, WaitError,
+    request_rebuild, statuses,
 };
 
 /// Every projection the service runs.

@@ -44,6 +44,29 @@ impl From<sqlx::Error> for ApplyError {
     }
 }
 
+/// A projection failed to apply a page of events; the batch is rolled back and retried.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchApplyError {
+    /// The event at `position` cannot be applied.
+    #[error("position {position}: {error}")]
+    Event {
+        /// The event's position.
+        position: u64,
+        /// Why.
+        error: ApplyError,
+    },
+    /// A statement that writes the rows of several events failed. The runtime then applies the
+    /// page again one event at a time, to name the event that fails.
+    #[error("{0}")]
+    Statement(ApplyError),
+}
+
+impl From<sqlx::Error> for BatchApplyError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Statement(e.into())
+    }
+}
+
 /// A named, versioned fold of the log into SQL tables.
 #[async_trait]
 pub trait Projection: Send + Sync + 'static {
@@ -66,6 +89,27 @@ pub trait Projection: Send + Sync + 'static {
         tables: &Tables,
         event: &EventRecord,
     ) -> Result<(), ApplyError>;
+
+    /// Folds a page of events, in position order, into the tables, inside the batch's
+    /// transaction. It must leave exactly the rows that [`Projection::apply`] on each event in
+    /// turn leaves. The default does that; a view that receives many events overrides it to fold
+    /// the page in memory and write each table with a few multi-row statements.
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        tables: &Tables,
+        events: &[EventRecord],
+    ) -> Result<(), BatchApplyError> {
+        for event in events {
+            self.apply(conn, tables, event)
+                .await
+                .map_err(|error| BatchApplyError::Event {
+                    position: event.position,
+                    error,
+                })?;
+        }
+        Ok(())
+    }
 }
 
 /// Where a generation is in its life.
@@ -763,11 +807,21 @@ pub(crate) async fn apply_batch(
     let first = batch.first().map_or(from + 1, |e| e.position);
     let fail_at = |p: u64| move |e: sqlx::Error| (p, e.to_string());
     let mut tx = db.pool().begin().await.map_err(fail_at(first))?;
-    for event in batch {
-        projection
-            .apply(&mut tx, tables, event)
-            .await
-            .map_err(|e| (event.position, e.0))?;
+    match projection.apply_batch(&mut tx, tables, batch).await {
+        Ok(()) => {}
+        Err(BatchApplyError::Event { position, error }) => return Err((position, error.0)),
+        Err(BatchApplyError::Statement(error)) => {
+            // Apply the page again one event at a time, so that a failure names its event.
+            drop(tx);
+            tracing::debug!(projection = projection.name(), %error, "a batch statement failed; applying the page event by event");
+            tx = db.pool().begin().await.map_err(fail_at(first))?;
+            for event in batch {
+                projection
+                    .apply(&mut tx, tables, event)
+                    .await
+                    .map_err(|e| (event.position, e.0))?;
+            }
+        }
     }
     let last = batch.last().map_or(from, |e| e.position);
     // Conditional on the old checkpoint, so two processes can never both apply the batch.

@@ -1,6 +1,8 @@
 //! The `sessions` view: one row per session, as its events have made it. Refresh tokens are never
 //! stored here, not even hashed: only the generation they have reached.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use custodian_domain::session::{RevokeReason, SessionEvent};
 use custodian_domain::user::LoginMethod;
@@ -8,8 +10,9 @@ use custodian_domain::{DomainEvent, EventRecord};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
+use crate::bulk::{self, Value};
 use crate::page::Page;
-use crate::runtime::{ApplyError, Projection, Tables};
+use crate::runtime::{ApplyError, BatchApplyError, Projection, Tables};
 
 /// Folds `session.*` events of `{tenant}/session/{id}` streams into `sessions`.
 #[derive(Debug, Default)]
@@ -89,6 +92,63 @@ fn session_row(r: &AnyRow) -> Result<SessionRow, sqlx::Error> {
     })
 }
 
+/// A `session.*` event of a `session` stream, decoded; `None` for every other event.
+fn session_event(event: &EventRecord) -> Result<Option<SessionEvent>, ApplyError> {
+    if event.stream.aggregate() != "session" || !event.event_type.as_str().starts_with("session.") {
+        return Ok(None);
+    }
+    SessionEvent::decode(event.event_type.as_str(), event.schema, &event.data)
+        .map(Some)
+        .map_err(|e| ApplyError(e.to_string()))
+}
+
+/// What [`SessionsView::apply`] does to a session's row, in memory; true when it changed it.
+fn fold(row: &mut Option<SessionRow>, event: &EventRecord, decoded: SessionEvent) -> bool {
+    let at = event.occurred_at.to_string();
+    match (row, decoded) {
+        (
+            row @ None,
+            SessionEvent::Started {
+                user_id,
+                method,
+                expires_at,
+                ip,
+                user_agent,
+                ..
+            },
+        ) => {
+            *row = Some(SessionRow {
+                tenant: event.stream.tenant().to_owned(),
+                session_id: event.stream.id().to_owned(),
+                user_id,
+                status: "active".to_owned(),
+                method: method_name(method).to_owned(),
+                generation: 0,
+                revoke_reason: None,
+                ip,
+                user_agent,
+                started_at: at,
+                last_refreshed_at: None,
+                expires_at: expires_at.to_string(),
+                revoked_at: None,
+            });
+            true
+        }
+        (Some(r), SessionEvent::Refreshed { generation, .. }) => {
+            r.generation = generation;
+            r.last_refreshed_at = Some(at);
+            true
+        }
+        (Some(r), SessionEvent::Revoked { reason }) if r.status == "active" => {
+            r.status = "revoked".to_owned();
+            r.revoke_reason = Some(revoke_reason_name(reason).to_owned());
+            r.revoked_at = Some(at);
+            true
+        }
+        _ => false,
+    }
+}
+
 #[async_trait]
 impl Projection for SessionsView {
     fn name(&self) -> &'static str {
@@ -136,13 +196,9 @@ impl Projection for SessionsView {
         t: &Tables,
         event: &EventRecord,
     ) -> Result<(), ApplyError> {
-        if event.stream.aggregate() != "session"
-            || !event.event_type.as_str().starts_with("session.")
-        {
+        let Some(decoded) = session_event(event)? else {
             return Ok(());
-        }
-        let decoded = SessionEvent::decode(event.event_type.as_str(), event.schema, &event.data)
-            .map_err(|e| ApplyError(e.to_string()))?;
+        };
         let table = t.name("sessions");
         let tenant = event.stream.tenant();
         let id = event.stream.id();
@@ -200,6 +256,107 @@ impl Projection for SessionsView {
                 .await?;
             }
         }
+        Ok(())
+    }
+
+    /// Folds the page's events per session in memory, starting from the rows stored for the
+    /// sessions it touches, and writes each changed session's final row with one multi-row
+    /// upsert.
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        t: &Tables,
+        events: &[EventRecord],
+    ) -> Result<(), BatchApplyError> {
+        let mut decoded = Vec::new();
+        for event in events {
+            match session_event(event) {
+                Ok(Some(d)) => decoded.push((event, d)),
+                Ok(None) => {}
+                Err(error) => {
+                    return Err(BatchApplyError::Event {
+                        position: event.position,
+                        error,
+                    });
+                }
+            }
+        }
+        if decoded.is_empty() {
+            return Ok(());
+        }
+        let table = t.name("sessions");
+        let mut by_tenant: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (event, _) in &decoded {
+            by_tenant
+                .entry(event.stream.tenant())
+                .or_default()
+                .push(event.stream.id());
+        }
+        // (tenant, session id) → (row, changed)
+        let mut folded: BTreeMap<(String, String), (Option<SessionRow>, bool)> = BTreeMap::new();
+        for (tenant, mut ids) in by_tenant {
+            ids.sort_unstable();
+            ids.dedup();
+            for r in bulk::select_in(
+                conn,
+                &format!("SELECT {COLUMNS} FROM {table} WHERE tenant = $1 AND"),
+                &[tenant],
+                "session_id",
+                &ids,
+            )
+            .await?
+            {
+                let row = session_row(&r)?;
+                folded.insert(
+                    (row.tenant.clone(), row.session_id.clone()),
+                    (Some(row), false),
+                );
+            }
+        }
+        for (event, d) in decoded {
+            let key = (
+                event.stream.tenant().to_owned(),
+                event.stream.id().to_owned(),
+            );
+            let (row, changed) = folded.entry(key).or_insert((None, false));
+            *changed |= fold(row, event, d);
+        }
+        let rows: Vec<Vec<Value>> = folded
+            .into_values()
+            .filter(|(_, changed)| *changed)
+            .filter_map(|(row, _)| row)
+            .map(|r| {
+                vec![
+                    Value::Text(r.tenant),
+                    Value::Text(r.session_id),
+                    Value::Text(r.user_id),
+                    Value::Text(r.status),
+                    Value::Text(r.method),
+                    Value::Int(i64::try_from(r.generation).unwrap_or(i64::MAX)),
+                    Value::OptText(r.revoke_reason),
+                    Value::OptText(r.ip),
+                    Value::OptText(r.user_agent),
+                    Value::Text(r.started_at),
+                    Value::OptText(r.last_refreshed_at),
+                    Value::Text(r.expires_at),
+                    Value::OptText(r.revoked_at),
+                ]
+            })
+            .collect();
+        let columns: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
+        let updates = columns[2..]
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        bulk::insert(
+            conn,
+            &table,
+            &columns,
+            &rows,
+            &format!("ON CONFLICT (tenant, session_id) DO UPDATE SET {updates}"),
+        )
+        .await?;
         Ok(())
     }
 }

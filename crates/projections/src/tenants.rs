@@ -1,13 +1,16 @@
 //! The `tenants` view: one row per tenant, as its events have made it, and the queries that read
 //! it ([`find_tenant`], [`list_tenants`]).
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use custodian_domain::tenant::{Plan, TenantEvent, TenantStatus};
 use custodian_domain::{DomainEvent, EventRecord};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use crate::runtime::{ApplyError, Projection, Tables};
+use crate::bulk::{self, Value};
+use crate::runtime::{ApplyError, BatchApplyError, Projection, Tables};
 
 /// Folds `tenant.*` events of `_system/tenant/{id}` streams into `tenants`.
 #[derive(Debug, Default)]
@@ -124,6 +127,56 @@ pub async fn list_tenants(
         .collect()
 }
 
+/// A `tenant.*` event of a `tenant` stream, decoded; `None` for every other event.
+fn tenant_event(event: &EventRecord) -> Result<Option<TenantEvent>, ApplyError> {
+    if event.stream.aggregate() != "tenant" || !event.event_type.as_str().starts_with("tenant.") {
+        return Ok(None);
+    }
+    TenantEvent::decode(event.event_type.as_str(), event.schema, &event.data)
+        .map(Some)
+        .map_err(|e| ApplyError(e.to_string()))
+}
+
+/// The `tenants` row of one tenant as a page of events leaves it, and whether the page changed it.
+struct Folded {
+    row: Option<TenantRow>,
+    changed: bool,
+}
+
+impl Folded {
+    /// What [`TenantsView::apply`] does to the row, in memory.
+    fn apply(&mut self, event: &EventRecord, decoded: TenantEvent) {
+        let at = event.occurred_at.to_string();
+        if let TenantEvent::Created { name, slug, plan } = decoded {
+            if self.row.is_none() {
+                self.row = Some(TenantRow {
+                    tenant_id: event.stream.id().to_owned(),
+                    slug,
+                    name,
+                    plan,
+                    status: TenantStatus::Active,
+                    version: event.version,
+                    created_at: at.clone(),
+                    updated_at: at,
+                });
+                self.changed = true;
+            }
+            return;
+        }
+        let Some(row) = &mut self.row else { return };
+        match decoded {
+            TenantEvent::Created { .. } => return,
+            TenantEvent::Renamed { name } => row.name = name,
+            TenantEvent::PlanChanged { plan } => row.plan = plan,
+            TenantEvent::Suspended { .. } => row.status = TenantStatus::Suspended,
+            TenantEvent::Reactivated => row.status = TenantStatus::Active,
+        }
+        row.version = event.version;
+        row.updated_at = at;
+        self.changed = true;
+    }
+}
+
 #[async_trait]
 impl Projection for TenantsView {
     fn name(&self) -> &'static str {
@@ -160,12 +213,9 @@ impl Projection for TenantsView {
         t: &Tables,
         event: &EventRecord,
     ) -> Result<(), ApplyError> {
-        if event.stream.aggregate() != "tenant" || !event.event_type.as_str().starts_with("tenant.")
-        {
+        let Some(decoded) = tenant_event(event)? else {
             return Ok(());
-        }
-        let decoded = TenantEvent::decode(event.event_type.as_str(), event.schema, &event.data)
-            .map_err(|e| ApplyError(e.to_string()))?;
+        };
         let table = t.name("tenants");
         let id = event.stream.id();
         let at = event.occurred_at.to_string();
@@ -202,6 +252,101 @@ impl Projection for TenantsView {
         .bind(at)
         .bind(id)
         .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Folds the page's events per tenant in memory, starting from the rows stored for the
+    /// tenants it touches, and writes each changed tenant's final row with one multi-row upsert.
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        t: &Tables,
+        events: &[EventRecord],
+    ) -> Result<(), BatchApplyError> {
+        let mut decoded = Vec::new();
+        for event in events {
+            match tenant_event(event) {
+                Ok(Some(d)) => decoded.push((event, d)),
+                Ok(None) => {}
+                Err(error) => {
+                    return Err(BatchApplyError::Event {
+                        position: event.position,
+                        error,
+                    });
+                }
+            }
+        }
+        if decoded.is_empty() {
+            return Ok(());
+        }
+        let table = t.name("tenants");
+        let mut ids: Vec<&str> = decoded.iter().map(|(e, _)| e.stream.id()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut folded: BTreeMap<String, Folded> = BTreeMap::new();
+        for r in bulk::select_in(
+            conn,
+            &format!("SELECT {COLUMNS} FROM {table} WHERE"),
+            &[],
+            "tenant_id",
+            &ids,
+        )
+        .await?
+        {
+            let row = tenant_row(&r)?;
+            folded.insert(
+                row.tenant_id.clone(),
+                Folded {
+                    row: Some(row),
+                    changed: false,
+                },
+            );
+        }
+        for (event, d) in decoded {
+            folded
+                .entry(event.stream.id().to_owned())
+                .or_insert(Folded {
+                    row: None,
+                    changed: false,
+                })
+                .apply(event, d);
+        }
+        let rows: Vec<Vec<Value>> = folded
+            .into_values()
+            .filter(|f| f.changed)
+            .filter_map(|f| f.row)
+            .map(|r| {
+                vec![
+                    Value::Text(r.tenant_id),
+                    Value::Text(r.name),
+                    Value::Text(r.slug),
+                    plan_name(r.plan).into(),
+                    status_name(r.status).into(),
+                    Value::Int(i64::try_from(r.version).unwrap_or(i64::MAX)),
+                    Value::Text(r.created_at),
+                    Value::Text(r.updated_at),
+                ]
+            })
+            .collect();
+        bulk::insert(
+            conn,
+            &table,
+            &[
+                "tenant_id",
+                "name",
+                "slug",
+                "plan",
+                "status",
+                "version",
+                "created_at",
+                "updated_at",
+            ],
+            &rows,
+            "ON CONFLICT (tenant_id) DO UPDATE SET name = excluded.name, slug = excluded.slug, \
+             plan = excluded.plan, status = excluded.status, version = excluded.version, \
+             created_at = excluded.created_at, updated_at = excluded.updated_at",
+        )
         .await?;
         Ok(())
     }

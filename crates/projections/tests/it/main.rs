@@ -1,6 +1,7 @@
 //! Integration tests of the projection runtime, on SQLite and PostgreSQL.
 
 mod audit;
+mod batch_equals_per_event;
 mod failures;
 mod identity;
 mod keys;
