@@ -1,14 +1,17 @@
 //! The `keys` view: one row per API key, as its events have made it, with its recorded use (last
 //! used time, uses). Never a secret: the view keeps the preview, not even the keyed hash.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use custodian_domain::key::KeyEvent;
 use custodian_domain::{DomainEvent, EventRecord};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
+use crate::bulk::{self, Value};
 use crate::page::Page;
-use crate::runtime::{ApplyError, Projection, Tables};
+use crate::runtime::{ApplyError, BatchApplyError, Projection, Tables};
 
 /// Folds `key.*` events of `{tenant}/key/{id}` streams into `keys`.
 #[derive(Debug, Default)]
@@ -118,6 +121,115 @@ fn signed(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// A `key.*` event of a key stream, decoded; `None` for every other event.
+fn key_event(event: &EventRecord) -> Result<Option<KeyEvent>, ApplyError> {
+    if event.stream.aggregate() != custodian_domain::key::AGGREGATE
+        || !event.event_type.as_str().starts_with("key.")
+    {
+        return Ok(None);
+    }
+    KeyEvent::decode(event.event_type.as_str(), event.schema, &event.data)
+        .map(Some)
+        .map_err(|e| ApplyError(e.to_string()))
+}
+
+/// What [`KeysView::apply`] does to a key's row, in memory; true when it changed it.
+fn fold(
+    row: &mut Option<KeyRow>,
+    event: &EventRecord,
+    decoded: KeyEvent,
+) -> Result<bool, ApplyError> {
+    let at = event.occurred_at.to_string();
+    let Some(r) = row else {
+        let KeyEvent::Issued {
+            owner,
+            name,
+            scopes,
+            on,
+            expires_at,
+            ip_allowlist,
+            ratelimit,
+            usage_limit,
+            preview,
+            ..
+        } = decoded
+        else {
+            return Ok(false);
+        };
+        *row = Some(KeyRow {
+            tenant: event.stream.tenant().to_owned(),
+            key_id: event.stream.id().to_owned(),
+            owner,
+            name,
+            preview,
+            scopes: json(&scopes)?,
+            on_scope: on.as_ref().map(json).transpose()?,
+            status: "active".to_owned(),
+            expires_at: expires_at.map(|e| e.to_string()),
+            ip_allowlist: json(&ip_allowlist)?,
+            ratelimit: ratelimit.as_ref().map(json).transpose()?,
+            usage_limit: usage_limit.as_ref().map(json).transpose()?,
+            created_at: at,
+            created_position: event.position,
+            rotated_at: None,
+            previous_valid_until: None,
+            revoked_at: None,
+            last_used_at: None,
+            uses: 0,
+        });
+        return Ok(true);
+    };
+    match decoded {
+        KeyEvent::Issued { .. } => return Ok(false),
+        KeyEvent::Updated {
+            name,
+            ratelimit,
+            usage_limit,
+            ip_allowlist,
+        } => {
+            if let Some(name) = name {
+                r.name = name;
+            }
+            if let Some(l) = ratelimit {
+                r.ratelimit = l.as_ref().map(json).transpose()?;
+            }
+            if let Some(u) = usage_limit {
+                r.usage_limit = u.as_ref().map(json).transpose()?;
+            }
+            if let Some(ips) = ip_allowlist {
+                r.ip_allowlist = json(&ips)?;
+            }
+        }
+        KeyEvent::Rotated {
+            preview,
+            previous_valid_until,
+            ..
+        } => {
+            r.preview = preview;
+            r.rotated_at = Some(at);
+            r.previous_valid_until = Some(previous_valid_until.to_string());
+        }
+        KeyEvent::Revoked {} => {
+            if r.status != "active" {
+                return Ok(false);
+            }
+            r.status = "revoked".to_owned();
+            r.revoked_at = Some(at);
+        }
+        KeyEvent::Used {
+            uses, last_used_at, ..
+        } => {
+            // As the statement does: the sum in a signed column, and the latest use.
+            r.uses = u64::try_from(signed(r.uses).saturating_add(signed(uses))).unwrap_or(0);
+            let last = last_used_at.to_string();
+            if r.last_used_at.as_ref().is_none_or(|l| *l < last) {
+                r.last_used_at = Some(last);
+            }
+        }
+    }
+    Ok(true)
+}
+
 #[async_trait]
 impl Projection for KeysView {
     fn name(&self) -> &'static str {
@@ -169,13 +281,9 @@ impl Projection for KeysView {
         t: &Tables,
         event: &EventRecord,
     ) -> Result<(), ApplyError> {
-        if event.stream.aggregate() != custodian_domain::key::AGGREGATE
-            || !event.event_type.as_str().starts_with("key.")
-        {
+        let Some(decoded) = key_event(event)? else {
             return Ok(());
-        }
-        let decoded = KeyEvent::decode(event.event_type.as_str(), event.schema, &event.data)
-            .map_err(|e| ApplyError(e.to_string()))?;
+        };
         let table = t.name("keys");
         let tenant = event.stream.tenant();
         let id = event.stream.id();
@@ -310,6 +418,106 @@ impl Projection for KeysView {
                 .await?;
             }
         }
+        Ok(())
+    }
+
+    /// Folds the page's events per key in memory, starting from the rows stored for the keys it
+    /// touches, and writes each changed key's final row with one multi-row upsert.
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        t: &Tables,
+        events: &[EventRecord],
+    ) -> Result<(), BatchApplyError> {
+        let at = |event: &EventRecord| {
+            let position = event.position;
+            move |error| BatchApplyError::Event { position, error }
+        };
+        let mut decoded = Vec::new();
+        for event in events {
+            if let Some(d) = key_event(event).map_err(at(event))? {
+                decoded.push((event, d));
+            }
+        }
+        if decoded.is_empty() {
+            return Ok(());
+        }
+        let table = t.name("keys");
+        let mut by_tenant: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (event, _) in &decoded {
+            by_tenant
+                .entry(event.stream.tenant())
+                .or_default()
+                .push(event.stream.id());
+        }
+        // (tenant, key id) → (row, changed)
+        let mut folded: BTreeMap<(String, String), (Option<KeyRow>, bool)> = BTreeMap::new();
+        for (tenant, mut ids) in by_tenant {
+            ids.sort_unstable();
+            ids.dedup();
+            for r in bulk::select_in(
+                conn,
+                &format!("SELECT {COLUMNS} FROM {table} WHERE tenant = $1 AND"),
+                &[tenant],
+                "key_id",
+                &ids,
+            )
+            .await?
+            {
+                let row = key_row(&r)?;
+                folded.insert((row.tenant.clone(), row.key_id.clone()), (Some(row), false));
+            }
+        }
+        for (event, d) in decoded {
+            let key = (
+                event.stream.tenant().to_owned(),
+                event.stream.id().to_owned(),
+            );
+            let (row, changed) = folded.entry(key).or_insert((None, false));
+            *changed |= fold(row, event, d).map_err(at(event))?;
+        }
+        let rows: Vec<Vec<Value>> = folded
+            .into_values()
+            .filter(|(_, changed)| *changed)
+            .filter_map(|(row, _)| row)
+            .map(|r| {
+                vec![
+                    Value::Text(r.tenant),
+                    Value::Text(r.key_id),
+                    Value::Text(r.owner),
+                    Value::Text(r.name),
+                    Value::Text(r.preview),
+                    Value::Text(r.scopes),
+                    Value::OptText(r.on_scope),
+                    Value::Text(r.status),
+                    Value::OptText(r.expires_at),
+                    Value::Text(r.ip_allowlist),
+                    Value::OptText(r.ratelimit),
+                    Value::OptText(r.usage_limit),
+                    Value::Text(r.created_at),
+                    Value::Int(signed(r.created_position)),
+                    Value::OptText(r.rotated_at),
+                    Value::OptText(r.previous_valid_until),
+                    Value::OptText(r.revoked_at),
+                    Value::OptText(r.last_used_at),
+                    Value::Int(signed(r.uses)),
+                ]
+            })
+            .collect();
+        let columns: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
+        let updates = columns[2..]
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        bulk::insert(
+            conn,
+            &table,
+            &columns,
+            &rows,
+            &format!("ON CONFLICT (tenant, key_id) DO UPDATE SET {updates}"),
+        )
+        .await?;
         Ok(())
     }
 }

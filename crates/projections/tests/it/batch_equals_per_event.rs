@@ -5,11 +5,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use custodian_domain::key::{KeyEvent, RateLimit, UsageLimit};
+use custodian_domain::policy::{Permission, Scope};
 use custodian_domain::session::{self, RevokeReason, Session, SessionCommand};
 use custodian_domain::tenant::{self, Plan, Tenant, TenantCommand};
 use custodian_domain::user::LoginMethod;
 use custodian_domain::{DomainEvent, EventRecord, NewEvent, Timestamp, secret::TokenHash};
 use custodian_projections::audit::AuditView;
+use custodian_projections::keys::KeysView;
 use custodian_projections::sessions::SessionsView;
 use custodian_projections::tenants::TenantsView;
 use custodian_projections::{ApplyError, Projection, Tables, ViewBuild, ViewDb};
@@ -66,6 +69,8 @@ enum Step {
     Tenant(usize, TenantCommand),
     /// Start, refresh with the current token, refresh with a spent one, or revoke.
     Session(usize, u8),
+    /// Issue, update, rotate, revoke, or record a use in minute `.2`, appended as is.
+    Key(usize, u8, u8),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -84,7 +89,54 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         (0usize..4, cmd).prop_map(|(t, c)| Step::Tenant(t, c)),
         (0usize..3, 0u8..4).prop_map(|(s, c)| Step::Session(s, c)),
+        (0usize..3, 0u8..5, 0u8..60).prop_map(|(k, c, m)| Step::Key(k, c, m)),
     ]
+}
+
+fn key_event(c: u8, minute: u8) -> KeyEvent {
+    let at = Timestamp::parse(&format!("2026-11-25T12:{minute:02}:00Z")).unwrap();
+    match c {
+        0 => KeyEvent::Issued {
+            owner: "user_a".into(),
+            name: "bot".into(),
+            scopes: vec![Permission::parse("project:read").unwrap()],
+            on: minute
+                .is_multiple_of(2)
+                .then(|| Scope::ResourceType("project".into())),
+            expires_at: minute.is_multiple_of(3).then_some(at),
+            ip_allowlist: vec!["10.0.0.0/8".parse().unwrap()],
+            ratelimit: None,
+            usage_limit: Some(UsageLimit {
+                remaining: 10,
+                refill: None,
+            }),
+            hash: TokenHash("ab".repeat(32)),
+            preview: "cst_abcd…wxyz".into(),
+        },
+        1 => KeyEvent::Updated {
+            name: minute.is_multiple_of(2).then(|| format!("bot {minute}")),
+            ratelimit: minute.is_multiple_of(3).then_some(Some(RateLimit {
+                limit: u64::from(minute) + 1,
+                window_seconds: 1,
+            })),
+            usage_limit: minute.is_multiple_of(5).then_some(None),
+            ip_allowlist: minute.is_multiple_of(7).then(Vec::new),
+        },
+        2 => KeyEvent::Rotated {
+            hash: TokenHash("cd".repeat(32)),
+            preview: format!("cst_{minute:04}…stuv"),
+            previous_valid_until: at,
+        },
+        3 => KeyEvent::Revoked {},
+        _ => KeyEvent::Used {
+            window_start: at,
+            uses: u64::from(minute) + 1,
+            cost: 1,
+            first_used_at: at,
+            last_used_at: at,
+            remaining: None,
+        },
+    }
 }
 
 fn token(n: u64) -> TokenHash {
@@ -124,6 +176,16 @@ async fn append_history(store: &Arc<dyn EventStore>, history: Vec<Step>) {
                     *state = tenant::evolve(state.take(), e);
                     *version += 1;
                 }
+            }
+            Step::Key(k, c, minute) => {
+                store
+                    .append(
+                        &stream(&format!("acme/key/key_{k}")),
+                        ExpectedVersion::Any,
+                        vec![decided(&key_event(c, minute), at)],
+                    )
+                    .await
+                    .unwrap();
             }
             Step::Session(s, c) => {
                 let (state, version) = &mut sessions[s];
@@ -225,6 +287,7 @@ async fn check(ledger: Ledger, history: Vec<Step>, pages: Vec<usize>) {
     let batched: Vec<Arc<dyn Projection>> = vec![
         Arc::new(TenantsView),
         Arc::new(SessionsView),
+        Arc::new(KeysView),
         Arc::new(AuditView),
     ];
     let mut all = batched.clone();
