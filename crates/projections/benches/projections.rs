@@ -696,8 +696,9 @@ async fn run_backend(backend: Backend, location: &str, config: &Config) -> Resul
         RuntimeOptions::default(),
         head,
         format!(
-            "runtime rebuild, `TenantsView` (batch apply), batch_size {} (default)",
-            RuntimeOptions::default().batch_size
+            "runtime rebuild, `TenantsView` (batch apply), defaults: batch_size {}, {} while behind",
+            RuntimeOptions::default().batch_size,
+            RuntimeOptions::default().catch_up_batch_size
         ),
     )
     .await?;
@@ -716,6 +717,7 @@ async fn run_backend(backend: Backend, location: &str, config: &Config) -> Resul
     if config.extra_batch > 0 {
         let options = RuntimeOptions {
             batch_size: config.extra_batch,
+            catch_up_batch_size: config.extra_batch,
             ..RuntimeOptions::default()
         };
         let (projections, run) = runtime_rebuild(

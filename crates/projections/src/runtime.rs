@@ -217,8 +217,12 @@ pub(crate) const REGISTRY: &str = "CREATE TABLE IF NOT EXISTS projection_generat
 /// Tuning of the workers.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
-    /// Most events applied in one transaction.
+    /// Most events applied in one transaction while the view keeps up with the log.
     pub batch_size: usize,
+    /// Most events applied in one transaction while the view is behind (a rebuild, or catching up
+    /// after a restart): once a page comes back full, the next pages are this large, since each
+    /// transaction and checkpoint has a fixed cost.
+    pub catch_up_batch_size: usize,
     /// First retry delay after a failed batch; doubles up to `max_backoff`.
     pub min_backoff: Duration,
     /// Longest retry delay.
@@ -231,6 +235,7 @@ impl Default for RuntimeOptions {
     fn default() -> Self {
         Self {
             batch_size: 500,
+            catch_up_batch_size: 2000,
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
             idle_check: Duration::from_secs(5),
@@ -702,16 +707,18 @@ async fn follow(
     let mut position = generation.position;
     let mut head = shared.store.watch_head();
     let mut failures = 0u32;
+    let mut behind = false;
     loop {
         if cancel.is_cancelled() {
             return Ok(false);
         }
         head.borrow_and_update();
-        let batch = match shared
-            .store
-            .read_all(position + 1, shared.options.batch_size)
-            .await
-        {
+        let page = if behind {
+            shared.options.catch_up_batch_size.max(shared.options.batch_size)
+        } else {
+            shared.options.batch_size
+        };
+        let batch = match shared.store.read_all(position + 1, page).await {
             Ok(b) => b,
             Err(e) => {
                 failures += 1;
@@ -726,6 +733,7 @@ async fn follow(
                 continue;
             }
         };
+        behind = batch.len() >= page;
         if batch.is_empty() {
             if mode == Mode::Build {
                 return Ok(true);

@@ -76,6 +76,7 @@ async fn start_live(ledger: &Ledger, store: &Arc<dyn custodian_store::EventStore
         custodian_projections::all(),
         RuntimeOptions {
             batch_size: 7,
+            catch_up_batch_size: 7,
             min_backoff: Duration::from_millis(5),
             max_backoff: Duration::from_millis(50),
             idle_check: Duration::from_millis(50),
