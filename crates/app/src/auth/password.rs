@@ -385,7 +385,7 @@ impl PasswordHasher {
     async fn run<T, F>(&self, work: F) -> Result<T, HashError>
     where
         T: Send + 'static,
-        F: FnOnce(&Inner, &mut Vec<Block>) -> Result<T, HashError> + Send + 'static,
+        F: FnOnce(&Inner, &mut [Block]) -> Result<T, HashError> + Send + 'static,
     {
         let permit = Arc::clone(&self.inner.permits)
             .acquire_owned()
@@ -400,7 +400,7 @@ impl PasswordHasher {
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop()
                 .unwrap_or_else(|| blocks_for(&inner.argon2));
-            let outcome = work(&inner, &mut memory);
+            let outcome = work(&inner, &mut memory[..]);
             inner
                 .memory
                 .lock()
@@ -428,7 +428,7 @@ fn blocks_for(params: &Params) -> Vec<Block> {
 /// (a stored hash made with a larger `m`) is allocated for this computation only.
 fn memory_for<'m>(
     params: &Params,
-    memory: &'m mut Vec<Block>,
+    memory: &'m mut [Block],
     scratch: &'m mut Vec<Block>,
 ) -> &'m mut [Block] {
     let needed = params.block_count();
@@ -442,11 +442,7 @@ fn memory_for<'m>(
 
 /// A PHC string of `password` hashed with argon2id v19, `params` and a fresh random salt,
 /// computed in `memory`: what `argon2::PasswordHasher::hash_password` makes.
-fn hash_with(
-    params: &Params,
-    password: &[u8],
-    memory: &mut Vec<Block>,
-) -> Result<String, HashError> {
+fn hash_with(params: &Params, password: &[u8], memory: &mut [Block]) -> Result<String, HashError> {
     let mut salt = [0u8; 16];
     OsRng.fill_bytes(&mut salt);
     let salt = SaltString::encode_b64(&salt).map_err(|_| HashError::Failed)?;
@@ -483,7 +479,7 @@ fn hash_with(
 fn verify_with(
     password: &[u8],
     stored: &PasswordHash<'_>,
-    memory: &mut Vec<Block>,
+    memory: &mut [Block],
 ) -> password_hash::Result<()> {
     let (Some(salt), Some(expected)) = (&stored.salt, &stored.hash) else {
         return Err(password_hash::Error::Password);
@@ -700,7 +696,7 @@ mod tests {
         let hasher =
             PasswordHasher::with_concurrency(Argon2Params::default(), NonZeroUsize::MIN).unwrap();
         let weak = Params::new(8_192, 1, 1, None).unwrap();
-        let phc = hash_with(&weak, b"hunter2 but longer", &mut Vec::new()).unwrap();
+        let phc = hash_with(&weak, b"hunter2 but longer", &mut []).unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=8192,t=1,p=1$"), "{phc}");
 
         let verification = hasher.verify(&phc, "hunter2 but longer").await.unwrap();
