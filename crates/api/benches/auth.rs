@@ -36,6 +36,9 @@
 //!    p99 over `/healthz`'s p99, and the median of the slices' p99s, which a single burst moves
 //!    less.
 //!
+//! The server starts with every plan's rate limits raised far above what the benchmark sends, so
+//! that the tables count answered requests, not `429`s.
+//!
 //! Client and server share the machine's cores; the lines under the tables give each phase's CPU
 //! time of the server process per request and the load generator's own lateness (from a request's
 //! scheduled time until its task started), which is part of every open-loop latency.
