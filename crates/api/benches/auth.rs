@@ -36,6 +36,9 @@
 //!    p99 over `/healthz`'s p99, and the median of the slices' p99s, which a single burst moves
 //!    less.
 //!
+//! The server starts with every plan's rate limits raised far above what the benchmark sends, so
+//! that the tables count answered requests, not `429`s.
+//!
 //! Client and server share the machine's cores; the lines under the tables give each phase's CPU
 //! time of the server process per request and the load generator's own lateness (from a request's
 //! scheduled time until its task started), which is part of every open-loop latency.
@@ -527,11 +530,25 @@ struct Server {
 impl Server {
     /// Starts `custodian serve` with JSON logs on a free loopback port and waits until it listens.
     /// Its log is read in the background; warnings and errors are copied to standard error.
+    ///
+    /// Every plan's rate limits are raised far above what the benchmark sends, so that it measures
+    /// answered requests, not `429`s.
     async fn start(binary: &Path, data_dir: &Path, envs: &[(&str, &str)]) -> Result<Self> {
+        let config = data_dir.join("bench.toml");
+        let unlimited = "{ limit = 1000000000, window_seconds = 60 }";
+        let plans: String = ["free", "team", "enterprise"]
+            .iter()
+            .map(|plan| {
+                format!("[rate_limits.{plan}]\ntenant = {unlimited}\nprincipal = {unlimited}\n")
+            })
+            .collect();
+        std::fs::write(&config, plans)?;
         let mut child = custodian(binary, data_dir)
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
+            .arg("--config")
+            .arg(&config)
             .env("CUSTODIAN_LISTEN", "127.0.0.1:0")
             .env("CUSTODIAN_LOG_FORMAT", "json")
             .envs(envs.iter().copied())

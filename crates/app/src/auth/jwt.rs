@@ -9,6 +9,12 @@
 //! Verification pins the algorithm before anything else (only `EdDSA`: never `none`, never HMAC
 //! keyed with a public key), requires `typ: at+jwt` and a published `kid`, checks the signature,
 //! then `iss`, `aud`, `exp` and `nbf` (30 seconds of leeway) against a time the caller passes in.
+//!
+//! A token that passed every check is remembered, by the SHA-256 of the whole token (never the
+//! token itself), in a bounded least-recently-used cache: presented again, it skips the header
+//! parsing and the signature check, but its key must still be known and published and its `exp`
+//! and `nbf` are checked again at the new time. What may have changed since (the session, the
+//! user, the tenant) is not the token's business: callers check it on every request.
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -20,11 +26,13 @@ use custodian_domain::secret::Sealed;
 use custodian_projections::ViewDb;
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
+use hashlink::LruCache;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sha2::{Digest as _, Sha256};
 use sqlx::Row;
 use time::OffsetDateTime;
 
@@ -46,6 +54,8 @@ const PUBLISH_GRACE: time::Duration = time::Duration::seconds(60);
 const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest token looked at; anything longer is not one of ours.
 const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Most verified tokens remembered at once (about half a kilobyte each).
+const VERIFIED_TOKENS: usize = 10_000;
 
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +186,11 @@ impl KeySet {
         self.keys.last()
     }
 
+    /// The key named `kid`, with its place in the set.
+    fn find(&self, kid: &str) -> Option<(usize, &KeyEntry)> {
+        self.keys.iter().enumerate().find(|(_, k)| k.kid == kid)
+    }
+
     /// True while the key at `index` may still have signed a token that has not expired.
     fn is_published(&self, index: usize, now: OffsetDateTime, ttl: time::Duration) -> bool {
         match self.keys.get(index + 1) {
@@ -197,6 +212,64 @@ struct Shared {
     ttl: time::Duration,
     keys: RwLock<Arc<KeySet>>,
     last_reload: Mutex<Option<Instant>>,
+    verified: VerifiedTokens,
+}
+
+/// Tokens whose signature, issuer and audience were verified, by the SHA-256 of the whole token,
+/// with the key that signed them; at most `capacity`, the least recently presented evicted first.
+struct VerifiedTokens {
+    entries: Mutex<LruCache<[u8; 32], Verified>>,
+}
+
+/// What a verified token was found to say, and by which key.
+#[derive(Clone)]
+struct Verified {
+    kid: String,
+    /// The signing key's public half, so that a key replaced under the same kid does not vouch.
+    x: String,
+    claims: AccessClaims,
+}
+
+impl VerifiedTokens {
+    fn new(capacity: usize) -> Self {
+        Self {
+            entries: Mutex::new(LruCache::new(capacity.max(1))),
+        }
+    }
+
+    fn digest(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    fn get(&self, digest: &[u8; 32]) -> Option<Verified> {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(digest)
+            .cloned()
+    }
+
+    fn insert(&self, digest: [u8; 32], verified: Verified) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(digest, verified);
+    }
+
+    fn remove(&self, digest: &[u8; 32]) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(digest);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
 }
 
 /// Issues and verifies access tokens with the keys of `signing_keys`.
@@ -252,6 +325,7 @@ impl TokenSigner {
                 ttl,
                 keys: RwLock::new(Arc::new(keys)),
                 last_reload: Mutex::new(None),
+                verified: VerifiedTokens::new(VERIFIED_TOKENS),
             }),
         })
     }
@@ -324,15 +398,60 @@ impl TokenSigner {
     /// Refuses, in this order: anything that is not a compact JWS; any algorithm but `EdDSA`; a
     /// `typ` other than `at+jwt`; a `kid` that is unknown or no longer published; a bad signature;
     /// another issuer or audience; an expired or not yet valid token (30 s leeway).
+    ///
+    /// A token verified before (the very same bytes) is answered from memory after checking
+    /// again that its key is published and that it is valid at `now`, with the same errors.
     pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<AccessClaims, JwtError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(JwtError::Malformed("the token is too long"));
+        }
+        let digest = VerifiedTokens::digest(token);
+        let verified = &self.shared.verified;
+        if let Some(seen) = verified.get(&digest) {
+            let keys = self.key_set();
+            if let Some((index, key)) = keys.find(&seen.kid)
+                && key.x == seen.x
+            {
+                let checked = if keys.is_published(index, now, self.shared.ttl) {
+                    check_times(&seen.claims, now)
+                } else {
+                    Err(JwtError::RetiredKey)
+                };
+                return match checked {
+                    Ok(()) => Ok(seen.claims),
+                    Err(e) => {
+                        if matches!(e, JwtError::Expired | JwtError::RetiredKey) {
+                            verified.remove(&digest);
+                        }
+                        Err(e)
+                    }
+                };
+            }
+            // The key it was verified with is gone: verify it from scratch.
+            verified.remove(&digest);
+        }
+        let (kid, x, claims) = self.verify_fully(token, now)?;
+        verified.insert(
+            digest,
+            Verified {
+                kid,
+                x,
+                claims: claims.clone(),
+            },
+        );
+        Ok(claims)
+    }
+
+    /// [`verify`](Self::verify) without memory: returns the kid and public key that verified the
+    /// token, with its claims.
+    fn verify_fully(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<(String, String, AccessClaims), JwtError> {
         let kid = check_header(token)?;
         let keys = self.key_set();
-        let (index, key) = keys
-            .keys
-            .iter()
-            .enumerate()
-            .find(|(_, k)| k.kid == kid)
-            .ok_or(JwtError::UnknownKey)?;
+        let (index, key) = keys.find(&kid).ok_or(JwtError::UnknownKey)?;
         if !keys.is_published(index, now, self.shared.ttl) {
             return Err(JwtError::RetiredKey);
         }
@@ -360,14 +479,8 @@ impl TokenSigner {
         if claims.aud != self.shared.audience {
             return Err(JwtError::WrongAudience);
         }
-        let now = now.unix_timestamp();
-        if now > claims.exp.saturating_add(CLAIM_LEEWAY_SECONDS) {
-            return Err(JwtError::Expired);
-        }
-        if claims.nbf > now.saturating_add(CLAIM_LEEWAY_SECONDS) {
-            return Err(JwtError::NotYetValid);
-        }
-        Ok(claims)
+        check_times(&claims, now)?;
+        Ok((kid, key.x.clone(), claims))
     }
 
     /// Like [`verify`](Self::verify), but when the token's `kid` is unknown, reloads the keys
@@ -555,6 +668,18 @@ async fn read_keys(db: &ViewDb, keyring: &Keyring) -> Result<KeySet, JwtError> {
     }
     keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
     Ok(KeySet { keys })
+}
+
+/// Refuses claims that are expired or not yet valid at `now`, with 30 seconds of leeway.
+fn check_times(claims: &AccessClaims, now: OffsetDateTime) -> Result<(), JwtError> {
+    let now = now.unix_timestamp();
+    if now > claims.exp.saturating_add(CLAIM_LEEWAY_SECONDS) {
+        return Err(JwtError::Expired);
+    }
+    if claims.nbf > now.saturating_add(CLAIM_LEEWAY_SECONDS) {
+        return Err(JwtError::NotYetValid);
+    }
+    Ok(())
 }
 
 /// Checks the protected header before any key is looked up and returns its `kid`.
@@ -899,6 +1024,110 @@ mod tests {
         });
     }
 
+    /// `signer` remembering at most `capacity` verified tokens.
+    fn with_memory_of(mut signer: TokenSigner, capacity: usize) -> TokenSigner {
+        Arc::get_mut(&mut signer.shared)
+            .expect("a signer just loaded has no clones")
+            .verified = VerifiedTokens::new(capacity);
+        signer
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_is_refused_once_expired_or_before_it_is_valid() {
+        let f = fixture().await;
+        let signer = signer_at_t0(&f).await;
+        let (token, claims) = issue(&signer, T0);
+        assert_eq!(signer.verify(&token, T0).unwrap(), claims);
+        assert_eq!(signer.shared.verified.len(), 1, "remembered");
+
+        let exp = OffsetDateTime::from_unix_timestamp(claims.exp).unwrap();
+        assert_eq!(
+            signer
+                .verify(&token, exp + Duration::from_secs(30))
+                .unwrap(),
+            claims
+        );
+        assert_rejected(&signer, &token, T0 - Duration::from_secs(31), |e| {
+            matches!(e, JwtError::NotYetValid)
+        });
+        assert_rejected(&signer, &token, exp + Duration::from_secs(31), |e| {
+            matches!(e, JwtError::Expired)
+        });
+        assert_eq!(signer.shared.verified.len(), 0, "forgotten once expired");
+        assert_rejected(&signer, &token, exp + Duration::from_secs(31), |e| {
+            matches!(e, JwtError::Expired)
+        });
+    }
+
+    #[tokio::test]
+    async fn a_forged_signature_is_refused_though_the_same_claims_were_verified() {
+        let f = fixture().await;
+        let signer = signer_at_t0(&f).await;
+        let (token, claims) = issue(&signer, T0);
+        assert_eq!(signer.verify(&token, T0).unwrap(), claims);
+
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        signature[63] ^= 0x80;
+        let forged = [
+            // The same header and claims with another signature, or none.
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                parts[1],
+                URL_SAFE_NO_PAD.encode(&signature)
+            ),
+            format!("{}.{}.", parts[0], parts[1]),
+            // The same claims under a header that says the same in other bytes.
+            forge(
+                json!({"kid": signer.signing_kid().unwrap(), "alg": "EdDSA", "typ": "at+jwt"}),
+                &claims,
+                parts[2],
+            ),
+        ];
+        for forged in &forged {
+            for _ in 0..2 {
+                assert!(
+                    matches!(
+                        signer.verify(forged, T0),
+                        Err(JwtError::BadSignature | JwtError::Malformed(_))
+                    ),
+                    "{forged}"
+                );
+            }
+        }
+        assert_eq!(signer.shared.verified.len(), 1, "only the genuine token");
+        assert_eq!(signer.verify(&token, T0).unwrap(), claims);
+    }
+
+    #[tokio::test]
+    async fn remembered_tokens_stay_bounded_and_evicted_ones_verify_again() {
+        let f = fixture().await;
+        let signer = with_memory_of(signer_at_t0(&f).await, 8);
+        let tokens: Vec<(String, AccessClaims)> = (0..100)
+            .map(|i| {
+                signer
+                    .issue(
+                        &format!("user_{i}"),
+                        "tnt_a",
+                        &format!("sess_{i}"),
+                        vec![],
+                        T0,
+                    )
+                    .unwrap()
+            })
+            .collect();
+        for (token, claims) in &tokens {
+            assert_eq!(&signer.verify(token, T0).unwrap(), claims);
+            assert!(signer.shared.verified.len() <= 8);
+        }
+        assert_eq!(signer.shared.verified.len(), 8);
+        for (token, claims) in tokens.iter().rev() {
+            assert_eq!(&signer.verify(token, T0).unwrap(), claims);
+        }
+        assert_eq!(signer.shared.verified.len(), 8);
+    }
+
     #[tokio::test]
     async fn rotated_keys_sign_new_tokens_while_old_ones_verify_until_their_window_ends() {
         let f = fixture().await;
@@ -939,6 +1168,8 @@ mod tests {
         assert_eq!(kids(&signer.jwks(window_end)).len(), 2);
         let past = window_end + Duration::from_secs(1);
         assert_eq!(kids(&signer.jwks(past)), vec![new_kid]);
+        // Verified (and remembered) above, the old token is refused once its key retires.
+        assert_eq!(signer.shared.verified.len(), 2);
         assert_rejected(&signer, &old_token, past, |e| {
             matches!(e, JwtError::RetiredKey)
         });

@@ -29,8 +29,10 @@ use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, LazyLock};
 
-use argon2::password_hash::{self, PasswordHash, PasswordHasher as _, PasswordVerifier as _};
-use argon2::{Algorithm, Argon2, Params, Version};
+use std::sync::{Mutex, PoisonError};
+
+use argon2::password_hash::{self, Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::RngCore as _;
 use rand::rngs::OsRng;
 use tokio::sync::Semaphore;
@@ -253,8 +255,10 @@ pub struct Verification {
 /// Hashes and verifies passwords with argon2id, in PHC string format.
 ///
 /// The work runs on tokio's blocking pool, at most `max_concurrent` at a time: a flood of logins
-/// waits for a permit instead of occupying every blocking thread and every core. Cloning is cheap
-/// and clones share the permits.
+/// waits for a permit instead of occupying every blocking thread and every core. Each computation
+/// borrows the argon2 block memory (`m` KiB) of a previous one instead of allocating and
+/// faulting in a fresh buffer, so the hasher holds at most `max_concurrent` such buffers. Cloning
+/// is cheap and clones share the permits and the memory.
 #[derive(Clone)]
 pub struct PasswordHasher {
     inner: Arc<Inner>,
@@ -262,8 +266,12 @@ pub struct PasswordHasher {
 
 struct Inner {
     params: Argon2Params,
-    argon2: Argon2<'static>,
+    /// `params` as argon2 takes them.
+    argon2: Params,
     permits: Arc<Semaphore>,
+    /// Block memory for the current parameters, one buffer per computation that ran at once (at
+    /// most one per permit), reused from one computation to the next.
+    memory: Mutex<Vec<Vec<Block>>>,
     /// A hash made with the current parameters of a random password nobody knows, so that
     /// verifying against it costs what a real verification costs.
     dummy_phc: String,
@@ -296,15 +304,18 @@ impl PasswordHasher {
         params: Argon2Params,
         max_concurrent: NonZeroUsize,
     ) -> Result<Self, ParamsError> {
-        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.to_argon2()?);
+        let argon2 = params.to_argon2()?;
         let mut unguessable = [0u8; 32];
         OsRng.fill_bytes(&mut unguessable);
-        let dummy_phc = hash_with(&argon2, &unguessable).map_err(|_| ParamsError::Unsupported)?;
+        let mut memory = blocks_for(&argon2);
+        let dummy_phc =
+            hash_with(&argon2, &unguessable, &mut memory).map_err(|_| ParamsError::Unsupported)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 params,
                 argon2,
                 permits: Arc::new(Semaphore::new(max_concurrent.get())),
+                memory: Mutex::new(vec![memory]),
                 dummy_phc,
             }),
         })
@@ -325,7 +336,7 @@ impl PasswordHasher {
     /// string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`).
     pub async fn hash(&self, password: &str) -> Result<String, HashError> {
         let password = password.to_owned();
-        self.run(move |inner| hash_with(&inner.argon2, password.as_bytes()))
+        self.run(move |inner, memory| hash_with(&inner.argon2, password.as_bytes(), memory))
             .await
     }
 
@@ -334,9 +345,9 @@ impl PasswordHasher {
     pub async fn verify(&self, phc: &str, password: &str) -> Result<Verification, HashError> {
         let phc = phc.to_owned();
         let password = password.to_owned();
-        self.run(move |inner| {
+        self.run(move |inner, memory| {
             let stored = PasswordHash::new(&phc).map_err(|_| HashError::MalformedHash)?;
-            let matches = match inner.argon2.verify_password(password.as_bytes(), &stored) {
+            let matches = match verify_with(password.as_bytes(), &stored, memory) {
                 Ok(()) => true,
                 Err(password_hash::Error::Password) => false,
                 Err(_) => return Err(HashError::MalformedHash),
@@ -356,22 +367,25 @@ impl PasswordHasher {
     /// is closed.
     pub async fn verify_dummy(&self, password: &str) -> Result<(), HashError> {
         let password = password.to_owned();
-        self.run(move |inner| {
+        self.run(move |inner, memory| {
+            // Parsed and verified exactly as a stored hash is, with the same parameters and the
+            // same reused memory, so that it costs what a real verification costs.
             let stored =
                 PasswordHash::new(&inner.dummy_phc).map_err(|_| HashError::MalformedHash)?;
             // The outcome is irrelevant: the dummy's password is random and never handed out.
-            let _ = inner.argon2.verify_password(password.as_bytes(), &stored);
+            let _ = verify_with(password.as_bytes(), &stored, memory);
             Ok(())
         })
         .await
     }
 
-    /// Runs `work` on the blocking pool once a permit is free. The permit moves into the task, so
-    /// it is held until the computation ends even if the caller stops waiting.
+    /// Runs `work` on the blocking pool once a permit is free, with block memory for the current
+    /// parameters. The permit moves into the task, so it is held until the computation ends even
+    /// if the caller stops waiting; the memory goes back to the hasher when it ends.
     async fn run<T, F>(&self, work: F) -> Result<T, HashError>
     where
         T: Send + 'static,
-        F: FnOnce(&Inner) -> Result<T, HashError> + Send + 'static,
+        F: FnOnce(&Inner, &mut [Block]) -> Result<T, HashError> + Send + 'static,
     {
         let permit = Arc::clone(&self.inner.permits)
             .acquire_owned()
@@ -380,7 +394,19 @@ impl PasswordHasher {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            work(&inner)
+            let mut memory = inner
+                .memory
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop()
+                .unwrap_or_else(|| blocks_for(&inner.argon2));
+            let outcome = work(&inner, &mut memory[..]);
+            inner
+                .memory
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(memory);
+            outcome
         })
         .await
         .map_err(|join| {
@@ -393,14 +419,93 @@ impl PasswordHasher {
     }
 }
 
-fn hash_with(argon2: &Argon2<'_>, password: &[u8]) -> Result<String, HashError> {
+/// Block memory for one computation with `params`.
+fn blocks_for(params: &Params) -> Vec<Block> {
+    vec![Block::default(); params.block_count()]
+}
+
+/// `memory`, grown if `params` need more; memory beyond what the hasher's own parameters need
+/// (a stored hash made with a larger `m`) is allocated for this computation only.
+fn memory_for<'m>(
+    params: &Params,
+    memory: &'m mut [Block],
+    scratch: &'m mut Vec<Block>,
+) -> &'m mut [Block] {
+    let needed = params.block_count();
+    if needed <= memory.len() {
+        &mut memory[..needed]
+    } else {
+        *scratch = blocks_for(params);
+        scratch
+    }
+}
+
+/// A PHC string of `password` hashed with argon2id v19, `params` and a fresh random salt,
+/// computed in `memory`: what `argon2::PasswordHasher::hash_password` makes.
+fn hash_with(params: &Params, password: &[u8], memory: &mut [Block]) -> Result<String, HashError> {
     let mut salt = [0u8; 16];
     OsRng.fill_bytes(&mut salt);
-    let salt = password_hash::SaltString::encode_b64(&salt).map_err(|_| HashError::Failed)?;
-    argon2
-        .hash_password(password, &salt)
-        .map(|phc| phc.to_string())
-        .map_err(|_| HashError::Failed)
+    let salt = SaltString::encode_b64(&salt).map_err(|_| HashError::Failed)?;
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut scratch = Vec::new();
+    let blocks = memory_for(params, memory, &mut scratch);
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt
+        .as_salt()
+        .decode_b64(&mut salt_bytes)
+        .map_err(|_| HashError::Failed)?;
+    let output = Output::init_with(
+        params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN),
+        |out| Ok(argon2.hash_password_into_with_memory(password, salt_bytes, out, &mut *blocks)?),
+    )
+    .map_err(|_| HashError::Failed)?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|_| HashError::Failed)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
+    Ok(phc.to_string())
+}
+
+/// Checks `password` against `stored` (any argon2 variant and version, with the parameters, salt
+/// and output length recorded in it), computing in `memory`.
+///
+/// The same steps, checks and errors as `argon2::PasswordVerifier::verify_password` (argon2 0.5),
+/// which allocates the block memory afresh on every call: `Ok(())` for the right password,
+/// `Error::Password` for a wrong one or a hash without salt or output, another error for a hash
+/// that cannot be computed. The outputs are compared in constant time (`Output`'s `PartialEq`).
+fn verify_with(
+    password: &[u8],
+    stored: &PasswordHash<'_>,
+    memory: &mut [Block],
+) -> password_hash::Result<()> {
+    let (Some(salt), Some(expected)) = (&stored.salt, &stored.hash) else {
+        return Err(password_hash::Error::Password);
+    };
+    let params = Params::try_from(stored)?;
+    let algorithm = Algorithm::try_from(stored.algorithm)?;
+    let version = stored
+        .version
+        .map(Version::try_from)
+        .transpose()?
+        .unwrap_or_default();
+    let argon2 = Argon2::new(algorithm, version, params);
+    let params = argon2.params();
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
+    let mut scratch = Vec::new();
+    let blocks = memory_for(params, memory, &mut scratch);
+    let computed = Output::init_with(
+        params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN),
+        |out| Ok(argon2.hash_password_into_with_memory(password, salt_bytes, out, &mut *blocks)?),
+    )?;
+    if *expected == computed {
+        Ok(())
+    } else {
+        Err(password_hash::Error::Password)
+    }
 }
 
 /// Whether `stored` costs an attacker less per guess than a hash made with `current` would.
@@ -590,12 +695,8 @@ mod tests {
     async fn weaker_stored_hash_needs_rehash() {
         let hasher =
             PasswordHasher::with_concurrency(Argon2Params::default(), NonZeroUsize::MIN).unwrap();
-        let weak = Argon2::new(
-            Algorithm::Argon2id,
-            Version::V0x13,
-            Params::new(8_192, 1, 1, None).unwrap(),
-        );
-        let phc = hash_with(&weak, b"hunter2 but longer").unwrap();
+        let weak = Params::new(8_192, 1, 1, None).unwrap();
+        let phc = hash_with(&weak, b"hunter2 but longer", &mut []).unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=8192,t=1,p=1$"), "{phc}");
 
         let verification = hasher.verify(&phc, "hunter2 but longer").await.unwrap();
@@ -608,6 +709,118 @@ mod tests {
         );
         let wrong = hasher.verify(&phc, "hunter3 but longer").await.unwrap();
         assert!(!wrong.matches && !wrong.needs_rehash);
+    }
+
+    /// What a verifier says about one password against one stored string: `Some(matches)`, or
+    /// `None` when the stored string cannot be verified.
+    fn outcome(result: password_hash::Result<()>) -> Option<bool> {
+        match result {
+            Ok(()) => Some(true),
+            Err(password_hash::Error::Password) => Some(false),
+            Err(_) => None,
+        }
+    }
+
+    #[test]
+    fn reused_memory_verification_accepts_exactly_what_argon2_accepts() {
+        use argon2::password_hash::PasswordHasher as _;
+        use argon2::password_hash::PasswordVerifier as _;
+
+        let right = "correct horse battery staple";
+        let made = |algorithm, version, params: Params| {
+            let salt = SaltString::encode_b64(b"sixteen byte slt").unwrap();
+            Argon2::new(algorithm, version, params)
+                .hash_password(right.as_bytes(), &salt)
+                .unwrap()
+                .to_string()
+        };
+        let params = |m, t, p, len| Params::new(m, t, p, len).unwrap();
+        let mut stored = vec![
+            // What this service stores today, and what it stored under earlier settings.
+            made(
+                Algorithm::Argon2id,
+                Version::V0x13,
+                params(19_456, 2, 1, None),
+            ),
+            made(Algorithm::Argon2id, Version::V0x13, params(64, 1, 1, None)),
+            made(
+                Algorithm::Argon2id,
+                Version::V0x13,
+                params(2_048, 3, 1, None),
+            ),
+            made(Algorithm::Argon2id, Version::V0x13, params(256, 1, 4, None)),
+            made(
+                Algorithm::Argon2id,
+                Version::V0x13,
+                params(64, 1, 1, Some(16)),
+            ),
+            made(
+                Algorithm::Argon2id,
+                Version::V0x13,
+                params(64, 1, 1, Some(64)),
+            ),
+            made(Algorithm::Argon2id, Version::V0x10, params(64, 1, 1, None)),
+            made(Algorithm::Argon2i, Version::V0x13, params(64, 2, 1, None)),
+            made(Algorithm::Argon2d, Version::V0x13, params(64, 2, 1, None)),
+        ];
+        let current = stored[0].clone();
+        let hash_of_current = current.rsplit('$').next().unwrap().to_owned();
+        stored.extend([
+            // No output, no salt, and no parameters (argon2's defaults are today's, so the
+            // current hash verifies without them).
+            "$argon2id$v=19$m=64,t=1,p=1$c2l4dGVlbiBieXRlIHNsdA".to_owned(),
+            format!("$argon2id$v=19$m=64,t=1,p=1${hash_of_current}"),
+            format!("$argon2id$v=19$c2l4dGVlbiBieXRlIHNsdA${hash_of_current}"),
+            // Parameters argon2 refuses, an unknown parameter, version or algorithm.
+            format!("$argon2id$v=19$m=4,t=1,p=1$c2l4dGVlbiBieXRlIHNsdA${hash_of_current}"),
+            format!("$argon2id$v=19$m=64,t=0,p=1$c2l4dGVlbiBieXRlIHNsdA${hash_of_current}"),
+            format!("$argon2id$v=19$m=64,t=1,p=1,x=2$c2l4dGVlbiBieXRlIHNsdA${hash_of_current}"),
+            format!("$argon2id$v=18$m=64,t=1,p=1$c2l4dGVlbiBieXRlIHNsdA${hash_of_current}"),
+            format!("$argon2x$v=19$m=64,t=1,p=1$c2l4dGVlbiBieXRlIHNsdA${hash_of_current}"),
+            // A salt too short, and the current hash with its output altered.
+            format!("$argon2id$v=19$m=64,t=1,p=1$c2FsdA${hash_of_current}"),
+            format!("{}A", &current[..current.len() - 1]),
+        ]);
+        // Smaller than the current parameters need, so that a larger stored `m` also takes the
+        // path that does not keep its memory; reused across every case.
+        let mut memory = blocks_for(&params(1_024, 1, 1, None));
+        let mut verified = 0;
+        for phc in &stored {
+            let parsed = PasswordHash::new(phc).unwrap();
+            for password in [right, "correct horse battery stapler", ""] {
+                let old = outcome(Argon2::default().verify_password(password.as_bytes(), &parsed));
+                let new = outcome(verify_with(password.as_bytes(), &parsed, &mut memory));
+                assert_eq!(new, old, "{phc} with {password:?}");
+                verified += usize::from(new == Some(true));
+            }
+        }
+        // The nine hashes made above and the one without parameters, with their password only.
+        assert_eq!(verified, 10);
+        assert_eq!(
+            memory.len(),
+            1_024,
+            "memory beyond the pooled size is not kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn new_hashes_verify_with_argon2_itself() {
+        use argon2::password_hash::PasswordVerifier as _;
+
+        let hasher =
+            PasswordHasher::with_concurrency(Argon2Params::default(), NonZeroUsize::MIN).unwrap();
+        let phc = hasher.hash("a long passphrase of mine").await.unwrap();
+        let parsed = PasswordHash::new(&phc).unwrap();
+        assert_eq!(
+            outcome(Argon2::default().verify_password(b"a long passphrase of mine", &parsed)),
+            Some(true)
+        );
+        assert_eq!(
+            outcome(Argon2::default().verify_password(b"a long passphrase of min", &parsed)),
+            Some(false)
+        );
+        // Another hash of the same password has another salt.
+        assert_ne!(hasher.hash("a long passphrase of mine").await.unwrap(), phc);
     }
 
     #[tokio::test]

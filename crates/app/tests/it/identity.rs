@@ -6,7 +6,7 @@ use custodian_app::identity::{
     self, AcceptInvitationRequest, LoginOutcome, LoginRequest, MfaRequired, MfaVerifyRequest,
     RefreshRequest, ResetPasswordRequest, SPENT_CODE, Tokens,
 };
-use custodian_app::{AppError, Origin};
+use custodian_app::{AppError, Origin, sessions};
 use custodian_domain::tenant::TenantCommand;
 use custodian_domain::user::UserCommand;
 
@@ -123,6 +123,88 @@ async fn a_right_password_logs_in_with_tokens_that_authenticate() {
     assert_eq!(started.event_type.as_str(), "session.started");
     assert_eq!(started.data["user_agent"], "tests");
     assert_eq!(started.data["method"], "password");
+}
+
+/// `token` authenticates, or the refusal's message.
+async fn authenticates(t: &TestApp, token: &str) -> Result<(), String> {
+    match identity::authenticate(&t.app, token).await {
+        Ok(_) => Ok(()),
+        Err(AppError::Unauthenticated(message)) => Err(message),
+        Err(other) => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_token_verified_before_is_refused_at_once_when_its_session_ends() {
+    let (t, _) = with_person().await;
+    let (first, second, third) = (login_ok(&t).await, login_ok(&t).await, login_ok(&t).await);
+    for tokens in [&first, &second, &third] {
+        // Verified once, then presented again while remembered.
+        authenticates(&t, &tokens.access_token).await.unwrap();
+        authenticates(&t, &tokens.access_token).await.unwrap();
+    }
+    let ended = Err("the session has ended".to_owned());
+
+    let principal = identity::authenticate(&t.app, &first.access_token)
+        .await
+        .unwrap();
+    sessions::logout(&t.app, &principal).await.unwrap();
+    assert_eq!(authenticates(&t, &first.access_token).await, ended);
+
+    let principal = identity::authenticate(&t.app, &third.access_token)
+        .await
+        .unwrap();
+    sessions::revoke_mine(&t.app, &principal, &second.session_id)
+        .await
+        .unwrap();
+    assert_eq!(authenticates(&t, &second.access_token).await, ended);
+    authenticates(&t, &third.access_token).await.unwrap();
+
+    // Fifteen minutes and thirty seconds of leeway later, the token itself has expired.
+    t.advance(15 * 60 + 31);
+    assert!(
+        authenticates(&t, &third.access_token)
+            .await
+            .unwrap_err()
+            .contains("expired")
+    );
+}
+
+#[tokio::test]
+async fn a_token_verified_before_is_refused_at_once_when_its_user_or_tenant_may_not_act() {
+    let (t, user_id) = with_person().await;
+    let tokens = login_ok(&t).await;
+    authenticates(&t, &tokens.access_token).await.unwrap();
+    authenticates(&t, &tokens.access_token).await.unwrap();
+
+    t.user_command(
+        TENANT,
+        &user_id,
+        UserCommand::Disable {
+            reason: "on leave".into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        authenticates(&t, &tokens.access_token).await,
+        Err("the user may not act".to_owned())
+    );
+    t.user_command(TENANT, &user_id, UserCommand::Enable).await;
+    authenticates(&t, &tokens.access_token).await.unwrap();
+
+    t.tenant_command(
+        TENANT,
+        TenantCommand::Suspend {
+            reason: "unpaid".into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        authenticates(&t, &tokens.access_token).await,
+        Err("the tenant is suspended".to_owned())
+    );
+    t.tenant_command(TENANT, TenantCommand::Reactivate).await;
+    authenticates(&t, &tokens.access_token).await.unwrap();
 }
 
 #[tokio::test]
