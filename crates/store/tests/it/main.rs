@@ -2,4 +2,5 @@
 
 mod conformance;
 mod ledger;
+mod postgres;
 mod support;
