@@ -106,6 +106,11 @@ impl VersionCache {
         }
     }
 
+    /// The head these versions are valid at, if the cache holds any.
+    pub(crate) fn head(&self) -> Option<Head> {
+        self.head
+    }
+
     /// The batch's streams whose versions must be read from the database.
     pub(crate) fn missing(&self, batch: &[Pending]) -> Vec<String> {
         streams(batch)

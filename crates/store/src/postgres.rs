@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use custodian_domain::{EventRecord, NewEvent, StreamName};
-use sqlx::postgres::{PgListener, PgPoolOptions};
-use sqlx::{PgPool, Row};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{Connection as _, PgConnection, PgPool, Row};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::batch::{self, Pending, VersionCache};
+use crate::batch::{self, Pending, Plan, VersionCache};
 use crate::row::{COLUMNS, StoredRow, existing_from_row, head_from_row, to_i64};
 use crate::writer::{Committer, Decided, Writer, advance};
 use crate::{AppendOutcome, EventStore, ExpectedVersion, Head, StoreError, StoreOptions};
@@ -22,11 +22,12 @@ use crate::{AppendOutcome, EventStore, ExpectedVersion, Head, StoreError, StoreO
 const APPEND_LOCK: i64 = 0x0063_7573_746f_646e;
 /// The channel a commit notifies with its new head position.
 const CHANNEL: &str = "custodian_log";
+/// How the writer's connection shows in `pg_stat_activity`.
+pub const WRITER_APPLICATION_NAME: &str = "custodian writer";
 
 /// Whether the database at `url` holds the log's `events` table. A database that does not exist
 /// holds none; any other failure to connect is an error.
 pub(crate) async fn ledger_exists(url: &str) -> Result<bool, StoreError> {
-    use sqlx::Connection as _;
     let mut conn = match sqlx::PgConnection::connect(url).await {
         Ok(conn) => conn,
         // invalid_catalog_name: the database does not exist.
@@ -65,10 +66,12 @@ impl PostgresStore {
         };
         if !options.read_only {
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-            let committer = Box::new(PostgresCommitter {
-                pool: pool.clone(),
-                cache: VersionCache::default(),
-            });
+            let committer = Box::new(PostgresCommitter::new(
+                pool.connect_options()
+                    .as_ref()
+                    .clone()
+                    .application_name(WRITER_APPLICATION_NAME),
+            ));
             store.writer = Some(Writer::spawn(committer, head.clone(), &options));
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen(CHANNEL).await?;
@@ -178,52 +181,122 @@ impl EventStore for PostgresStore {
     }
 }
 
+/// The writer's half on PostgreSQL, on a connection of its own (no pool hand-off or liveness ping
+/// per commit).
+///
+/// A commit is one call of the `events_append` function: it takes the advisory lock, checks that
+/// the head is the one the batch was sealed on, inserts and notifies, all in the statement's
+/// implicit transaction, so a batch costs one round trip while this process is the only appender.
+/// When another process has moved the head, the function writes nothing and the batch goes the
+/// locked way: one transaction that takes the lock first and reads the head and versions under
+/// it, which always succeeds. The writer keeps going that way while other processes append, and
+/// returns to one round trip as soon as a commit finds that nobody else appended since its last.
 struct PostgresCommitter {
-    pool: PgPool,
+    options: PgConnectOptions,
+    conn: Option<PgConnection>,
     cache: VersionCache,
+    /// Another process appended since this writer's last commit: skip the optimistic call.
+    shared: bool,
 }
 
-#[async_trait]
-impl Committer for PostgresCommitter {
-    fn forget(&mut self) {
-        self.cache.reset();
+/// How often the versions of a batch's streams are read before the batch takes the lock first:
+/// each read that finds the head moved starts over.
+const OPTIMISTIC_READS: usize = 3;
+
+impl PostgresCommitter {
+    fn new(options: PgConnectOptions) -> Self {
+        Self {
+            options,
+            conn: None,
+            cache: VersionCache::default(),
+            shared: false,
+        }
     }
 
-    async fn try_commit(
+    /// Decides and writes the batch on `conn`; see [`Committer::try_commit`].
+    async fn commit_on(
         &mut self,
+        conn: &mut PgConnection,
         pendings: &[Pending],
         look_up_ids: bool,
     ) -> Result<Option<Decided>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        if !look_up_ids && !self.shared {
+            if let Some(decided) = self.commit_optimistically(conn, pendings).await? {
+                return Ok(Some(decided));
+            }
+            if self.shared {
+                return self.commit_locked(conn, pendings, false).await;
+            }
+            // A refused append may be a retry of one already stored: decide again with the lookup.
+            return Ok(None);
+        }
+        self.commit_locked(conn, pendings, look_up_ids).await
+    }
+
+    /// One round trip when the versions of every stream of the batch are remembered: seals the
+    /// batch on the remembered head and writes it if that head is still the log's. `Ok(None)`
+    /// when an append is refused (then `shared` is unchanged) or the head has moved (then
+    /// `shared` is set); nothing is written either way.
+    async fn commit_optimistically(
+        &mut self,
+        conn: &mut PgConnection,
+        pendings: &[Pending],
+    ) -> Result<Option<Decided>, StoreError> {
+        let mut reads = 0;
+        let head = loop {
+            match self.cache.head() {
+                Some(head) if self.cache.missing(pendings).is_empty() => break head,
+                _ if reads == OPTIMISTIC_READS => {
+                    self.shared = true;
+                    return Ok(None);
+                }
+                _ => {
+                    self.read_versions(conn, pendings).await?;
+                    reads += 1;
+                }
+            }
+        };
+        let plan = batch::plan(head, &HashMap::new(), self.cache.versions(), pendings);
+        if plan.results.iter().any(Result::is_err) {
+            return Ok(None);
+        }
+        if !write(conn, head, &plan).await? {
+            self.shared = true;
+            return Ok(None);
+        }
+        self.cache.committed(&plan);
+        Ok(Some((plan.results, plan.head)))
+    }
+
+    /// The batch in one transaction that holds the advisory lock from its start: always decided
+    /// against the log as it is.
+    async fn commit_locked(
+        &mut self,
+        conn: &mut PgConnection,
+        pendings: &[Pending],
+        look_up_ids: bool,
+    ) -> Result<Option<Decided>, StoreError> {
+        let mut tx = conn.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(APPEND_LOCK)
             .execute(&mut *tx)
             .await?;
-        let row = sqlx::query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
-        let head = head_from_row(row)?;
-        self.cache.sync(head);
-
-        let missing = self.cache.missing(pendings);
-        let mut found = HashMap::new();
-        if !missing.is_empty() {
-            // One index probe per stream; a GROUP BY over the streams would read them whole.
-            let rows = sqlx::query(
-                "SELECT s.stream, (SELECT e.version FROM events e WHERE e.stream = s.stream \
-                 ORDER BY e.version DESC LIMIT 1) FROM UNNEST($1::text[]) AS s(stream)",
-            )
-            .bind(&missing)
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in rows {
-                let stream: String = row.try_get(0)?;
-                if let Some(v) = row.try_get::<Option<i64>, _>(1)? {
-                    found.insert(stream, u64::try_from(v).unwrap_or(0));
-                }
+        let last_own = self.cache.head();
+        self.read_versions(&mut tx, pendings).await?;
+        let head = match self.cache.head() {
+            // Under the lock the head cannot move, so one more read finds every version.
+            Some(head) if self.cache.missing(pendings).is_empty() => head,
+            _ => {
+                self.read_versions(&mut tx, pendings).await?;
+                self.cache.head().ok_or_else(|| {
+                    StoreError::Config("the log's head could not be read under the lock".into())
+                })?
             }
+        };
+        if last_own == Some(head) {
+            // Nobody else appended since this writer's last commit.
+            self.shared = false;
         }
-        self.cache.fill(missing, &found);
 
         let mut existing = HashMap::new();
         if look_up_ids {
@@ -243,49 +316,150 @@ impl Committer for PostgresCommitter {
             // A refused append may be a retry of one already stored: decide again with the lookup.
             return Ok(None);
         }
-        if !plan.records.is_empty() {
-            let r = &plan.records;
-            sqlx::query(&format!(
-                "WITH inserted AS (INSERT INTO events ({COLUMNS}) SELECT * FROM UNNEST(\
-                 $1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], \
-                 $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-                 $13::text[], $14::bytea[], $15::bytea[]) RETURNING 1) \
-                 SELECT pg_notify($16, $17)"
-            ))
-            .bind(r.iter().map(|r| to_i64(r.position)).collect::<Vec<_>>())
-            .bind(r.iter().map(|r| r.id).collect::<Vec<_>>())
-            .bind(r.iter().map(|r| r.stream.as_str()).collect::<Vec<_>>())
-            .bind(r.iter().map(|r| to_i64(r.version)).collect::<Vec<_>>())
-            .bind(r.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>())
-            .bind(r.iter().map(|r| i64::from(r.schema)).collect::<Vec<_>>())
-            .bind(r.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>())
-            .bind(r.iter().map(|r| r.actor.kind.as_str()).collect::<Vec<_>>())
-            .bind(r.iter().map(|r| r.actor.id.as_str()).collect::<Vec<_>>())
-            .bind(
-                r.iter()
-                    .map(|r| r.occurred_at.to_string())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                r.iter()
-                    .map(|r| r.correlation_id.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                r.iter()
-                    .map(|r| r.causation_id.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(&plan.data)
-            .bind(r.iter().map(|r| r.prev_hash.0.to_vec()).collect::<Vec<_>>())
-            .bind(r.iter().map(|r| r.hash.0.to_vec()).collect::<Vec<_>>())
-            .bind(CHANNEL)
-            .bind(plan.head.position.to_string())
-            .execute(&mut *tx)
-            .await?;
+        if !plan.records.is_empty() && !write(&mut tx, head, &plan).await? {
+            return Err(StoreError::Config(
+                "the log's head moved while this writer held the append lock".into(),
+            ));
         }
         tx.commit().await?;
         self.cache.committed(&plan);
         Ok(Some((plan.results, plan.head)))
+    }
+
+    /// Reads the head and the versions of the batch's streams that the cache lacks, in one
+    /// statement (one snapshot), and takes them in: when the head is not the one the cache knew,
+    /// the cache starts over from what was read, and the caller reads again for the rest.
+    async fn read_versions(
+        &mut self,
+        conn: &mut PgConnection,
+        pendings: &[Pending],
+    ) -> Result<(), StoreError> {
+        let missing = self.cache.missing(pendings);
+        // One index probe per stream; a GROUP BY over the streams would read them whole.
+        let row = sqlx::query(
+            "SELECT h.position, h.hash, ARRAY(SELECT (SELECT e.version FROM events e \
+             WHERE e.stream = s.stream ORDER BY e.version DESC LIMIT 1) \
+             FROM UNNEST($1::text[]) WITH ORDINALITY AS s(stream, n) ORDER BY s.n) \
+             FROM (SELECT 1) AS one LEFT JOIN LATERAL \
+             (SELECT position, hash FROM events ORDER BY position DESC LIMIT 1) AS h ON true",
+        )
+        .bind(&missing)
+        .fetch_one(&mut *conn)
+        .await?;
+        let versions: Vec<Option<i64>> = row.try_get(2)?;
+        let head = match row.try_get::<Option<i64>, _>(0)? {
+            None => Head::default(),
+            Some(_) => head_from_row(Some(row))?,
+        };
+        let found: HashMap<String, u64> = missing
+            .iter()
+            .zip(versions)
+            .filter_map(|(s, v)| Some((s.clone(), u64::try_from(v?).unwrap_or(0))))
+            .collect();
+        self.cache.sync(head);
+        self.cache.fill(missing, &found);
+        Ok(())
+    }
+}
+
+/// Writes the sealed batch through `events_append`: true when written, false when the log's head
+/// is no longer `head` (nothing written). On a connection outside a transaction the statement
+/// commits on its own, and the answer arrives only once the commit is durable.
+async fn write(conn: &mut PgConnection, head: Head, plan: &Plan<'_>) -> Result<bool, StoreError> {
+    let r = &plan.records;
+    let written: bool = sqlx::query_scalar(
+        "SELECT events_append($1, $2, $3, $4, $5::bigint[], $6::uuid[], $7::text[], \
+         $8::bigint[], $9::text[], $10::bigint[], $11::text[], $12::text[], $13::text[], \
+         $14::text[], $15::text[], $16::text[], $17::text[], $18::bytea[], $19::bytea[])",
+    )
+    .bind(APPEND_LOCK)
+    .bind(CHANNEL)
+    .bind(to_i64(head.position))
+    .bind(&head.hash.0[..])
+    .bind(r.iter().map(|r| to_i64(r.position)).collect::<Vec<_>>())
+    .bind(r.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(r.iter().map(|r| r.stream.as_str()).collect::<Vec<_>>())
+    .bind(r.iter().map(|r| to_i64(r.version)).collect::<Vec<_>>())
+    .bind(r.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>())
+    .bind(r.iter().map(|r| i64::from(r.schema)).collect::<Vec<_>>())
+    .bind(r.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>())
+    .bind(r.iter().map(|r| r.actor.kind.as_str()).collect::<Vec<_>>())
+    .bind(r.iter().map(|r| r.actor.id.as_str()).collect::<Vec<_>>())
+    .bind(
+        r.iter()
+            .map(|r| r.occurred_at.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        r.iter()
+            .map(|r| r.correlation_id.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        r.iter()
+            .map(|r| r.causation_id.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(&plan.data)
+    .bind(r.iter().map(|r| &r.prev_hash.0[..]).collect::<Vec<_>>())
+    .bind(r.iter().map(|r| &r.hash.0[..]).collect::<Vec<_>>())
+    .fetch_one(conn)
+    .await?;
+    Ok(written)
+}
+
+/// Whether `e` leaves the connection usable: the server refused a statement (and rolled its
+/// transaction back), as opposed to a broken connection or one the server is closing (SQLSTATE
+/// classes 08, connection exception, and 57, operator intervention, such as a terminated backend
+/// or a shutdown).
+fn keeps_connection(e: &StoreError) -> bool {
+    match e {
+        StoreError::Database(e) => match &**e {
+            sqlx::Error::Database(db) => !db
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
+            _ => false,
+        },
+        _ => true,
+    }
+}
+
+#[async_trait]
+impl Committer for PostgresCommitter {
+    fn forget(&mut self) {
+        self.cache.reset();
+    }
+
+    /// A connection kept from an earlier commit may have been closed meanwhile (a restarted
+    /// server, an idle timeout, a terminated backend); then the batch is tried once more on a new
+    /// connection. That is safe even if the first try did commit before the connection broke: the
+    /// second finds the ids stored and answers with their positions, as for any retried append.
+    async fn try_commit(
+        &mut self,
+        pendings: &[Pending],
+        look_up_ids: bool,
+    ) -> Result<Option<Decided>, StoreError> {
+        let mut reused = true;
+        loop {
+            let mut conn = match self.conn.take() {
+                Some(conn) => conn,
+                None => {
+                    reused = false;
+                    PgConnection::connect_with(&self.options).await?
+                }
+            };
+            let result = self.commit_on(&mut conn, pendings, look_up_ids).await;
+            match &result {
+                Err(e) if !keeps_connection(e) => {
+                    self.cache.reset();
+                    if reused {
+                        tracing::info!(error = %e, "the append connection broke; reconnecting");
+                        continue;
+                    }
+                }
+                _ => self.conn = Some(conn),
+            }
+            return result;
+        }
     }
 }

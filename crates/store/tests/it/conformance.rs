@@ -25,6 +25,7 @@ custodian_testkit::on_every_backend!(
     concurrent_appends_to_distinct_streams_stay_gapless,
     the_log_survives_reopening_and_continues_the_chain,
     close_finishes_appends_already_taken,
+    another_process_append_is_seen_by_the_next_version_check,
 );
 
 async fn all(store: &Arc<dyn EventStore>) -> Vec<EventRecord> {
@@ -550,6 +551,61 @@ async fn close_finishes_appends_already_taken(f: Ledger) {
     for p in acked {
         assert!(stored.contains(&p));
     }
+}
+
+/// A writer remembers stream versions between commits; an append by another process (a second
+/// server, or a command line run beside the server) must make it read them again.
+async fn another_process_append_is_seen_by_the_next_version_check(f: Ledger) {
+    let server = f.open().await;
+    let other = f.open().await;
+    let s = stream("acme/user/u1");
+    let ok = |r: Result<custodian_store::AppendOutcome, StoreError>| {
+        let o = r.unwrap();
+        (o.first_position, o.stream_version)
+    };
+    assert_eq!(
+        ok(server
+            .append(&s, ExpectedVersion::NoStream, events(1))
+            .await),
+        (1, 1)
+    );
+    assert_eq!(
+        ok(other.append(&s, ExpectedVersion::Exact(1), events(1)).await),
+        (2, 2)
+    );
+    let stale = server
+        .append(&s, ExpectedVersion::Exact(1), events(1))
+        .await;
+    assert!(
+        matches!(
+            stale,
+            Err(StoreError::WrongExpectedVersion { actual: 2, .. })
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(
+        ok(server
+            .append(&s, ExpectedVersion::Exact(2), events(1))
+            .await),
+        (3, 3)
+    );
+    // Another stream moves the head too: the versions the server remembers may be stale.
+    assert_eq!(
+        ok(other.append(&s, ExpectedVersion::Any, events(2)).await),
+        (4, 5)
+    );
+    assert_eq!(
+        ok(other
+            .append(&stream("acme/user/u2"), ExpectedVersion::Any, events(1))
+            .await),
+        (6, 1)
+    );
+    assert_eq!(
+        ok(server.append(&s, ExpectedVersion::Any, events(1)).await),
+        (7, 6)
+    );
+    let records = all(&server).await;
+    assert_eq!(verify(&records), 7);
 }
 
 mod postgres_only {

@@ -3,4 +3,5 @@
 mod conformance;
 mod corrupt;
 mod ledger;
+mod postgres;
 mod support;
