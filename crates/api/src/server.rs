@@ -151,7 +151,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(url) => {
             let relay = Relay::new(store.clone(), url, RelayOptions::default())
                 .context("cannot start the NATS relay")?;
-            state.relay = Some(relay.status());
+            state = state.with_relay(relay.status());
             tracing::info!(nats = %redact_nats(url), "publishing every event to JetStream stream CUSTODIAN");
             Some(tokio::spawn(relay.run(workers.clone())))
         }

@@ -10,9 +10,14 @@ use custodian_store::EventStore;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// What every handler can reach: the application, and what only the HTTP face needs.
+/// What every handler can reach: [`Shared`] behind one reference count, since the router hands
+/// every request (and every extractor) a clone of it.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The application, and what only the HTTP face needs.
+#[derive(Clone)]
+pub struct Shared {
     /// The use cases' service.
     pub app: App,
     /// How long a read with `Custodian-Min-Position` may wait for the views.
@@ -22,6 +27,14 @@ pub struct AppState {
 }
 
 impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Shared {
     type Target = App;
 
     fn deref(&self) -> &App {
@@ -30,6 +43,19 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// The state of a router serving `shared`.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+
+    /// The same state, reporting the NATS relay's status.
+    #[must_use]
+    pub fn with_relay(self, relay: watch::Receiver<RelayStatus>) -> Self {
+        let mut shared = Arc::unwrap_or_clone(self.0);
+        shared.relay = Some(relay);
+        Self::new(shared)
+    }
+
     /// Starts the service on the log's database (`location`, as the store was opened) with every
     /// projection. Background work stops when `shutdown` is cancelled.
     pub async fn start(
@@ -68,10 +94,10 @@ impl AppState {
             shutdown,
         )
         .await?;
-        Ok(Self {
+        Ok(Self::new(Shared {
             app,
             read_wait,
             relay: None,
-        })
+        }))
     }
 }

@@ -714,7 +714,10 @@ async fn follow(
         }
         head.borrow_and_update();
         let page = if behind {
-            shared.options.catch_up_batch_size.max(shared.options.batch_size)
+            shared
+                .options
+                .catch_up_batch_size
+                .max(shared.options.batch_size)
         } else {
             shared.options.batch_size
         };

@@ -7,6 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use custodian_api::server::{AppState, router};
+use custodian_api::state::Shared;
 use custodian_projections::Projection;
 use custodian_store::{EventStore, StoreOptions};
 use tokio_util::sync::CancellationToken;
@@ -265,11 +266,11 @@ pub async fn setup_clocked(
     )
     .await
     .unwrap();
-    let state = AppState {
+    let state = AppState::new(Shared {
         app,
         read_wait: Duration::from_secs(5),
         relay: None,
-    };
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let served = router(state.clone());
