@@ -35,7 +35,7 @@ struct Facts {
     live: Api,
     /// Logged out.
     revoked: Api,
-    /// The principal granted `project:deploy` on `project/p42` in `acme`.
+    /// The principal granted `key:rotate` on `key/k42` in `acme`.
     grantee: String,
 }
 
@@ -79,8 +79,9 @@ async fn answers_as_before(base: &str, facts: &Facts) {
         gone.status, 401,
         "a session revoked before the restart: {gone:?}"
     );
-    for (permission, decision) in [("project:deploy", "allow"), ("project:delete", "deny")] {
-        let check = json!({"principal": facts.grantee, "permission": permission, "resource": "project/p42"});
+    for (permission, decision) in [("key:rotate", "allow"), ("key:delete", "deny")] {
+        let check =
+            json!({"principal": facts.grantee, "permission": permission, "resource": "key/k42"});
         let r = live
             .settled(Method::POST, "/v1/tenants/acme/check", Some(&check), None)
             .await;
@@ -139,9 +140,13 @@ async fn restart_from_snapshots(home: Deployment) {
         .settled(Method::POST, "/v1/auth/logout", None, None)
         .await;
     assert!(out.status < 300, "{out:?}");
-    let me = root.settled(Method::GET, "/v1/auth/me", None, None).await;
-    let grantee = me.body["user_id"].as_str().unwrap().to_owned();
-    let grant = json!({"subject": {"principal": grantee}, "permission": "project:deploy", "on": {"resource": "project/p42"}});
+    let user = json!({"email": "build@acme.test", "name": "Build Bot", "kind": "service"});
+    let r = root
+        .settled(Method::POST, "/v1/tenants/acme/users", Some(&user), None)
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let grantee = r.body["user_id"].as_str().unwrap().to_owned();
+    let grant = json!({"subject": {"principal": grantee}, "permission": "key:rotate", "on": {"resource": "key/k42"}});
     let r = root
         .settled(Method::POST, "/v1/tenants/acme/grants", Some(&grant), None)
         .await;
