@@ -248,9 +248,12 @@ async fn caught_up(http: &reqwest::Client, base: &str, token: &str) -> Result<()
             .json()
             .await?;
         let snapshots = ready["indexes"].as_array().is_none_or(|indexes| {
-            indexes
-                .iter()
-                .all(|i| i["snapshot_written"].as_u64().unwrap_or(0) >= head.saturating_sub(10_000))
+            // A snapshot covers the log: one this process wrote, or the one it started from.
+            indexes.iter().all(|i| {
+                let written = i["snapshot_written"].as_u64().unwrap_or(0);
+                let started = i["started_at"].as_u64().unwrap_or(0);
+                written.max(started) >= head.saturating_sub(10_000)
+            })
         });
         if views && snapshots {
             return Ok(());
