@@ -515,6 +515,7 @@ impl Config {
             rate_tiers: self.rate_tiers,
             plans: self.plans.clone(),
             ledger: self.ledger.clone(),
+            snapshots: custodian_app::snapshot::SnapshotPolicy::default(),
         }
     }
 }

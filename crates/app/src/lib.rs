@@ -10,12 +10,13 @@
 //! - [`audit`]: a tenant's audit trail, filtered by what its events touch.
 //! - [`keys`]: API keys: issuing, rotating, revoking, verifying, and authenticating with them.
 //! - [`ledger`]: the log's Merkle tree, signed checkpoints and their publishing, proofs.
+//! - [`snapshot`]: the in-memory indexes' durable snapshots, so start-up reads only the tail.
 //! - [`validate`]: input rules shared by the use cases.
 //!
 //! Architecture invariant: this crate knows nothing of HTTP (no axum, tower or http dependency),
 //! reads the time only from its [`Clock`], and reads views only through the query functions of
 //! `custodian-projections`. It owns the SQL of the tables it keeps outside the log
-//! (`data_keys`, `signing_keys`, `checkpoint_keys`).
+//! (`data_keys`, `signing_keys`, `checkpoint_keys`, `index_snapshots`).
 
 pub mod access;
 pub mod account;
@@ -37,6 +38,7 @@ pub mod plans;
 pub mod ratelimit;
 pub mod sessions;
 pub mod signing;
+pub mod snapshot;
 pub mod usage;
 pub mod users;
 pub mod validate;
@@ -86,6 +88,21 @@ pub struct App {
 }
 
 impl App {
+    /// Where each in-memory index that starts from a snapshot started from, and how far it has
+    /// read: the authentication, authorization and key indexes.
+    pub fn index_reports(&self) -> Vec<snapshot::IndexReport> {
+        [
+            self.security.index.status(),
+            self.policy.status(),
+            self.keys.index.status(),
+        ]
+        .iter()
+        .map(|s| s.report())
+        .collect()
+    }
+}
+
+impl App {
     /// Starts the service on an open `store` whose database is at `location` (as the store was
     /// opened): the security services and the workers of `projections` (all of them:
     /// [`custodian_projections::all`]). Background work stops when `shutdown` is cancelled.
@@ -101,7 +118,6 @@ impl App {
             .await
             .context("cannot open the views' database")?;
         let stop_migrating = shutdown.clone();
-        let policy = authz::PolicyIndex::start(store.clone(), options.index_wait, shutdown.clone());
         let decisions =
             authz::DecisionLog::start(store.clone(), options.decision_log, shutdown.clone());
         let index_wait = options.index_wait;
@@ -129,6 +145,13 @@ impl App {
             shutdown.clone(),
         )
         .await?;
+        let policy = authz::PolicyIndex::start(
+            store.clone(),
+            Some(security.snapshots.clone()),
+            index_wait,
+            clock.clone(),
+            shutdown.clone(),
+        );
         let ledger = ledger::Ledger::start(
             store.clone(),
             db.clone(),
@@ -141,6 +164,7 @@ impl App {
         let stop_publishing = shutdown.clone();
         let keys = keys::Keys::start(
             store.clone(),
+            Some(security.snapshots.clone()),
             &security.keyring,
             clock.clone(),
             index_wait,

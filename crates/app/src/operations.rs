@@ -34,6 +34,11 @@ pub struct Readiness {
     pub status: ReadyStatus,
     /// The last committed event.
     pub head: LogHead,
+    /// The in-memory indexes that answer authenticated requests: where each started from (its
+    /// snapshot, or the log when the snapshot was missing or refused, and why), how many events
+    /// it has read since, and how far it has applied. Requests wait (bounded) for an index that
+    /// is behind.
+    pub indexes: Vec<crate::snapshot::IndexReport>,
 }
 
 /// The only status of a 200 readiness answer.
@@ -158,6 +163,7 @@ pub async fn readiness(app: &App) -> Result<Readiness, AppError> {
             position: head.position,
             hash: head.hash.to_hex(),
         },
+        indexes: app.index_reports(),
     })
 }
 

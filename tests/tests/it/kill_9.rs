@@ -11,9 +11,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 /// The platform administrator the crash tests bootstrap and log in as.
-const ADMIN_EMAIL: &str = "root@platform.test";
+pub const ADMIN_EMAIL: &str = "root@platform.test";
 /// Their password.
-const ADMIN_PASSWORD: &str = "correct horse battery staple";
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 
 /// A client of the server's HTTP API, logged in or not.
 #[derive(Clone)]
@@ -103,6 +103,14 @@ impl Api {
             }
             assert!(r.status < 500, "{method} {path} answered {r:?}");
             return r;
+        }
+    }
+
+    /// The same client, of the server at `base` (a restarted one).
+    pub fn at(self, base: &str) -> Self {
+        Self {
+            base: base.to_owned(),
+            ..self
         }
     }
 

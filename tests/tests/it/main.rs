@@ -11,4 +11,5 @@ mod keys;
 mod kill_9;
 mod ledger;
 mod server;
+mod startup;
 mod support;

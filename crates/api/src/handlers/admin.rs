@@ -48,7 +48,12 @@ async fn healthz() -> Json<Health> {
     Json(operations::liveness())
 }
 
-/// Readiness: the store answers. Reports the log's head.
+/// Readiness: the store answers. Reports the log's head, and for each in-memory index that
+/// answers authenticated requests (`authentication`, `authorization`, `keys`) where it started
+/// from: its snapshot (`source: snapshot`, reading only the events after `started_at`) or the log
+/// (`source: log`, with `rebuild_reason`: `missing`, `tampered`, `corrupt`, `old_format`,
+/// `other_log` or `unreadable`), the events it has read since this process started, and how far it
+/// has applied. Requests wait (bounded by `--read-wait-ms`) for an index that is still behind.
 ///
 /// A load balancer should send traffic only while this answers 200.
 #[utoipa::path(
@@ -56,7 +61,7 @@ async fn healthz() -> Json<Health> {
     path = "/readyz",
     tag = "operations",
     responses(
-        (status = 200, description = "The store answered; the body carries the log's head", body = Readiness),
+        (status = 200, description = "The store answered; the body carries the log's head and the in-memory indexes' start and progress", body = Readiness),
         (
             status = 503,
             description = "The store is unreachable, closed, or did not answer in time (code `unavailable`)",

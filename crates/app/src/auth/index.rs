@@ -1,6 +1,7 @@
 //! The in-memory authentication index: who may act right now.
 //!
-//! A task follows the log from position 0 and keeps, per tenant, user and session, exactly what an
+//! A task follows the log from the index's snapshot (from position 1 without one, see
+//! [`crate::snapshot`]) and keeps, per tenant, user and session, exactly what an
 //! authenticated request must check: the tenant is active, the user is active, the session is live.
 //! Requests wait (bounded) until the index has applied the log's head as this process knows it, so
 //! a logout, a revocation, a disabled user or a suspended tenant stops every token at once, with no
@@ -15,13 +16,15 @@ use custodian_domain::secret::Sealed;
 use custodian_domain::session::SessionEvent;
 use custodian_domain::tenant::{Plan, TenantEvent, TenantStatus};
 use custodian_domain::user::{UserEvent, UserKind, UserStatus};
-use custodian_domain::{DomainEvent, EventRecord, Timestamp};
+use custodian_domain::{DomainEvent, EventHash, EventRecord, Timestamp};
 use custodian_store::EventStore;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::follower::Progress;
+use crate::follower::{Progress, Snapshotted};
+use crate::snapshot::{IndexStatus, Snapshots};
 
 /// How often expired sessions are dropped from memory.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -30,7 +33,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 pub const SYSTEM_TENANT: &str = "_system";
 
 /// What the index knows of a user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexedUser {
     /// Person, agent or service.
     pub kind: UserKind,
@@ -47,7 +50,7 @@ pub struct IndexedUser {
 }
 
 /// What the index knows of a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexedSession {
     /// Its tenant.
     pub tenant: String,
@@ -59,8 +62,11 @@ pub struct IndexedSession {
     pub expires_at: Timestamp,
 }
 
-#[derive(Debug, Default)]
-struct State {
+/// Everything the index holds, as its snapshot holds it too.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct State {
+    /// The position and hash of the last event applied.
+    at: Option<(u64, EventHash)>,
     tenants: HashMap<String, TenantStatus>,
     /// Tenant → its plan.
     plans: HashMap<String, Plan>,
@@ -97,12 +103,15 @@ pub struct AuthIndex {
     state: RwLock<State>,
     progress: Progress,
     head: watch::Receiver<u64>,
+    status: Arc<IndexStatus>,
 }
 
 impl AuthIndex {
-    /// Starts following `store` from position 0; the task stops with `shutdown`.
+    /// Starts from the snapshot in `snapshots` (from position 1 without), following `store`; the
+    /// tasks stop with `shutdown`.
     pub fn start(
         store: Arc<dyn EventStore>,
+        snapshots: Option<Snapshots>,
         wait: Duration,
         clock: Arc<dyn Clock>,
         shutdown: CancellationToken,
@@ -111,7 +120,10 @@ impl AuthIndex {
             state: RwLock::new(State::default()),
             progress: Progress::new(wait),
             head: store.watch_head(),
+            status: Arc::new(IndexStatus::new(Self::NAME)),
         });
+        let status = index.status.clone();
+        let snapshot_clock = clock.clone();
         let pruner = Arc::downgrade(&index);
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -127,11 +139,31 @@ impl AuthIndex {
                 index.prune(clock.now());
             }
         });
-        let follower = index.clone();
-        crate::follower::spawn(store, "the authentication index", shutdown, move |record| {
-            follower.apply(record);
-        });
+        crate::follower::spawn_snapshotted(
+            index.clone(),
+            status,
+            store,
+            snapshots,
+            snapshot_clock,
+            shutdown,
+        );
         index
+    }
+
+    /// An index that follows nothing, for tests that apply events by hand.
+    #[cfg(test)]
+    pub(crate) fn detached() -> Self {
+        Self {
+            state: RwLock::new(State::default()),
+            progress: Progress::new(Duration::ZERO),
+            head: watch::channel(0).1,
+            status: Arc::new(IndexStatus::new(Self::NAME)),
+        }
+    }
+
+    /// Where the index started from and how far it has read.
+    pub fn status(&self) -> &Arc<IndexStatus> {
+        &self.status
     }
 
     /// Forgets sessions that have expired: an unknown session is refused like an expired one.
@@ -295,12 +327,32 @@ impl AuthIndex {
     pub fn is_empty(&self) -> bool {
         self.applied() == 0
     }
+}
+
+impl Snapshotted for AuthIndex {
+    const NAME: &'static str = "authentication";
+    const FORMAT: u64 = 1;
+    type Image = State;
 
     fn apply(&self, record: &EventRecord) {
         if let Ok(mut state) = self.state.write() {
             apply(&mut state, record);
+            state.at = Some((record.position, record.hash));
         }
         self.progress.advance(record.position);
+    }
+
+    fn image(&self) -> Option<(u64, EventHash, State)> {
+        let state = self.state.read().ok()?;
+        let (position, hash) = state.at?;
+        Some((position, hash, state.clone()))
+    }
+
+    fn restore(&self, image: State, position: u64) {
+        if let Ok(mut state) = self.state.write() {
+            *state = image;
+        }
+        self.progress.advance(position);
     }
 }
 
@@ -485,6 +537,7 @@ mod tests {
             .unwrap();
         let index = AuthIndex::start(
             store.clone(),
+            None,
             Duration::from_secs(2),
             Arc::new(crate::clock::SystemClock),
             CancellationToken::new(),

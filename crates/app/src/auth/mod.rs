@@ -79,6 +79,8 @@ pub struct SecurityOptions {
     pub plans: crate::plans::Plans,
     /// The ledger's checkpoints: their origin and publishing cadence.
     pub ledger: crate::ledger::LedgerOptions,
+    /// When the in-memory indexes write their snapshots.
+    pub snapshots: crate::snapshot::SnapshotPolicy,
 }
 
 impl SecurityOptions {
@@ -97,6 +99,7 @@ impl SecurityOptions {
             rate_tiers: crate::ratelimit::RateTiers::default(),
             plans: crate::plans::Plans::default(),
             ledger: crate::ledger::LedgerOptions::default(),
+            snapshots: crate::snapshot::SnapshotPolicy::default(),
         }
     }
 }
@@ -118,6 +121,8 @@ pub struct Security {
     pub signer: TokenSigner,
     /// Who may act right now.
     pub index: Arc<AuthIndex>,
+    /// Where the in-memory indexes keep their snapshots.
+    pub snapshots: crate::snapshot::Snapshots,
     /// Failed logins per client address.
     pub ip_throttle: IpThrottle,
     /// Failed logins per unknown email.
@@ -181,7 +186,19 @@ impl Security {
         )
         .await
         .context("cannot load the token signing keys")?;
-        let index = AuthIndex::start(store, options.index_wait, clock.clone(), shutdown.clone());
+        let snapshots = crate::snapshot::Snapshots::new(
+            db.clone(),
+            store.clone(),
+            keyring.snapshot_key(),
+            options.snapshots,
+        );
+        let index = AuthIndex::start(
+            store,
+            Some(snapshots.clone()),
+            options.index_wait,
+            clock.clone(),
+            shutdown.clone(),
+        );
         // Pick up signing keys rotated by another process (`custodian keys rotate-signing`).
         let reloading = signer.clone();
         tokio::spawn(async move {
@@ -210,6 +227,7 @@ impl Security {
             policy,
             signer,
             index,
+            snapshots,
             ip_throttle: IpThrottle::new(ip_policy),
             email_throttle: EmailThrottle::new(LockoutPolicy::default()),
             lockout: LockoutPolicy::default(),

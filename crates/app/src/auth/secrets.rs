@@ -36,6 +36,7 @@ const INFO_EMAIL_INDEX: &[u8] = b"custodian email index v1";
 const INFO_SIGNING_KEY_WRAP: &[u8] = b"custodian signing-key wrap v1";
 const INFO_API_KEY_HMAC: &[u8] = b"custodian api-key hmac v1";
 const INFO_CHECKPOINT_KEY_WRAP: &[u8] = b"custodian checkpoint-key wrap v1";
+const INFO_SNAPSHOT_MAC: &[u8] = b"custodian index-snapshot mac v1";
 
 /// Why the master key cannot be loaded.
 ///
@@ -78,6 +79,7 @@ struct DerivedKeys {
     checkpoint_key_wrap: DataKey,
     token: [u8; KEY_LEN],
     api_key: [u8; KEY_LEN],
+    snapshot: [u8; KEY_LEN],
     /// Keyed once at load so computing an index cannot fail.
     email_index: Hmac<Sha256>,
 }
@@ -133,6 +135,12 @@ impl Keyring {
     /// recovery codes) into a [`custodian_domain::secret::TokenHash`].
     pub fn token_key(&self) -> [u8; KEY_LEN] {
         self.keys.token
+    }
+
+    /// The key that signs the in-memory indexes' snapshots ([`crate::snapshot`]): a snapshot can
+    /// grant access, so one altered in the database must not verify.
+    pub fn snapshot_key(&self) -> [u8; KEY_LEN] {
+        self.keys.snapshot
     }
 
     /// The key that hashes API keys (`cst_...`) into the [`custodian_domain::secret::TokenHash`]
@@ -192,6 +200,7 @@ impl Keyring {
                 checkpoint_key_wrap: DataKey(derive(INFO_CHECKPOINT_KEY_WRAP)?),
                 token: derive(INFO_TOKEN_HMAC)?,
                 api_key: derive(INFO_API_KEY_HMAC)?,
+                snapshot: derive(INFO_SNAPSHOT_MAC)?,
                 email_index: <Hmac<Sha256> as Mac>::new_from_slice(&email_key)
                     .map_err(|_| KeyringError::Derive)?,
             }),

@@ -1,19 +1,29 @@
 //! The authorization index: the domain's [`AccessHistory`] (every tenant's [`Policy`], with its
-//! history, and the standing of principals and tenants) behind a lock, kept current by following
-//! the log. It answers checks in memory, for now or for any past instant; the offline tools fold
+//! history, and the standing of principals and tenants) behind a lock, started from its snapshot
+//! (see [`crate::snapshot`]) and kept current by following the log. It answers checks in memory, for now or for any past instant; the offline tools fold
 //! the log with the same type, so they decide alike.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use custodian_domain::policy::{AccessHistory, AsOf, Check, Decision, Policy};
-use custodian_domain::{EventRecord, Timestamp};
+use custodian_domain::{EventHash, EventRecord, Timestamp};
 use custodian_store::EventStore;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::error::AppError;
-use crate::follower::Progress;
+use crate::follower::{Progress, Snapshotted};
+use crate::snapshot::{IndexStatus, Snapshots};
+
+/// The fold and the hash of the last event it applied: what the snapshot holds.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub(crate) struct Image {
+    history: AccessHistory,
+    hash: Option<EventHash>,
+}
 
 /// The policy as it stood, and the position that is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,28 +37,53 @@ pub enum When {
 /// The index and its follower's progress.
 #[derive(Debug)]
 pub struct PolicyIndex {
-    state: RwLock<AccessHistory>,
+    state: RwLock<Image>,
     progress: Progress,
     head: watch::Receiver<u64>,
+    status: Arc<IndexStatus>,
 }
 
 impl PolicyIndex {
-    /// Starts following `store` from position 0; the task stops with `shutdown`.
+    /// Starts from the snapshot in `snapshots` (from position 1 without), following `store`; the
+    /// tasks stop with `shutdown`.
     pub fn start(
         store: Arc<dyn EventStore>,
+        snapshots: Option<Snapshots>,
         wait: Duration,
+        clock: Arc<dyn Clock>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let index = Arc::new(Self {
-            state: RwLock::new(AccessHistory::new()),
+            state: RwLock::new(Image::default()),
             progress: Progress::new(wait),
             head: store.watch_head(),
+            status: Arc::new(IndexStatus::new(Self::NAME)),
         });
-        let follower = index.clone();
-        crate::follower::spawn(store, "the authorization index", shutdown, move |record| {
-            follower.apply(record);
-        });
+        crate::follower::spawn_snapshotted(
+            index.clone(),
+            index.status.clone(),
+            store,
+            snapshots,
+            clock,
+            shutdown,
+        );
         index
+    }
+
+    /// An index that follows nothing, for tests that apply events by hand.
+    #[cfg(test)]
+    pub(crate) fn detached() -> Self {
+        Self {
+            state: RwLock::new(Image::default()),
+            progress: Progress::new(Duration::ZERO),
+            head: watch::channel(0).1,
+            status: Arc::new(IndexStatus::new(Self::NAME)),
+        }
+    }
+
+    /// Where the index started from and how far it has read.
+    pub fn status(&self) -> &Arc<IndexStatus> {
+        &self.status
     }
 
     /// The last position applied.
@@ -78,7 +113,7 @@ impl PolicyIndex {
     /// Reads `tenant`'s policy (the built-ins only, if it has no events yet).
     pub fn read<T>(&self, tenant: &str, f: impl FnOnce(&Policy) -> T) -> Result<T, AppError> {
         let state = self.state.read().map_err(|_| poisoned())?;
-        Ok(f(state.policy(tenant)))
+        Ok(f(state.history.policy(tenant)))
     }
 
     /// The instant a question is about: for `At`, the position of the log as it stood then.
@@ -87,7 +122,7 @@ impl PolicyIndex {
             When::Now(time) => Ok(AsOf::now(time)),
             When::At(time) => {
                 let state = self.state.read().map_err(|_| poisoned())?;
-                Ok(state.as_of(time))
+                Ok(state.history.as_of(time))
             }
         }
     }
@@ -97,8 +132,8 @@ impl PolicyIndex {
     /// the one applied for a check of now, the instant's for a check of the past.
     pub fn decide(&self, tenant: &str, check: &Check<'_>) -> Result<(Decision, u64), AppError> {
         let state = self.state.read().map_err(|_| poisoned())?;
-        let position = check.as_of.position.min(state.position());
-        Ok((state.decide(tenant, check), position))
+        let position = check.as_of.position.min(state.history.position());
+        Ok((state.history.decide(tenant, check), position))
     }
 
     /// Evaluates every check in `tenant` against one state of the index, and answers the position
@@ -109,17 +144,40 @@ impl PolicyIndex {
         checks: &[Check<'_>],
     ) -> Result<(Vec<Decision>, u64), AppError> {
         let state = self.state.read().map_err(|_| poisoned())?;
-        let decisions = checks.iter().map(|c| state.decide(tenant, c)).collect();
-        Ok((decisions, state.position()))
+        let decisions = checks
+            .iter()
+            .map(|c| state.history.decide(tenant, c))
+            .collect();
+        Ok((decisions, state.history.position()))
     }
+}
+
+impl Snapshotted for PolicyIndex {
+    const NAME: &'static str = "authorization";
+    const FORMAT: u64 = 1;
+    type Image = Image;
 
     fn apply(&self, record: &EventRecord) {
-        if let Ok(mut state) = self.state.write()
-            && let Err(e) = state.apply(record)
-        {
-            tracing::error!(position = record.position, error = %e, "unreadable policy event");
+        if let Ok(mut state) = self.state.write() {
+            if let Err(e) = state.history.apply(record) {
+                tracing::error!(position = record.position, error = %e, "unreadable policy event");
+            }
+            state.hash = Some(record.hash);
         }
         self.progress.advance(record.position);
+    }
+
+    fn image(&self) -> Option<(u64, EventHash, Image)> {
+        let state = self.state.read().ok()?;
+        let hash = state.hash?;
+        Some((state.history.position(), hash, state.clone()))
+    }
+
+    fn restore(&self, image: Image, position: u64) {
+        if let Ok(mut state) = self.state.write() {
+            *state = image;
+        }
+        self.progress.advance(position);
     }
 }
 

@@ -2,6 +2,9 @@
 //! log, and each key's usage counters. Verifying a key is one hash of the input, one map lookup
 //! and a few comparisons: no SQL.
 //!
+//! The index starts from its snapshot (see [`crate::snapshot`]): the keys, and each key's usage
+//! counters as the log left them.
+//!
 //! Usage counters live here, in memory: `remaining` under the key's usage limit, and the uses of
 //! the current minute window, which the recorder ([`super::usage`]) appends as `key.used` once the
 //! minute has passed (and at shutdown). When the index replays a `key.used` this process did not
@@ -15,17 +18,20 @@ use std::time::Duration;
 use custodian_domain::key::{KeyEvent, RateLimit, UsageLimit};
 use custodian_domain::policy::{Permission, Scope};
 use custodian_domain::secret::TokenHash;
-use custodian_domain::{ActorKind, DomainEvent, EventRecord, Timestamp};
+use custodian_domain::{ActorKind, DomainEvent, EventHash, EventRecord, Timestamp};
 use custodian_store::EventStore;
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::error::AppError;
-use crate::follower::Progress;
+use crate::follower::{Progress, Snapshotted};
+use crate::snapshot::{IndexStatus, Snapshots};
 
 /// What the index knows of one key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyEntry {
     /// `key_...`.
     pub id: String,
@@ -111,10 +117,15 @@ struct Usage {
     closed: Vec<UsageRecord>,
 }
 
-#[derive(Debug, Default)]
-struct State {
+/// The keys, and the usage counters as the log left them: what the snapshot holds.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct State {
     by_id: HashMap<String, Arc<KeyEntry>>,
     by_hash: HashMap<String, String>,
+    /// Key id → `(remaining, period)` as the last event of the log that set them left them.
+    logged: HashMap<String, (Option<u64>, u64)>,
+    /// The position and hash of the last event applied.
+    at: Option<(u64, EventHash)>,
 }
 
 /// Why a use was refused by the usage limit.
@@ -135,6 +146,7 @@ pub struct KeyIndex {
     lookups: AtomicU64,
     progress: Progress,
     head: watch::Receiver<u64>,
+    status: Arc<IndexStatus>,
 }
 
 /// The start of the minute `t` falls in.
@@ -148,10 +160,13 @@ pub fn minute_of(t: Timestamp) -> Timestamp {
 }
 
 impl KeyIndex {
-    /// Starts following `store` from position 1; the task stops with `shutdown`.
+    /// Starts from the snapshot in `snapshots` (from position 1 without), following `store`; the
+    /// tasks stop with `shutdown`.
     pub fn start(
         store: Arc<dyn EventStore>,
+        snapshots: Option<Snapshots>,
         wait: Duration,
+        clock: Arc<dyn Clock>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let index = Arc::new(Self {
@@ -161,12 +176,36 @@ impl KeyIndex {
             lookups: AtomicU64::new(0),
             progress: Progress::new(wait),
             head: store.watch_head(),
+            status: Arc::new(IndexStatus::new(Self::NAME)),
         });
-        let follower = index.clone();
-        crate::follower::spawn(store, "the key index", shutdown, move |record| {
-            follower.apply(record);
-        });
+        crate::follower::spawn_snapshotted(
+            index.clone(),
+            index.status.clone(),
+            store,
+            snapshots,
+            clock,
+            shutdown,
+        );
         index
+    }
+
+    /// An index that follows nothing, for tests that apply events by hand.
+    #[cfg(test)]
+    pub(crate) fn detached() -> Self {
+        Self {
+            state: RwLock::new(State::default()),
+            usage: Mutex::new(HashMap::new()),
+            own: Mutex::default(),
+            lookups: AtomicU64::new(0),
+            progress: Progress::new(Duration::ZERO),
+            head: watch::channel(0).1,
+            status: Arc::new(IndexStatus::new(Self::NAME)),
+        }
+    }
+
+    /// Where the index started from and how far it has read.
+    pub fn status(&self) -> &Arc<IndexStatus> {
+        &self.status
     }
 
     /// The last position applied.
@@ -347,21 +386,12 @@ impl KeyIndex {
         })
     }
 
-    fn apply(&self, record: &EventRecord) {
-        if record.stream.aggregate() == custodian_domain::key::AGGREGATE
-            && let Ok(event) =
-                KeyEvent::decode(record.event_type.as_str(), record.schema, &record.data)
-        {
-            self.apply_key(record, event);
-        }
-        self.progress.advance(record.position);
-    }
-
     fn apply_key(&self, record: &EventRecord, event: KeyEvent) {
         let id = record.stream.id().to_owned();
         let Ok(mut state) = self.state.write() else {
             return;
         };
+        state.at = Some((record.position, record.hash));
         match event {
             KeyEvent::Issued {
                 owner,
@@ -403,6 +433,9 @@ impl KeyIndex {
                         issuer,
                     }),
                 );
+                state
+                    .logged
+                    .insert(id.clone(), (usage_limit.map(|l| l.remaining), 0));
                 drop(state);
                 self.reset_usage(&id, usage_limit);
             }
@@ -425,6 +458,7 @@ impl KeyIndex {
                 if let Some(u) = usage_limit {
                     e.usage_limit = u;
                     e.limit_set_at = record.occurred_at;
+                    state.logged.insert(id.clone(), (u.map(|l| l.remaining), 0));
                     drop(state);
                     self.reset_usage(&id, u);
                 }
@@ -455,6 +489,12 @@ impl KeyIndex {
                     .by_id
                     .get(&id)
                     .and_then(|e| e.usage_limit.map(|l| (l, e.limit_set_at)));
+                if let (Some((limit, set_at)), Some(remaining)) = (limit, remaining) {
+                    state.logged.insert(
+                        id.clone(),
+                        (Some(remaining), limit.period(set_at, last_used_at)),
+                    );
+                }
                 drop(state);
                 if self.own.lock().is_ok_and(|mut own| own.remove(&record.id)) {
                     return;
@@ -477,5 +517,43 @@ impl KeyIndex {
             u.remaining = limit.map(|l| l.remaining);
             u.period = 0;
         }
+    }
+}
+
+impl Snapshotted for KeyIndex {
+    const NAME: &'static str = "keys";
+    const FORMAT: u64 = 1;
+    type Image = State;
+
+    fn apply(&self, record: &EventRecord) {
+        if record.stream.aggregate() == custodian_domain::key::AGGREGATE
+            && let Ok(event) =
+                KeyEvent::decode(record.event_type.as_str(), record.schema, &record.data)
+        {
+            self.apply_key(record, event);
+        } else if let Ok(mut state) = self.state.write() {
+            state.at = Some((record.position, record.hash));
+        }
+        self.progress.advance(record.position);
+    }
+
+    fn image(&self) -> Option<(u64, EventHash, State)> {
+        let state = self.state.read().ok()?;
+        let (position, hash) = state.at?;
+        Some((position, hash, state.clone()))
+    }
+
+    fn restore(&self, image: State, position: u64) {
+        if let Ok(mut usage) = self.usage.lock() {
+            for (id, (remaining, period)) in &image.logged {
+                let u = usage.entry(id.clone()).or_default();
+                u.remaining = *remaining;
+                u.period = *period;
+            }
+        }
+        if let Ok(mut state) = self.state.write() {
+            *state = image;
+        }
+        self.progress.advance(position);
     }
 }

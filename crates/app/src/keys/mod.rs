@@ -56,12 +56,19 @@ impl Keys {
     /// recording every open window).
     pub fn start(
         store: Arc<dyn EventStore>,
+        snapshots: Option<crate::snapshot::Snapshots>,
         keyring: &Keyring,
         clock: Arc<dyn Clock>,
         wait: Duration,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        let index = KeyIndex::start(store.clone(), wait, shutdown.clone());
+        let index = KeyIndex::start(
+            store.clone(),
+            snapshots,
+            wait,
+            clock.clone(),
+            shutdown.clone(),
+        );
         let recorder = UsageRecorder::start(store, index.clone(), clock, shutdown);
         Arc::new(Self {
             index,

@@ -803,7 +803,9 @@ async fn a_restarted_index_takes_the_usage_left_from_the_recorded_windows() {
     // window, not the counters of the process that wrote them.
     let fresh = keys::KeyIndex::start(
         w.t.app.store.clone(),
+        None,
         std::time::Duration::from_secs(5),
+        w.t.app.clock.clone(),
         tokio_util::sync::CancellationToken::new(),
     );
     fresh.catch_up().await.unwrap();
@@ -978,7 +980,9 @@ async fn two_recorded_windows_of_one_minute_both_count_after_a_restart() {
     );
     let fresh = keys::KeyIndex::start(
         w.t.app.store.clone(),
+        None,
         std::time::Duration::from_secs(5),
+        w.t.app.clock.clone(),
         tokio_util::sync::CancellationToken::new(),
     );
     fresh.catch_up().await.unwrap();

@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::{Deserialize, Serialize};
+
 use super::evaluate::{Check, Decision, MatchKind, Matched, Target, evaluate};
 use super::event::{AGGREGATE, EndReason, PolicyEvent, Verdict};
 use super::model::{AsOf, Policy, Stamp};
@@ -19,7 +21,7 @@ use crate::user::{ROLE_PLATFORM_ADMIN, UserEvent};
 pub const SYSTEM_TENANT: &str = "_system";
 
 /// A change of a principal's or a tenant's standing: whether it may be allowed anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Standing {
     /// The event that changed it.
     pub stamp: Stamp,
@@ -30,8 +32,68 @@ pub struct Standing {
     pub out_of_service: bool,
 }
 
+/// The types a [`Standing`] or a [`PlatformAdmin`] names, as kept in a snapshot of the state.
+const STANDING_TYPES: [&str; 7] = [
+    "user.disabled",
+    "user.enabled",
+    "user.deleted",
+    "user.created",
+    "user.invited",
+    "tenant.suspended",
+    "tenant.reactivated",
+];
+
+/// One of [`STANDING_TYPES`], read back from a snapshot; any other name is refused.
+fn known_type(name: &str) -> Result<&'static str, String> {
+    STANDING_TYPES
+        .iter()
+        .find(|t| **t == name)
+        .copied()
+        .ok_or_else(|| format!("unknown standing event type {name:?}"))
+}
+
+/// A [`Standing`] as a snapshot holds it.
+#[derive(Deserialize)]
+struct StandingRepr {
+    stamp: Stamp,
+    event_type: String,
+    out_of_service: bool,
+}
+
+impl<'de> Deserialize<'de> for Standing {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = StandingRepr::deserialize(d)?;
+        Ok(Self {
+            stamp: r.stamp,
+            event_type: known_type(&r.event_type).map_err(serde::de::Error::custom)?,
+            out_of_service: r.out_of_service,
+        })
+    }
+}
+
+/// A [`PlatformAdmin`] as a snapshot holds it.
+#[derive(Deserialize)]
+struct PlatformAdminRepr {
+    user_id: String,
+    granted: Stamp,
+    granted_by: String,
+    active: Option<Stamp>,
+}
+
+impl<'de> Deserialize<'de> for PlatformAdmin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = PlatformAdminRepr::deserialize(d)?;
+        Ok(Self {
+            user_id: r.user_id,
+            granted: r.granted,
+            granted_by: known_type(&r.granted_by).map_err(serde::de::Error::custom)?,
+            active: r.active,
+        })
+    }
+}
+
 /// A user of `_system` given the platform's root role when created or invited.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlatformAdmin {
     /// The user.
     pub user_id: String,
@@ -75,7 +137,7 @@ pub struct Link {
 }
 
 /// Every tenant's policy and everyone's standing, as the log made them.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct AccessHistory {
     policies: HashMap<String, Policy>,
     /// Principal id → standing changes, oldest first.

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
+
 use super::event::{EndReason, PolicyEvent};
 use super::vocabulary::{
     BUILTIN_ROLES, Catalog, Conditions, Effect, Permission, Resource, Scope, Subject, Window,
@@ -11,7 +13,7 @@ use super::vocabulary::{
 use crate::event::Timestamp;
 
 /// When something happened in the log: the event's position and time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp {
     /// The event's position.
     pub position: u64,
@@ -20,7 +22,7 @@ pub struct Stamp {
 }
 
 /// A grant, live or ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
     /// `grant_...`, or `builtin:{role}:{permission}` for a built-in role's default.
     pub id: String,
@@ -45,7 +47,7 @@ pub struct Grant {
 }
 
 /// An assignment of a role, live or ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
     /// `asg_...`.
     pub id: String,
@@ -68,7 +70,7 @@ pub struct Assignment {
 }
 
 /// One version of a custom role.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleVersion {
     /// The event that set it.
     pub stamp: Stamp,
@@ -79,7 +81,7 @@ pub struct RoleVersion {
 }
 
 /// A custom role from its creation to its deletion.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleLife {
     /// Its versions, oldest first (the first is its creation).
     pub versions: Vec<RoleVersion>,
@@ -94,7 +96,7 @@ impl RoleLife {
 }
 
 /// A resource's membership of a group, from its addition to its removal.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Membership {
     /// The group.
     pub group: String,
@@ -143,7 +145,7 @@ pub(super) const ANY_ID: u32 = 0;
 
 /// What the policy keeps of a role: its lives (custom roles) or its parents (built-in ones), and
 /// the grants to it and assignments of it, so that a check finds all with one lookup.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct RoleEntry {
     pub(super) lives: Vec<RoleLife>,
     pub(super) builtin_parents: Option<Vec<String>>,
@@ -152,14 +154,14 @@ pub(super) struct RoleEntry {
 }
 
 /// What the policy keeps of a principal: the grants to it and its assignments.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct PrincipalEntry {
     pub(super) grants: ByPermission,
     pub(super) assignments: Vec<usize>,
 }
 
 /// A tenant's policy: its catalog, roles, grants, assignments and groups, with their history.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Policy {
     /// The tenant's catalog, as it is now.
     pub catalog: Catalog,

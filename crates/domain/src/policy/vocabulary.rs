@@ -504,7 +504,7 @@ pub fn builtin_role(name: &str) -> Option<&'static BuiltinRole> {
 }
 
 /// A tenant's permission catalog: the built-in types and the tenant's own.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Catalog {
     /// The tenant's own resource types and their actions.
     pub custom: BTreeMap<String, BTreeSet<String>>,
