@@ -2,4 +2,5 @@
 
 mod conformance;
 mod ledger;
+mod sqlite;
 mod support;
