@@ -336,7 +336,8 @@ impl EventRecord {
         event: NewEvent,
         data: &[u8],
     ) -> Result<Self, serde_json::Error> {
-        let mut record = Self {
+        let hash = Self::sealed_hash(position, &stream, version, prev_hash, &event, data)?;
+        Ok(Self {
             position,
             tenant: stream.tenant().to_owned(),
             stream,
@@ -350,17 +351,86 @@ impl EventRecord {
             causation_id: event.causation_id,
             data: event.data,
             prev_hash,
-            hash: EventHash::ZERO,
+            hash,
+        })
+    }
+
+    /// The hash [`seal_canonical`](Self::seal_canonical) would give the record, computed from
+    /// borrowed parts, so a writer can seal a batch without copying its events.
+    pub fn sealed_hash(
+        position: u64,
+        stream: &StreamName,
+        version: u64,
+        prev_hash: EventHash,
+        event: &NewEvent,
+        data: &[u8],
+    ) -> Result<EventHash, serde_json::Error> {
+        let parts = Parts {
+            position,
+            stream,
+            version,
+            id: &event.id,
+            event_type: &event.event_type,
+            schema: event.schema,
+            tenant: stream.tenant(),
+            actor: &event.actor,
+            occurred_at: &event.occurred_at,
+            correlation_id: &event.correlation_id,
+            causation_id: &event.causation_id,
+            prev_hash: &prev_hash,
         };
-        record.hash = EventHash(Sha256::digest(record.canonical_bytes_with(data)?).into());
-        Ok(record)
+        Ok(EventHash(
+            Sha256::digest(parts.canonical_bytes_with(data)?).into(),
+        ))
     }
 
     /// The RFC 8785 canonical JSON of every field but `hash`: the bytes that are hashed.
     pub fn canonical_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
-        self.canonical_bytes_with(&canonical_data(&self.data)?)
+        self.parts()
+            .canonical_bytes_with(&canonical_data(&self.data)?)
     }
 
+    fn parts(&self) -> Parts<'_> {
+        Parts {
+            position: self.position,
+            stream: &self.stream,
+            version: self.version,
+            id: &self.id,
+            event_type: &self.event_type,
+            schema: self.schema,
+            tenant: &self.tenant,
+            actor: &self.actor,
+            occurred_at: &self.occurred_at,
+            correlation_id: &self.correlation_id,
+            causation_id: &self.causation_id,
+            prev_hash: &self.prev_hash,
+        }
+    }
+
+    /// Recomputes the hash from the other fields (it does not read `self.hash`).
+    pub fn compute_hash(&self) -> Result<EventHash, serde_json::Error> {
+        let bytes = self.canonical_bytes()?;
+        Ok(EventHash(Sha256::digest(&bytes).into()))
+    }
+}
+
+/// Every field of a record but `data` and `hash`, borrowed: what is hashed around the data.
+struct Parts<'a> {
+    position: u64,
+    stream: &'a StreamName,
+    version: u64,
+    id: &'a Uuid,
+    event_type: &'a EventType,
+    schema: u32,
+    tenant: &'a str,
+    actor: &'a Actor,
+    occurred_at: &'a Timestamp,
+    correlation_id: &'a Option<String>,
+    causation_id: &'a Option<String>,
+    prev_hash: &'a EventHash,
+}
+
+impl Parts<'_> {
     /// The canonical form around already-canonical `data`. RFC 8785 orders an object's members by
     /// their names' UTF-16 code units; the names below are ASCII and listed in that order.
     fn canonical_bytes_with(&self, data: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
@@ -392,12 +462,6 @@ impl EventRecord {
         member(&mut out, "version", &self.version)?;
         out.push(b'}');
         Ok(out)
-    }
-
-    /// Recomputes the hash from the other fields (it does not read `self.hash`).
-    pub fn compute_hash(&self) -> Result<EventHash, serde_json::Error> {
-        let bytes = self.canonical_bytes()?;
-        Ok(EventHash(Sha256::digest(&bytes).into()))
     }
 }
 

@@ -137,11 +137,27 @@ async fn main() -> Result<()> {
         payload.0.to_string().len()
     );
 
-    // BENCH_BACKEND=sqlite|postgres and BENCH_WRITERS=64 narrow a run, e.g. for profiling.
-    let only_backend = std::env::var("BENCH_BACKEND").ok();
-    let only_writers: Option<usize> = std::env::var("BENCH_WRITERS")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    // BENCH_BACKEND=sqlite|postgresql|postgres and BENCH_WRITERS=64 narrow a run, e.g. for
+    // profiling. A value that names nothing is refused rather than giving an empty table.
+    let only_backend = match std::env::var("BENCH_BACKEND") {
+        Ok(v) if Backend::ALL.iter().any(|b| b.matches(&v)) => Some(v),
+        Ok(v) => {
+            return Err(
+                format!("BENCH_BACKEND must be sqlite, postgresql or postgres, not {v:?}").into(),
+            );
+        }
+        Err(_) => None,
+    };
+    let only_writers: Option<usize> = match std::env::var("BENCH_WRITERS") {
+        Ok(v) => Some(
+            v.trim()
+                .parse()
+                .ok()
+                .filter(|w| WRITERS.contains(w))
+                .ok_or_else(|| format!("BENCH_WRITERS must be one of {WRITERS:?}, not {v:?}"))?,
+        ),
+        Err(_) => None,
+    };
     let mut rows = Vec::new();
     for backend in Backend::ALL {
         if only_backend.as_deref().is_some_and(|b| !backend.matches(b)) {
@@ -334,7 +350,12 @@ where
     Option<&'a str>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     &'a [u8]: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
-    let mut q = QueryBuilder::<DB>::new(format!("INSERT INTO events ({COLUMNS}) "));
+    let key_column = if fixed.stream_key.is_some() {
+        ", stream_key"
+    } else {
+        ""
+    };
+    let mut q = QueryBuilder::<DB>::new(format!("INSERT INTO events ({COLUMNS}{key_column}) "));
     q.push_values(rows, |mut b, r| {
         b.push_bind(r.position)
             .push_bind(r.id)
@@ -351,6 +372,9 @@ where
             .push_bind(r.data.as_str())
             .push_bind(&r.prev_hash[..])
             .push_bind(&r.hash[..]);
+        if let Some(key) = fixed.stream_key {
+            b.push_bind(key);
+        }
     });
     q
 }
@@ -358,6 +382,8 @@ where
 /// The columns that are the same in every floor row, written as the store writes them.
 struct FloorFixed {
     stream: String,
+    /// The stream's integer key, where the backend's `events` has one (SQLite).
+    stream_key: Option<i64>,
     tenant: String,
     occurred_at: String,
 }
@@ -375,7 +401,9 @@ async fn run_floor(
     drop(store);
 
     let stream = StreamName::parse("bench/writer/w0")?;
+    let pool = FloorPool::connect(backend, &db.location).await?;
     let fixed = FloorFixed {
+        stream_key: pool.stream_key(stream.as_str()).await?,
         tenant: stream.tenant().to_owned(),
         stream: stream.as_str().to_owned(),
         occurred_at: Timestamp::parse(OCCURRED_AT)?.to_string(),
@@ -389,7 +417,6 @@ async fn run_floor(
     let mut latencies = Vec::with_capacity(events.div_ceil(FLOOR_BATCH));
     let mut next = 1_usize;
 
-    let pool = FloorPool::connect(backend, &db.location).await?;
     let start = Instant::now();
     while next <= events {
         rows.clear();
@@ -482,6 +509,28 @@ impl FloorPool {
             }
         }
         Ok(())
+    }
+
+    /// Registers the floor's one stream where the schema keys streams by integer, as the store
+    /// does before its first append to it.
+    async fn stream_key(&self, stream: &str) -> Result<Option<i64>> {
+        let Self::Sqlite(pool) = self else {
+            return Ok(None);
+        };
+        let keyed: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'streams'",
+        )
+        .fetch_one(pool)
+        .await?;
+        if keyed == 0 {
+            return Ok(None);
+        }
+        Ok(Some(
+            sqlx::query_scalar("INSERT INTO streams (name) VALUES (?) RETURNING key")
+                .bind(stream)
+                .fetch_one(pool)
+                .await?,
+        ))
     }
 
     async fn count(&self) -> Result<i64> {

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use custodian_domain::{EventRecord, NewEvent, StreamName};
+use custodian_domain::{EventHash, EventRecord, NewEvent, StreamName};
 use uuid::Uuid;
 
 use crate::{AppendOutcome, ExpectedVersion, Head, StoreError};
@@ -35,6 +35,53 @@ pub(crate) struct Plan<'a> {
     pub records: Vec<EventRecord>,
     /// The canonical JSON of each record's data, as stored.
     pub data: Vec<&'a str>,
+    /// One answer per pending append, in the batch's order.
+    pub results: Vec<Result<AppendOutcome, StoreError>>,
+    /// The head after the batch.
+    pub head: Head,
+}
+
+/// One record of a batch, sealed (placed and hashed) while still borrowing its event from the
+/// append that carried it: a writer that binds the fields itself never copies the event.
+#[derive(Debug)]
+pub(crate) struct Sealed<'a> {
+    pub position: u64,
+    pub version: u64,
+    pub stream: &'a StreamName,
+    pub event: &'a NewEvent,
+    /// The canonical JSON of the event's data, as stored.
+    pub data: &'a str,
+    pub prev_hash: EventHash,
+    pub hash: EventHash,
+}
+
+impl Sealed<'_> {
+    /// The owned record.
+    pub(crate) fn to_record(&self) -> EventRecord {
+        EventRecord {
+            position: self.position,
+            stream: self.stream.clone(),
+            version: self.version,
+            id: self.event.id,
+            event_type: self.event.event_type.clone(),
+            schema: self.event.schema,
+            tenant: self.stream.tenant().to_owned(),
+            actor: self.event.actor.clone(),
+            occurred_at: self.event.occurred_at,
+            correlation_id: self.event.correlation_id.clone(),
+            causation_id: self.event.causation_id.clone(),
+            data: self.event.data.clone(),
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        }
+    }
+}
+
+/// What one batch writes and answers, with its records borrowed from the batch.
+#[derive(Debug)]
+pub(crate) struct SealedPlan<'a> {
+    /// Records to insert, in position order.
+    pub records: Vec<Sealed<'a>>,
     /// One answer per pending append, in the batch's order.
     pub results: Vec<Result<AppendOutcome, StoreError>>,
     /// The head after the batch.
@@ -134,14 +181,33 @@ impl VersionCache {
 
     /// Takes in a committed batch.
     pub(crate) fn committed(&mut self, plan: &Plan<'_>) {
+        self.take_in(
+            plan.records.iter().map(|r| (r.stream.as_str(), r.version)),
+            plan.head,
+        );
+    }
+
+    /// Takes in a committed batch of borrowed records.
+    pub(crate) fn committed_sealed(&mut self, plan: &SealedPlan<'_>) {
+        self.take_in(
+            plan.records.iter().map(|r| (r.stream.as_str(), r.version)),
+            plan.head,
+        );
+    }
+
+    fn take_in<'s>(&mut self, versions: impl Iterator<Item = (&'s str, u64)>, head: Head) {
         if self.versions.len() > CACHED_STREAMS {
             self.versions.clear();
         }
-        for r in &plan.records {
-            self.versions
-                .insert(r.stream.as_str().to_owned(), r.version);
+        for (stream, version) in versions {
+            match self.versions.get_mut(stream) {
+                Some(v) => *v = version,
+                None => {
+                    self.versions.insert(stream.to_owned(), version);
+                }
+            }
         }
-        self.head = Some(plan.head);
+        self.head = Some(head);
     }
 
     /// Forgets everything (after a failed transaction).
@@ -159,9 +225,25 @@ pub(crate) fn plan<'a>(
     versions: &HashMap<String, u64>,
     batch: &'a [Pending],
 ) -> Plan<'a> {
+    let sealed = seal(head, existing, versions, batch);
+    Plan {
+        records: sealed.records.iter().map(Sealed::to_record).collect(),
+        data: sealed.records.iter().map(|r| r.data).collect(),
+        results: sealed.results,
+        head: sealed.head,
+    }
+}
+
+/// [`plan`], with every record borrowing its event from the batch instead of owning a copy.
+pub(crate) fn seal<'a>(
+    head: Head,
+    existing: &HashMap<Uuid, Existing>,
+    versions: &HashMap<String, u64>,
+    batch: &'a [Pending],
+) -> SealedPlan<'a> {
     let mut head = head;
-    let mut records = Vec::new();
-    let mut data = Vec::new();
+    let mut records: Vec<Sealed<'a>> =
+        Vec::with_capacity(batch.iter().map(|p| p.events.len()).sum());
     let mut results = Vec::with_capacity(batch.len());
     let mut batch_versions: HashMap<&str, u64> = HashMap::new();
     let mut batch_ids: HashMap<Uuid, Existing> = HashMap::new();
@@ -190,26 +272,32 @@ pub(crate) fn plan<'a>(
             }));
             continue;
         }
-        let mut sealed = Vec::with_capacity(pending.events.len());
+        let kept = records.len();
         let mut prev = head;
         let mut failure = None;
         for (i, event) in pending.events.iter().enumerate() {
             let position = prev.position + 1;
+            let version = current + 1 + i as u64;
             let canonical = pending.data.get(i).map_or("", String::as_str);
-            match EventRecord::seal_canonical(
+            match EventRecord::sealed_hash(
                 position,
-                pending.stream.clone(),
-                current + 1 + i as u64,
+                &pending.stream,
+                version,
                 prev.hash,
-                event.clone(),
+                event,
                 canonical.as_bytes(),
             ) {
-                Ok(record) => {
-                    prev = Head {
+                Ok(hash) => {
+                    records.push(Sealed {
                         position,
-                        hash: record.hash,
-                    };
-                    sealed.push(record);
+                        version,
+                        stream: &pending.stream,
+                        event,
+                        data: canonical,
+                        prev_hash: prev.hash,
+                        hash,
+                    });
+                    prev = Head { position, hash };
                 }
                 Err(e) => {
                     failure = Some(StoreError::CorruptRecord {
@@ -221,25 +309,27 @@ pub(crate) fn plan<'a>(
             }
         }
         if let Some(e) = failure {
+            records.truncate(kept);
             results.push(Err(e));
             continue;
         }
         let first_position = head.position + 1;
         let stream_version = current + pending.events.len() as u64;
-        for r in &sealed {
-            batch_ids.insert(
-                r.id,
-                Existing {
-                    stream: stream.to_owned(),
-                    position: r.position,
-                    version: r.version,
-                },
-            );
+        // Only a retry within the batch needs to find these ids; most batches have none.
+        if batch.len() > 1 {
+            for r in &records[kept..] {
+                batch_ids.insert(
+                    r.event.id,
+                    Existing {
+                        stream: stream.to_owned(),
+                        position: r.position,
+                        version: r.version,
+                    },
+                );
+            }
         }
         head = prev;
         batch_versions.insert(stream, stream_version);
-        records.extend(sealed);
-        data.extend(pending.data.iter().map(String::as_str));
         results.push(Ok(AppendOutcome {
             first_position,
             last_position: head.position,
@@ -247,9 +337,8 @@ pub(crate) fn plan<'a>(
             deduplicated: false,
         }));
     }
-    Plan {
+    SealedPlan {
         records,
-        data,
         results,
         head,
     }

@@ -7,16 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use custodian_domain::{EventRecord, NewEvent, StreamName};
+use custodian_domain::{EventHash, EventRecord, NewEvent, StreamName};
+use rusqlite::{OptionalExtension as _, TransactionBehavior};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection as _, QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{Connection as _, Sqlite, SqlitePool};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
-use crate::batch::{self, Pending, VersionCache};
-use crate::row::{COLUMNS, existing_from_row, head_from_row, to_i64};
+use crate::batch::{self, Existing, Pending, VersionCache};
+use crate::row::{COLUMNS, head_from_row, to_i64};
 use crate::sqlite_read::SqliteReader;
-use crate::writer::{Committer, Decided, Writer};
+use crate::writer::{BlockingCommitter, Decided, Writer};
 use crate::{AppendOutcome, EventStore, ExpectedVersion, Head, StoreError, StoreOptions};
 
 const IDS_PER_QUERY: usize = 900;
@@ -25,10 +27,19 @@ const IDS_PER_QUERY: usize = 900;
 /// learn of it at the followers' idle recheck.
 const OTHER_WRITERS_POLL: Duration = Duration::from_millis(100);
 
+/// How long a connection waits for another process's write lock before it gives up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The log in one SQLite file.
+///
+/// Appends are committed by one writer thread that owns its own connection to the file; reads go
+/// through a small pool of other connections.
 pub struct SqliteStore {
     read: SqlitePool,
     reads: SqliteReader,
+    /// Whether `events` has the integer `stream_key` (migration 0004); a file opened read-only
+    /// may predate it.
+    keyed_streams: bool,
     writer: Option<Writer>,
     head: Arc<watch::Sender<u64>>,
     watcher: Option<JoinHandle<()>>,
@@ -53,7 +64,7 @@ impl SqliteStore {
             .create_if_missing(!options.read_only)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(BUSY_TIMEOUT);
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(connect.clone())
@@ -61,6 +72,7 @@ impl SqliteStore {
         let mut store = Self {
             read,
             reads: SqliteReader::new(path),
+            keyed_streams: false,
             writer: None,
             head: Arc::new(watch::channel(0).0),
             watcher: None,
@@ -72,16 +84,33 @@ impl SqliteStore {
                 .connect_with(connect)
                 .await?;
             sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+            write.close().await;
+            let path = path.to_path_buf();
+            let conn = tokio::task::spawn_blocking(move || writer_connection(&path))
+                .await
+                .map_err(|e| {
+                    StoreError::Config(format!("cannot open the log for writing: {e}"))
+                })??;
             let committer = Box::new(SqliteCommitter {
-                pool: write,
-                cache: VersionCache::default(),
+                conn,
+                memory: Memory::default(),
             });
-            store.writer = Some(Writer::spawn(committer, store.head.clone(), &options));
+            store.writer = Some(Writer::spawn_thread(
+                committer,
+                store.head.clone(),
+                &options,
+            )?);
             store.watcher = Some(tokio::spawn(watch_other_writers(
                 watching,
                 store.head.clone(),
             )));
         }
+        store.keyed_streams = sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'stream_key'",
+        )
+        .fetch_one(&store.read)
+        .await?
+            > 0;
         let head = store.head().await?;
         crate::writer::advance(&store.head, head.position);
         Ok(store)
@@ -136,7 +165,7 @@ pub(crate) async fn ledger_exists(path: &Path) -> Result<bool, StoreError> {
         &SqliteConnectOptions::new()
             .filename(path)
             .read_only(true)
-            .busy_timeout(Duration::from_secs(30)),
+            .busy_timeout(BUSY_TIMEOUT),
     )
     .await?;
     let found: Option<i64> =
@@ -167,7 +196,9 @@ impl EventStore for SqliteStore {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        self.reads.read_stream(stream, from_version, limit).await
+        self.reads
+            .read_stream(stream, from_version, limit, self.keyed_streams)
+            .await
     }
 
     async fn read_all(
@@ -208,98 +239,274 @@ where
     head_from_row(row)
 }
 
-struct SqliteCommitter {
-    pool: SqlitePool,
-    cache: VersionCache,
+/// Opens the writer's own connection: WAL, and every commit synced to disk before it returns.
+fn writer_connection(path: &Path) -> Result<rusqlite::Connection, StoreError> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "wal")?;
+    conn.pragma_update(None, "synchronous", "full")?;
+    Ok(conn)
 }
 
-/// Rows per insert statement. Every statement of 1 to 64 rows stays prepared in the connection's
-/// statement cache (100 entries), so a batch is typically one cached statement.
-const ROWS_PER_INSERT: usize = 64;
+/// A failure of the writer's SQLite connection, carried as a database error like any other, so
+/// that callers see one [`StoreError::Database`] and the writer still recognises a unique
+/// violation (an append retried with ids already stored).
+#[derive(Debug)]
+struct SqliteFailure {
+    message: String,
+    unique: bool,
+    source: rusqlite::Error,
+}
 
-#[async_trait]
-impl Committer for SqliteCommitter {
-    fn forget(&mut self) {
-        self.cache.reset();
+impl std::fmt::Display for SqliteFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SqliteFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl sqlx::error::DatabaseError for SqliteFailure {
+    fn message(&self) -> &str {
+        &self.message
     }
 
-    async fn try_commit(
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        if self.unique {
+            sqlx::error::ErrorKind::UniqueViolation
+        } else {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(source: rusqlite::Error) -> Self {
+        let unique = matches!(
+            source.sqlite_error(),
+            Some(e) if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        );
+        Self::Database(Arc::new(sqlx::Error::Database(Box::new(SqliteFailure {
+            message: source.to_string(),
+            unique,
+            source,
+        }))))
+    }
+}
+
+/// The writer thread's half of a group commit: its connection and what it remembers of the log.
+struct SqliteCommitter {
+    conn: rusqlite::Connection,
+    memory: Memory,
+}
+
+/// What the writer remembers of the log between commits.
+#[derive(Default)]
+struct Memory {
+    /// Streams' versions, while the head is the one it last committed.
+    cache: VersionCache,
+    /// Streams' keys. A key never changes once committed, so this memory stays valid whatever
+    /// other processes append; only keys of committed transactions enter it.
+    keys: HashMap<String, i64>,
+}
+
+/// Keys remembered before the memory starts over, bounding it.
+const CACHED_KEYS: usize = 100_000;
+
+const INSERT_EVENT: &str = "INSERT INTO events (position, id, stream, version, type, schema, tenant, actor_kind, actor_id, occurred_at, correlation_id, causation_id, data, prev_hash, hash, stream_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+
+/// The head of the log as this connection sees it.
+fn head_of(conn: &rusqlite::Connection) -> Result<Head, StoreError> {
+    let row: Option<(i64, Vec<u8>)> = conn
+        .prepare_cached("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((position, hash)) = row else {
+        return Ok(Head::default());
+    };
+    let position = u64::try_from(position).unwrap_or(0);
+    Ok(Head {
+        position,
+        hash: EventHash::from_slice(&hash).ok_or(StoreError::CorruptRecord {
+            position,
+            reason: "hash is not 32 bytes".into(),
+        })?,
+    })
+}
+
+/// Where each of `ids` already stored sits, for idempotent retries.
+fn existing_ids(
+    conn: &rusqlite::Connection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Existing>, StoreError> {
+    let mut existing = HashMap::new();
+    for chunk in ids.chunks(IDS_PER_QUERY) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let mut query = conn.prepare(&format!(
+            "SELECT id, stream, position, version FROM events WHERE id IN ({marks})"
+        ))?;
+        let mut rows = query.query(rusqlite::params_from_iter(
+            chunk.iter().map(|id| id.as_bytes().as_slice()),
+        ))?;
+        while let Some(row) = rows.next()? {
+            let id: Vec<u8> = row.get(0)?;
+            let Ok(id) = Uuid::from_slice(&id) else {
+                continue;
+            };
+            existing.insert(
+                id,
+                Existing {
+                    stream: row.get(1)?,
+                    position: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+                    version: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+                },
+            );
+        }
+    }
+    Ok(existing)
+}
+
+impl Memory {
+    /// The key of `stream` if it has one: remembered, or read from `streams`.
+    fn known_key(
+        &mut self,
+        conn: &rusqlite::Connection,
+        stream: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        if let Some(key) = self.keys.get(stream) {
+            return Ok(Some(*key));
+        }
+        let key: Option<i64> = conn
+            .prepare_cached("SELECT key FROM streams WHERE name = ?1")?
+            .query_row([stream], |r| r.get(0))
+            .optional()?;
+        if let Some(key) = key {
+            if self.keys.len() >= CACHED_KEYS {
+                self.keys.clear();
+            }
+            self.keys.insert(stream.to_owned(), key);
+        }
+        Ok(key)
+    }
+}
+
+impl BlockingCommitter for SqliteCommitter {
+    fn forget(&mut self) {
+        self.memory.cache.reset();
+    }
+
+    fn try_commit(
         &mut self,
         pendings: &[Pending],
         look_up_ids: bool,
     ) -> Result<Option<Decided>, StoreError> {
+        let Self { conn, memory } = self;
         // IMMEDIATE takes the write lock up front, so the head cannot move under us.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let head = read_head(&mut *tx).await?;
-        self.cache.sync(head);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let head = head_of(&tx)?;
+        memory.cache.sync(head);
 
-        let missing = self.cache.missing(pendings);
+        let missing = memory.cache.missing(pendings);
         let mut found = HashMap::new();
         for stream in &missing {
-            let version: Option<i64> = sqlx::query_scalar(
-                "SELECT version FROM events WHERE stream = ? ORDER BY version DESC LIMIT 1",
-            )
-            .bind(stream.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+            let Some(key) = memory.known_key(&tx, stream)? else {
+                continue;
+            };
+            let version: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT version FROM events WHERE stream_key = ?1 ORDER BY version DESC LIMIT 1",
+                )?
+                .query_row([key], |r| r.get(0))
+                .optional()?;
             if let Some(v) = version {
                 found.insert(stream.clone(), u64::try_from(v).unwrap_or(0));
             }
         }
-        self.cache.fill(missing, &found);
+        memory.cache.fill(missing, &found);
 
-        let mut existing = HashMap::new();
-        if look_up_ids {
-            for chunk in batch::ids(pendings).chunks(IDS_PER_QUERY) {
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "SELECT id, stream, position, version FROM events WHERE id IN (",
-                );
-                let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                q.push(")");
-                for row in q.build().fetch_all(&mut *tx).await? {
-                    let (id, place) = existing_from_row(&row)?;
-                    existing.insert(id, place);
-                }
-            }
-        }
+        let existing = if look_up_ids {
+            existing_ids(&tx, &batch::ids(pendings))?
+        } else {
+            HashMap::new()
+        };
 
-        let plan = batch::plan(head, &existing, self.cache.versions(), pendings);
+        let plan = batch::seal(head, &existing, memory.cache.versions(), pendings);
         if !look_up_ids && plan.results.iter().any(Result::is_err) {
             // A refused append may be a retry of one already stored: decide again with the lookup.
             return Ok(None);
         }
-        let mut offset = 0;
-        while offset < plan.records.len() {
-            let size = (plan.records.len() - offset).min(ROWS_PER_INSERT);
-            let rows = &plan.records[offset..offset + size];
-            let data = &plan.data[offset..offset + size];
-            let times: Vec<String> = rows.iter().map(|r| r.occurred_at.to_string()).collect();
-            let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO events ({COLUMNS}) "));
-            q.push_values(rows.iter().enumerate(), |mut b, (i, r)| {
-                b.push_bind(to_i64(r.position))
-                    .push_bind(r.id)
-                    .push_bind(r.stream.as_str())
-                    .push_bind(to_i64(r.version))
-                    .push_bind(r.event_type.as_str())
-                    .push_bind(i64::from(r.schema))
-                    .push_bind(r.tenant.as_str())
-                    .push_bind(r.actor.kind.as_str())
-                    .push_bind(r.actor.id.as_str())
-                    .push_bind(times[i].as_str())
-                    .push_bind(r.correlation_id.as_deref())
-                    .push_bind(r.causation_id.as_deref())
-                    .push_bind(data[i])
-                    .push_bind(&r.prev_hash.0[..])
-                    .push_bind(&r.hash.0[..]);
-            });
-            q.build().persistent(true).execute(&mut *tx).await?;
-            offset += size;
+        let mut new_keys: Vec<(&str, i64)> = Vec::new();
+        {
+            let mut insert = tx.prepare_cached(INSERT_EVENT)?;
+            let mut occurred_at = String::with_capacity(32);
+            for r in &plan.records {
+                let name = r.stream.as_str();
+                let key = match new_keys.iter().find(|(n, _)| *n == name) {
+                    Some((_, key)) => *key,
+                    None => match memory.known_key(&tx, name)? {
+                        Some(key) => key,
+                        None => {
+                            tx.prepare_cached("INSERT INTO streams (name) VALUES (?1)")?
+                                .execute([name])?;
+                            let key = tx.last_insert_rowid();
+                            new_keys.push((name, key));
+                            key
+                        }
+                    },
+                };
+                occurred_at.clear();
+                {
+                    use std::fmt::Write as _;
+                    let _ = write!(occurred_at, "{}", r.event.occurred_at);
+                }
+                insert.execute(rusqlite::params![
+                    to_i64(r.position),
+                    r.event.id.as_bytes().as_slice(),
+                    name,
+                    to_i64(r.version),
+                    r.event.event_type.as_str(),
+                    i64::from(r.event.schema),
+                    r.stream.tenant(),
+                    r.event.actor.kind.as_str(),
+                    r.event.actor.id.as_str(),
+                    occurred_at.as_str(),
+                    r.event.correlation_id.as_deref(),
+                    r.event.causation_id.as_deref(),
+                    r.data,
+                    r.prev_hash.0.as_slice(),
+                    r.hash.0.as_slice(),
+                    key,
+                ])?;
+            }
         }
-        tx.commit().await?;
-        self.cache.committed(&plan);
+        tx.commit()?;
+        if memory.keys.len() + new_keys.len() > CACHED_KEYS {
+            memory.keys.clear();
+        }
+        for (name, key) in new_keys {
+            memory.keys.insert(name.to_owned(), key);
+        }
+        memory.cache.committed_sealed(&plan);
         Ok(Some((plan.results, plan.head)))
     }
 }

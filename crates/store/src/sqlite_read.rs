@@ -69,18 +69,26 @@ impl SqliteReader {
         .await
     }
 
-    /// Up to `limit` events of `stream` with version `>= from_version`, in version order.
+    /// Up to `limit` events of `stream` with version `>= from_version`, in version order. A log
+    /// with integer stream keys (`keyed`, migration 0004) is searched by its `(stream_key,
+    /// version)` index; an older file, opened read-only, by its `(stream, version)` index.
     pub(crate) async fn read_stream(
         &self,
         stream: &StreamName,
         from_version: u64,
         limit: usize,
+        keyed: bool,
     ) -> Result<Vec<EventRecord>, StoreError> {
         let stream = stream.as_str().to_owned();
+        let by = if keyed {
+            "stream_key = (SELECT key FROM streams WHERE name = ?1)"
+        } else {
+            "stream = ?1"
+        };
         self.run(move |conn| {
             query(
                 conn,
-                &format!("{SELECT} WHERE stream = ?1 AND version >= ?2 ORDER BY version LIMIT ?3"),
+                &format!("{SELECT} WHERE {by} AND version >= ?2 ORDER BY version LIMIT ?3"),
                 rusqlite::params![stream, to_i64(from_version), to_i64(limit as u64)],
                 limit,
             )

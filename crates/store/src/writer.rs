@@ -1,7 +1,13 @@
 //! The group-commit writer: one task per store takes every waiting append, commits them in one
 //! transaction, then answers each caller.
+//!
+//! A backend whose driver blocks (SQLite) runs the writer on a thread of its own instead
+//! ([`Writer::spawn_thread`]): the thread owns the connection, so a commit's statements run
+//! without a hand-off between threads, and the only hand-offs left are one per append in and one
+//! per append out.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use custodian_domain::{NewEvent, StreamName};
@@ -30,6 +36,19 @@ pub(crate) trait Committer: Send + Sync + 'static {
     ) -> Result<Option<Decided>, StoreError>;
 
     /// Forgets what the committer remembers of the log (after a failed or abandoned transaction).
+    fn forget(&mut self);
+}
+
+/// [`Committer`] for a backend whose driver blocks: it runs on the writer's own thread.
+pub(crate) trait BlockingCommitter: Send + 'static {
+    /// As [`Committer::try_commit`].
+    fn try_commit(
+        &mut self,
+        batch: &[Pending],
+        look_up_ids: bool,
+    ) -> Result<Option<Decided>, StoreError>;
+
+    /// As [`Committer::forget`].
     fn forget(&mut self);
 }
 
@@ -65,6 +84,33 @@ async fn commit(committer: &mut dyn Committer, batch: &[Pending]) -> Result<Deci
     }
 }
 
+/// [`commit`] on the writer's own thread.
+fn commit_blocking(
+    committer: &mut dyn BlockingCommitter,
+    batch: &[Pending],
+) -> Result<Decided, StoreError> {
+    match committer.try_commit(batch, false) {
+        Ok(Some(done)) => return Ok(done),
+        Ok(None) => {}
+        Err(StoreError::Database(e)) if is_unique_violation(&e) => {}
+        Err(e) => {
+            committer.forget();
+            return Err(e);
+        }
+    }
+    committer.forget();
+    match committer.try_commit(batch, true) {
+        Ok(Some(done)) => Ok(done),
+        Ok(None) => Err(StoreError::Config(
+            "an append batch could not be decided even with its ids looked up".into(),
+        )),
+        Err(e) => {
+            committer.forget();
+            Err(e)
+        }
+    }
+}
+
 struct Request {
     pending: Pending,
     reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
@@ -82,10 +128,27 @@ pub(crate) fn advance(head: &watch::Sender<u64>, position: u64) {
     });
 }
 
-/// Owns the writer task; appends go through it.
+/// Where appends are queued for the writer.
+#[derive(Clone)]
+enum Queue {
+    Task(mpsc::Sender<Request>),
+    Thread(flume::Sender<Request>),
+}
+
+/// The running writer, to wait for at close.
+enum Running {
+    Task(JoinHandle<()>),
+    Thread {
+        /// Resolves (with an error: its sender is dropped) once the thread has finished.
+        finished: oneshot::Receiver<()>,
+        thread: std::thread::JoinHandle<()>,
+    },
+}
+
+/// Owns the writer task or thread; appends go through it.
 pub(crate) struct Writer {
-    sender: Mutex<Option<mpsc::Sender<Request>>>,
-    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    sender: Mutex<Option<Queue>>,
+    running: tokio::sync::Mutex<Option<Running>>,
     max_event_bytes: usize,
 }
 
@@ -98,10 +161,33 @@ impl Writer {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let task = tokio::spawn(run(committer, rx, head, options.max_batch_events.max(1)));
         Self {
-            sender: Mutex::new(Some(tx)),
-            task: tokio::sync::Mutex::new(Some(task)),
+            sender: Mutex::new(Some(Queue::Task(tx))),
+            running: tokio::sync::Mutex::new(Some(Running::Task(task))),
             max_event_bytes: options.max_event_bytes,
         }
+    }
+
+    /// Runs the writer on a thread of its own that owns `committer` (and so its connection).
+    pub(crate) fn spawn_thread(
+        committer: Box<dyn BlockingCommitter>,
+        head: Arc<watch::Sender<u64>>,
+        options: &StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let (tx, rx) = flume::bounded(QUEUE_DEPTH);
+        let (finished_tx, finished) = oneshot::channel::<()>();
+        let max_batch_events = options.max_batch_events.max(1);
+        let thread = std::thread::Builder::new()
+            .name("custodian-writer".into())
+            .spawn(move || {
+                let _finished = finished_tx;
+                run_thread(committer, rx, head, max_batch_events);
+            })
+            .map_err(|e| StoreError::Config(format!("cannot start the event writer: {e}")))?;
+        Ok(Self {
+            sender: Mutex::new(Some(Queue::Thread(tx))),
+            running: tokio::sync::Mutex::new(Some(Running::Thread { finished, thread })),
+            max_event_bytes: options.max_event_bytes,
+        })
     }
 
     pub(crate) async fn append(
@@ -127,8 +213,13 @@ impl Writer {
             },
             reply,
         };
-        sender.send(request).await.map_err(|_| StoreError::Closed)?;
-        drop(sender);
+        match sender {
+            Queue::Task(tx) => tx.send(request).await.map_err(|_| StoreError::Closed)?,
+            Queue::Thread(tx) => tx
+                .send_async(request)
+                .await
+                .map_err(|_| StoreError::Closed)?,
+        }
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -136,10 +227,81 @@ impl Writer {
         if let Ok(mut sender) = self.sender.lock() {
             sender.take();
         }
-        if let Some(task) = self.task.lock().await.take()
-            && let Err(e) = task.await
-        {
-            tracing::error!(error = %e, "the event writer stopped abnormally");
+        match self.running.lock().await.take() {
+            None => {}
+            Some(Running::Task(task)) => {
+                if let Err(e) = task.await {
+                    tracing::error!(error = %e, "the event writer stopped abnormally");
+                }
+            }
+            Some(Running::Thread { finished, thread }) => {
+                // Appends still queued keep the thread going until each is committed and answered.
+                let _ = finished.await;
+                if thread.join().is_err() {
+                    tracing::error!("the event writer stopped abnormally");
+                }
+            }
+        }
+    }
+}
+
+/// How long the writer thread waits for the callers it just answered to queue their next append,
+/// at most, before it commits what it has.
+const GATHER_WAIT: Duration = Duration::from_micros(500);
+
+/// The writer thread: like [`run`], but blocking on its queue and its connection.
+fn run_thread(
+    mut committer: Box<dyn BlockingCommitter>,
+    rx: flume::Receiver<Request>,
+    head: Arc<watch::Sender<u64>>,
+    max_batch_events: usize,
+) {
+    let mut last_batch_appends = 1;
+    // After the last sender is gone, `recv` still hands out every append already queued.
+    while let Ok(first) = rx.recv() {
+        let mut size = first.pending.events.len();
+        let mut requests = vec![first];
+        // The callers answered after the last commit are waking up now. If that batch was larger
+        // than what is queued, wait a moment for them, so that the next durable commit carries
+        // them all instead of one.
+        let deadline = Instant::now() + GATHER_WAIT;
+        loop {
+            while size < max_batch_events {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        size += r.pending.events.len();
+                        requests.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if size >= max_batch_events || requests.len() >= last_batch_appends {
+                break;
+            }
+            match rx.recv_deadline(deadline) {
+                Ok(r) => {
+                    size += r.pending.events.len();
+                    requests.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        last_batch_appends = requests.len();
+        let (pendings, replies): (Vec<Pending>, Vec<_>) =
+            requests.into_iter().map(|r| (r.pending, r.reply)).unzip();
+        match commit_blocking(committer.as_mut(), &pendings) {
+            Ok((results, new_head)) => {
+                advance(&head, new_head.position);
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, appends = replies.len(), "a batch of appends failed; nothing of it was written");
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
         }
     }
 }

@@ -4,4 +4,5 @@ mod conformance;
 mod corrupt;
 mod ledger;
 mod postgres;
+mod sqlite;
 mod support;
