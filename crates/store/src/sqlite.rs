@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::batch::{self, Existing, Pending, VersionCache};
-use crate::row::{COLUMNS, head_from_row, to_i64};
+use crate::row::{head_from_row, to_i64};
 use crate::sqlite_read::SqliteReader;
 use crate::writer::{BlockingCommitter, Decided, Writer};
 use crate::{AppendOutcome, EventStore, ExpectedVersion, Head, StoreError, StoreOptions};
