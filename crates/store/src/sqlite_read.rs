@@ -37,7 +37,7 @@ pub(crate) struct SqliteReader {
 struct Inner {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
 }
 
 impl SqliteReader {
@@ -47,7 +47,7 @@ impl SqliteReader {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 idle: Mutex::new(Vec::new()),
-                permits: Semaphore::new(READERS),
+                permits: Arc::new(Semaphore::new(READERS)),
             }),
         }
     }
@@ -102,14 +102,18 @@ impl SqliteReader {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let _permit = self
+        // The permit goes with the blocking read: a caller that stops waiting does not free its
+        // place while the read still holds a connection.
+        let permit = self
             .inner
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| StoreError::Closed)?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = match inner.idle.lock().ok().and_then(|mut idle| idle.pop()) {
                 Some(conn) => conn,
                 None => open(&inner.path)?,

@@ -51,7 +51,7 @@ impl Views for Ledger {
 pub fn fast_options() -> RuntimeOptions {
     RuntimeOptions {
         batch_size: 16,
-        catch_up_batch_size: 48,
+        catch_up_batch_size: 16,
         min_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(50),
         idle_check: Duration::from_millis(50),

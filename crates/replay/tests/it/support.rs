@@ -216,18 +216,19 @@ impl Db {
     /// Inserts a copy of the row at `position` right after it (with its own id), moving every
     /// later row up by one.
     pub async fn duplicate_after(&mut self, position: i64) {
-        let new_id = match self {
-            Db::Sqlite(_) => "randomblob(16)",
-            Db::Postgres(_) => "gen_random_uuid()",
+        // A SQLite log also keys each row by its stream (the store's migration 0004).
+        let (new_id, key) = match self {
+            Db::Sqlite(_) => ("randomblob(16)", ", stream_key"),
+            Db::Postgres(_) => ("gen_random_uuid()", ""),
         };
         for sql in [
             format!("UPDATE events SET position = -position WHERE position > {position}"),
             "UPDATE events SET position = 1 - position WHERE position < 0".to_owned(),
             format!(
                 "INSERT INTO events (position, id, stream, version, type, schema, tenant, \
-                 actor_kind, actor_id, occurred_at, correlation_id, causation_id, data, prev_hash, hash) \
+                 actor_kind, actor_id, occurred_at, correlation_id, causation_id, data, prev_hash, hash{key}) \
                  SELECT position + 1, {new_id}, stream, version + 1000000, type, schema, tenant, \
-                 actor_kind, actor_id, occurred_at, correlation_id, causation_id, data, prev_hash, hash \
+                 actor_kind, actor_id, occurred_at, correlation_id, causation_id, data, prev_hash, hash{key} \
                  FROM events WHERE position = {position}"
             ),
         ] {

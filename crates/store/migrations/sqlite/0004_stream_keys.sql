@@ -30,7 +30,7 @@ CREATE TABLE events_keyed (
     data           TEXT    NOT NULL,
     prev_hash      BLOB    NOT NULL,
     hash           BLOB    NOT NULL,
-    stream_key     INTEGER
+    stream_key     INTEGER NOT NULL REFERENCES streams (key)
 );
 
 INSERT INTO events_keyed

@@ -198,6 +198,38 @@ async fn a_log_written_under_the_old_schema_keeps_its_hashes_and_continues_its_c
     }
 }
 
+/// The `(stream_key, version)` index is what keeps a stream's versions unique, so a row without a
+/// key (which that index cannot see) is refused by the database itself.
+#[tokio::test]
+async fn a_row_written_around_the_store_without_a_stream_key_is_refused() {
+    let f = Ledger::sqlite();
+    let store = f.open().await;
+    store
+        .append(&stream("acme/user/u1"), ExpectedVersion::Any, events(1))
+        .await
+        .unwrap();
+    let mut conn = connect(&f).await;
+    let keyless = "INSERT INTO events (position, id, stream, version, type, schema, tenant, \
+         actor_kind, actor_id, occurred_at, correlation_id, causation_id, data, prev_hash, hash) \
+         SELECT position + 1, randomblob(16), stream, version, type, schema, tenant, actor_kind, \
+         actor_id, occurred_at, correlation_id, causation_id, data, prev_hash, hash \
+         FROM events WHERE position = 1";
+    let refused = sqlx::query(keyless).execute(&mut conn).await;
+    assert!(
+        refused.is_err(),
+        "a keyless duplicate of version 1 was stored"
+    );
+    let keyed = keyless
+        .replace(", hash) ", ", hash, stream_key) ")
+        .replace("prev_hash, hash FROM", "prev_hash, hash, stream_key FROM");
+    let refused = sqlx::query(&keyed).execute(&mut conn).await;
+    assert!(
+        refused.is_err(),
+        "a second version 1 of the stream was stored"
+    );
+    assert_eq!(all(&store).await.len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_appending_to_the_file_is_seen_by_the_writer() {
     let f = Ledger::sqlite();
