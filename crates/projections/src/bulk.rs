@@ -2,8 +2,13 @@
 //! rows (with its `ON CONFLICT` clause) and one `SELECT .. IN (..)` of many keys, cut into chunks
 //! that stay under the bind-parameter limits of SQLite (32,766) and PostgreSQL (65,535).
 
+use std::collections::BTreeMap;
+
+use custodian_domain::EventRecord;
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
+
+use crate::runtime::{ApplyError, BatchApplyError};
 
 /// Most bind parameters in one statement, under both databases' limits.
 const MAX_PARAMETERS: usize = 30_000;
@@ -133,4 +138,45 @@ pub(crate) async fn select_in(
         found.extend(query.fetch_all(&mut *conn).await?);
     }
     Ok(found)
+}
+
+/// The events of a page that `decode` says concern the view, each with what it decoded; the first
+/// event that cannot be decoded names its position.
+pub(crate) fn decode_page<T>(
+    events: &[EventRecord],
+    decode: impl Fn(&EventRecord) -> Result<Option<T>, ApplyError>,
+) -> Result<Vec<(&EventRecord, T)>, BatchApplyError> {
+    let mut decoded = Vec::new();
+    for event in events {
+        match decode(event) {
+            Ok(Some(d)) => decoded.push((event, d)),
+            Ok(None) => {}
+            Err(error) => {
+                return Err(BatchApplyError::Event {
+                    position: event.position,
+                    error,
+                });
+            }
+        }
+    }
+    Ok(decoded)
+}
+
+/// The ids of the streams a page's decoded events belong to, per tenant, sorted and without
+/// repeats: what a view keyed by (tenant, id) loads before it folds the page.
+pub(crate) fn ids_by_tenant<'a, T>(
+    decoded: &[(&'a EventRecord, T)],
+) -> BTreeMap<&'a str, Vec<&'a str>> {
+    let mut by_tenant: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (event, _) in decoded {
+        by_tenant
+            .entry(event.stream.tenant())
+            .or_default()
+            .push(event.stream.id());
+    }
+    for ids in by_tenant.values_mut() {
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    by_tenant
 }

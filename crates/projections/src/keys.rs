@@ -429,32 +429,14 @@ impl Projection for KeysView {
         t: &Tables,
         events: &[EventRecord],
     ) -> Result<(), BatchApplyError> {
-        let at = |event: &EventRecord| {
-            let position = event.position;
-            move |error| BatchApplyError::Event { position, error }
-        };
-        let mut decoded = Vec::new();
-        for event in events {
-            if let Some(d) = key_event(event).map_err(at(event))? {
-                decoded.push((event, d));
-            }
-        }
+        let decoded = bulk::decode_page(events, key_event)?;
         if decoded.is_empty() {
             return Ok(());
         }
         let table = t.name("keys");
-        let mut by_tenant: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (event, _) in &decoded {
-            by_tenant
-                .entry(event.stream.tenant())
-                .or_default()
-                .push(event.stream.id());
-        }
         // (tenant, key id) → (row, changed)
         let mut folded: BTreeMap<(String, String), (Option<KeyRow>, bool)> = BTreeMap::new();
-        for (tenant, mut ids) in by_tenant {
-            ids.sort_unstable();
-            ids.dedup();
+        for (tenant, ids) in bulk::ids_by_tenant(&decoded) {
             for r in bulk::select_in(
                 conn,
                 &format!("SELECT {COLUMNS} FROM {table} WHERE tenant = $1 AND"),
@@ -474,7 +456,10 @@ impl Projection for KeysView {
                 event.stream.id().to_owned(),
             );
             let (row, changed) = folded.entry(key).or_insert((None, false));
-            *changed |= fold(row, event, d).map_err(at(event))?;
+            *changed |= fold(row, event, d).map_err(|error| BatchApplyError::Event {
+                position: event.position,
+                error,
+            })?;
         }
         let rows: Vec<Vec<Value>> = folded
             .into_values()

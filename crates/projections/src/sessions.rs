@@ -268,35 +268,14 @@ impl Projection for SessionsView {
         t: &Tables,
         events: &[EventRecord],
     ) -> Result<(), BatchApplyError> {
-        let mut decoded = Vec::new();
-        for event in events {
-            match session_event(event) {
-                Ok(Some(d)) => decoded.push((event, d)),
-                Ok(None) => {}
-                Err(error) => {
-                    return Err(BatchApplyError::Event {
-                        position: event.position,
-                        error,
-                    });
-                }
-            }
-        }
+        let decoded = bulk::decode_page(events, session_event)?;
         if decoded.is_empty() {
             return Ok(());
         }
         let table = t.name("sessions");
-        let mut by_tenant: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (event, _) in &decoded {
-            by_tenant
-                .entry(event.stream.tenant())
-                .or_default()
-                .push(event.stream.id());
-        }
         // (tenant, session id) → (row, changed)
         let mut folded: BTreeMap<(String, String), (Option<SessionRow>, bool)> = BTreeMap::new();
-        for (tenant, mut ids) in by_tenant {
-            ids.sort_unstable();
-            ids.dedup();
+        for (tenant, ids) in bulk::ids_by_tenant(&decoded) {
             for r in bulk::select_in(
                 conn,
                 &format!("SELECT {COLUMNS} FROM {table} WHERE tenant = $1 AND"),

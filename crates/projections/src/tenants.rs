@@ -264,19 +264,7 @@ impl Projection for TenantsView {
         t: &Tables,
         events: &[EventRecord],
     ) -> Result<(), BatchApplyError> {
-        let mut decoded = Vec::new();
-        for event in events {
-            match tenant_event(event) {
-                Ok(Some(d)) => decoded.push((event, d)),
-                Ok(None) => {}
-                Err(error) => {
-                    return Err(BatchApplyError::Event {
-                        position: event.position,
-                        error,
-                    });
-                }
-            }
-        }
+        let decoded = bulk::decode_page(events, tenant_event)?;
         if decoded.is_empty() {
             return Ok(());
         }
