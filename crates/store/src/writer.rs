@@ -289,18 +289,32 @@ fn run_thread(
         last_batch_appends = requests.len();
         let (pendings, replies): (Vec<Pending>, Vec<_>) =
             requests.into_iter().map(|r| (r.pending, r.reply)).unzip();
-        match commit_blocking(committer.as_mut(), &pendings) {
-            Ok((results, new_head)) => {
-                advance(&head, new_head.position);
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
-                }
+        answer(
+            &head,
+            replies,
+            commit_blocking(committer.as_mut(), &pendings),
+        );
+    }
+}
+
+/// Answers each caller of a batch with its outcome, after raising the shared head to what the
+/// batch committed; a failed batch wrote nothing, and every caller hears why.
+fn answer(
+    head: &watch::Sender<u64>,
+    replies: Vec<oneshot::Sender<Result<AppendOutcome, StoreError>>>,
+    outcome: Result<Decided, StoreError>,
+) {
+    match outcome {
+        Ok((results, new_head)) => {
+            advance(head, new_head.position);
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
             }
-            Err(e) => {
-                tracing::warn!(error = %e, appends = replies.len(), "a batch of appends failed; nothing of it was written");
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, appends = replies.len(), "a batch of appends failed; nothing of it was written");
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }
@@ -343,19 +357,6 @@ async fn run(
         last_batch_appends = requests.len();
         let (pendings, replies): (Vec<Pending>, Vec<_>) =
             requests.into_iter().map(|r| (r.pending, r.reply)).unzip();
-        match commit(committer.as_mut(), &pendings).await {
-            Ok((results, new_head)) => {
-                advance(&head, new_head.position);
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, appends = replies.len(), "a batch of appends failed; nothing of it was written");
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-        }
+        answer(&head, replies, commit(committer.as_mut(), &pendings).await);
     }
 }
