@@ -1,15 +1,24 @@
 //! Read-your-writes (DESIGN section 3): a read may ask, with `Custodian-Min-Position: N`, to be
-//! answered only from views that have applied position `N`. The server waits for that (bounded),
+//! answered only from views that have applied position `N`. Only an authenticated caller may ask
+//! (an access token, an API key, or the scrape token): any other request carrying the header is
+//! 401 at once, without waiting. The server waits for that (bounded),
 //! woken by the projection workers rather than polling, and otherwise answers 503 with
 //! `Retry-After`. Checks (`POST .../check` and `.../check/batch`) wait the same way, for the
-//! authorization index as well. Every answer to a read under `/v1` carries `Custodian-Position`:
-//! the position its views had applied.
+//! authorization index as well. Every answer to an authenticated read under `/v1` carries
+//! `Custodian-Position`: the position its views had applied.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::FromRequestParts as _;
+use custodian_app::identity::{self, Caller};
+
+use crate::extract::{Authenticated, BearerCredential, ClientIp};
 use crate::respond::Problem;
 use crate::state::AppState;
 
@@ -34,14 +43,29 @@ pub fn min_position(raw: &HeaderValue) -> Option<u64> {
 /// Waits for `Custodian-Min-Position` on reads and checks, and stamps `Custodian-Position` on their answers.
 pub async fn read_your_writes(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let is_read = matches!(*request.method(), Method::GET | Method::HEAD)
         && request.uri().path().starts_with("/v1/");
     let waits = is_read || is_check(request.method(), request.uri().path());
-    if waits && let Some(raw) = request.headers().get(CUSTODIAN_MIN_POSITION) {
-        let Some(wanted) = min_position(raw) else {
+    let mut authenticated_here = false;
+    if waits && let Some(raw) = request.headers().get(CUSTODIAN_MIN_POSITION).cloned() {
+        // Only a caller who authenticates may make the server wait: a stranger's request is
+        // refused at once, before it costs anything.
+        let (mut parts, body) = request.into_parts();
+        let Ok(ClientIp(ip)) = ClientIp::from_request_parts(&mut parts, &state).await;
+        let BearerCredential(bearer) = BearerCredential::parse(&parts.headers);
+        match identity::authenticate_caller(&state.app, bearer.as_deref(), ip).await {
+            Ok(Caller::Principal(principal)) => {
+                parts.extensions.insert(Authenticated(principal));
+            }
+            Ok(Caller::Operator) => {}
+            Err(e) => return Problem::from(e).into_response(),
+        }
+        request = Request::from_parts(parts, body);
+        authenticated_here = true;
+        let Some(wanted) = min_position(&raw) else {
             return Problem::bad_request(
                     "Custodian-Min-Position must be an integer from 0 to 9223372036854775807 (a position from a Custodian-Position header)",
                 )
@@ -67,14 +91,38 @@ pub async fn read_your_writes(
             .into_response();
         }
     }
+    let authenticated = CallerAuthenticated::default();
+    if authenticated_here {
+        authenticated.set();
+    }
+    request.extensions_mut().insert(authenticated.clone());
     let mut response = next.run(request).await;
-    if is_read && !response.headers().contains_key(CUSTODIAN_POSITION) {
+    // Where the views stand moves with every event, a stranger's failed login included: only an
+    // authenticated caller hears it.
+    if is_read && authenticated.is_set() && !response.headers().contains_key(CUSTODIAN_POSITION) {
         let applied = state.projections.applied_position();
         response
             .headers_mut()
             .insert(CUSTODIAN_POSITION, HeaderValue::from(applied));
     }
     response
+}
+
+/// Whether the request's caller has authenticated (the `Principal` extractor, an operator's
+/// route, or this middleware before it waited says so): only then does a read's answer carry
+/// `Custodian-Position`.
+#[derive(Debug, Clone, Default)]
+pub struct CallerAuthenticated(Arc<AtomicBool>);
+
+impl CallerAuthenticated {
+    /// Records that the caller authenticated.
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Whether the request asks the decision point (`POST /v1/tenants/{tenant}/check` or

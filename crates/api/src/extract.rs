@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use utoipa::IntoParams;
 
+use crate::consistency::CallerAuthenticated;
 use crate::ratelimit::RateLimitSlot;
 use crate::respond::Problem;
 use crate::state::AppState;
@@ -95,23 +96,13 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            Problem::unauthenticated("send Authorization: Bearer <access token or API key>")
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| {
-                Problem::unauthenticated("the Authorization header must be `Bearer <access token>`")
-            })?
-            .to_owned();
-        let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
-        let principal = custodian_app::identity::authenticate_from(&state.app, &token, ip).await?;
+        let principal = match parts.extensions.remove::<Authenticated>() {
+            Some(Authenticated(principal)) => *principal,
+            None => authenticate(parts, state).await?,
+        };
+        if let Some(seen) = parts.extensions.get::<CallerAuthenticated>() {
+            seen.set();
+        }
         let admission = custodian_app::ratelimit::admit(&state.app, &principal);
         let refused = admission.retry_after;
         if let Some(slot) = parts.extensions.get::<RateLimitSlot>() {
@@ -127,6 +118,32 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
+/// A principal the read-your-writes middleware already authenticated (it authenticates before it
+/// waits), so the request is not authenticated twice: an API key counts one use per request.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Box<Principal>);
+
+/// The principal behind the request's `Authorization: Bearer` credential.
+async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Principal, Problem> {
+    let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        Problem::unauthenticated("send Authorization: Bearer <access token or API key>")
+    })?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| {
+            Problem::unauthenticated("the Authorization header must be `Bearer <access token>`")
+        })?
+        .to_owned();
+    let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
+    Ok(custodian_app::identity::authenticate_from(&state.app, &token, ip).await?)
+}
+
 /// The credential of `Authorization: Bearer ...`, if any, unverified: for the one route that
 /// accepts something other than an access token (`/metrics`, which also takes a scrape token).
 #[derive(Debug, Clone)]
@@ -136,9 +153,15 @@ impl<S: Send + Sync> FromRequestParts<S> for BearerCredential {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .headers
+        Ok(Self::parse(&parts.headers))
+    }
+}
+
+impl BearerCredential {
+    /// The credential of `headers`' `Authorization: Bearer ...`, if any.
+    pub fn parse(headers: &axum::http::HeaderMap) -> Self {
+        Self(
+            headers
                 .get(header::AUTHORIZATION)
                 .and_then(|h| h.to_str().ok())
                 .and_then(|h| {
@@ -146,7 +169,7 @@ impl<S: Send + Sync> FromRequestParts<S> for BearerCredential {
                         .or_else(|| h.strip_prefix("bearer "))
                 })
                 .map(|t| t.trim().to_owned()),
-        ))
+        )
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Json};
 use utoipa::OpenApi;
@@ -229,9 +230,21 @@ pub(crate) async fn openapi_json(Extension(document): Extension<Arc<Document>>) 
         content_type = "text/html",
     )),
 )]
-pub(crate) async fn docs() -> Html<&'static str> {
-    Html(DOCS_PAGE)
+pub(crate) async fn docs() -> impl IntoResponse {
+    (
+        [(header::CONTENT_SECURITY_POLICY, DOCS_POLICY)],
+        Html(DOCS_PAGE),
+    )
 }
+
+/// The Content-Security-Policy of `/docs`: the page runs only the pinned renderer from its CDN
+/// directory (Scalar injects its styles inline), talks only to this server (the document, and
+/// the requests a reader tries), and no other page may frame it.
+pub const DOCS_POLICY: &str = "default-src 'none'; \
+    script-src https://cdn.jsdelivr.net/npm/@scalar/api-reference@1.72.1/; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; \
+    connect-src 'self'; worker-src 'self' blob:; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
 
 // Reusable response sets. A route lists its success answer and the problems only it can give
 // inline, and refers to these for the problems many routes share, so the same rows are written

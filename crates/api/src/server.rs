@@ -12,8 +12,9 @@
 //!    PROBLEM_JSON)`. A `///` comment on the handler becomes the operation's summary and text.
 //! 2. Derive `utoipa::ToSchema` next to `Serialize`/`Deserialize` on its bodies; the schemas a path
 //!    refers to are collected into the document by themselves.
-//! 3. Add `.routes(routes!(handler))` to `documented_routes`, and the path to `SERVED` in
-//!    `tests/it/openapi.rs`, which checks that the document lists every served route.
+//! 3. Add `.routes(routes!(handler))` to `documented_routes`. `tests/it/openapi.rs` reads the
+//!    paths from the router itself and asks each for every method, so a route served without an
+//!    operation in the document (or documented but not served) fails it.
 //!
 //! The 404 and 405 fallbacks are not operations; the document's description explains them.
 
@@ -22,12 +23,15 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::extract::Request;
+use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::{Extension, Router};
 use custodian_relay::{Relay, RelayOptions};
 use custodian_store::StoreOptions;
 use tokio_util::sync::CancellationToken;
+use tower_http::classify::ServerErrorsFailureClass;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -57,8 +61,42 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(crate::ratelimit::headers))
         .layer(middleware::from_fn(log_internal_errors))
-        .layer(TraceLayer::new_for_http())
+        // Every answer may carry a token, a key, a secret, a TOTP seed or recovery codes, or
+        // personal data: no cache keeps one unless its route says otherwise (the JWKS does).
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(TraceLayer::new_for_http().on_failure(log_server_error))
         .with_state(state)
+}
+
+/// The trace of a 5xx: a 503 is the service asking the client to come back (a store that is
+/// away, views that did not reach a `Custodian-Min-Position` in time), which needs no one's
+/// attention unless it lasts, so it is a warning; any other 5xx is an error. The cause of a 500
+/// is logged by `log_internal_errors`.
+fn log_server_error(
+    class: ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _: &tracing::Span,
+) {
+    let latency_ms = latency.as_millis();
+    match class {
+        ServerErrorsFailureClass::StatusCode(status)
+            if status == axum::http::StatusCode::SERVICE_UNAVAILABLE =>
+        {
+            tracing::warn!(%status, latency_ms, "response failed");
+        }
+        class => tracing::error!(%class, latency_ms, "response failed"),
+    }
 }
 
 /// Every route, each with its operation in the OpenAPI document: the reference routes here, the

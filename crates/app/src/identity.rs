@@ -54,6 +54,36 @@ pub async fn authenticate_from(
     Ok(principal)
 }
 
+/// Who presents a bearer credential to a route that may also take the operators' scrape token.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// The configured scrape token (`--metrics-token`): an operator's tool, no principal.
+    Operator,
+    /// An access token or API key that authenticates.
+    Principal(Box<Principal>),
+}
+
+/// The caller behind `bearer`, presented from `ip`: the scrape token, or a principal as
+/// [`authenticate_from`] finds it. No credential, or one that does not authenticate, is
+/// [`AppError::Unauthenticated`].
+pub async fn authenticate_caller(
+    app: &App,
+    bearer: Option<&str>,
+    ip: Option<std::net::IpAddr>,
+) -> Result<Caller, AppError> {
+    let Some(bearer) = bearer else {
+        return Err(AppError::unauthenticated(
+            "send Authorization: Bearer <access token or API key>",
+        ));
+    };
+    if app.security.is_metrics_token(bearer) {
+        return Ok(Caller::Operator);
+    }
+    Ok(Caller::Principal(Box::new(
+        authenticate_from(app, bearer, ip).await?,
+    )))
+}
+
 /// The caller behind an access token: the token verifies (signature, `iss`, `aud`, `exp`), and
 /// its session, user and tenant may act now, as the index knows after catching up with the log.
 /// An API key is authenticated as one presented from an unknown address.

@@ -27,9 +27,19 @@ pub enum Liveness {
     Ok,
 }
 
-/// The readiness answer: the store answers, and this is the head of the log.
+/// The public readiness answer: ready, and nothing more. Where the log and the indexes stand is
+/// for operators ([`ReadinessReport`]): the head moves with every event, failed logins included,
+/// so showing it to anyone would tell a stranger what their requests appended.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
+    /// Always `ready`; an unready server answers 503 with a problem document instead.
+    pub status: ReadyStatus,
+}
+
+/// The operators' readiness report: the store answers, this is the head of the log, and this is
+/// where each in-memory index stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadinessReport {
     /// Always `ready`; an unready server answers 503 with a problem document instead.
     pub status: ReadyStatus,
     /// The last committed event.
@@ -150,14 +160,22 @@ pub fn liveness() -> Health {
 /// does not answer in time, or is unreachable, is `Unavailable`; a head it cannot make sense of
 /// (a damaged record) is `Internal`.
 pub async fn readiness(app: &App) -> Result<Readiness, AppError> {
-    let check = async {
-        app.store.ping().await?;
-        app.store.head().await
-    };
-    let head = tokio::time::timeout(READINESS_TIMEOUT, check)
-        .await
-        .map_err(|_| AppError::unavailable("the event store did not answer in time", 2))??;
+    store_head(app).await?;
     Ok(Readiness {
+        status: ReadyStatus::Ready,
+    })
+}
+
+/// Readiness as [`readiness`] decides it, with the log's head and each in-memory index's start
+/// and progress, for an operator's tool presenting `bearer`: the configured scrape token
+/// (`--metrics-token`), or the access token of a principal holding `audit:read` in `_system`.
+pub async fn readiness_report(
+    app: &App,
+    bearer: Option<&str>,
+) -> Result<ReadinessReport, AppError> {
+    operator(app, bearer).await?;
+    let head = store_head(app).await?;
+    Ok(ReadinessReport {
         status: ReadyStatus::Ready,
         head: LogHead {
             position: head.position,
@@ -165,6 +183,33 @@ pub async fn readiness(app: &App) -> Result<Readiness, AppError> {
         },
         indexes: app.index_reports(),
     })
+}
+
+/// The store's head, if the store answers a ping and its head within [`READINESS_TIMEOUT`].
+async fn store_head(app: &App) -> Result<custodian_store::Head, AppError> {
+    let check = async {
+        app.store.ping().await?;
+        app.store.head().await
+    };
+    tokio::time::timeout(READINESS_TIMEOUT, check)
+        .await
+        .map_err(|_| AppError::unavailable("the event store did not answer in time", 2))?
+        .map_err(AppError::from)
+}
+
+/// Whether `bearer` is an operator's: the scrape token, or the access token of a principal
+/// holding `audit:read` in `_system`.
+async fn operator(app: &App, bearer: Option<&str>) -> Result<(), AppError> {
+    let Some(bearer) = bearer else {
+        return Err(AppError::unauthenticated(
+            "send Authorization: Bearer <metrics token or access token>",
+        ));
+    };
+    if !app.security.is_metrics_token(bearer) {
+        let principal = crate::identity::authenticate(app, bearer).await?;
+        crate::access::authorize_platform(app, &principal, "audit:read", None)?;
+    }
+    Ok(())
 }
 
 /// The log's head, the position the serving views have applied, every projection generation's
@@ -187,15 +232,7 @@ pub async fn operator_report(
     bearer: Option<&str>,
     relay: Option<RelayProgress>,
 ) -> Result<ProjectionsReport, AppError> {
-    let Some(bearer) = bearer else {
-        return Err(AppError::unauthenticated(
-            "send Authorization: Bearer <metrics token or access token>",
-        ));
-    };
-    if !app.security.is_metrics_token(bearer) {
-        let principal = crate::identity::authenticate(app, bearer).await?;
-        crate::access::authorize_platform(app, &principal, "audit:read", None)?;
-    }
+    operator(app, bearer).await?;
     report(app, relay).await
 }
 

@@ -1,13 +1,16 @@
 //! Operations: liveness, readiness, projection progress and metrics.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use custodian_app::operations::{self, Health, ProjectionsReport, Readiness, RelayProgress};
+use axum::{Extension, Json};
+use custodian_app::operations::{
+    self, Health, ProjectionsReport, Readiness, ReadinessReport, RelayProgress,
+};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::consistency::CallerAuthenticated;
 use crate::extract::BearerCredential;
 use crate::respond::{PROBLEM_JSON, Problem, ProblemDocument};
 use crate::state::AppState;
@@ -17,6 +20,7 @@ pub(crate) fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState>
     router
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .routes(routes!(readiness))
         .routes(routes!(projections))
         .routes(routes!(metrics))
 }
@@ -48,12 +52,8 @@ async fn healthz() -> Json<Health> {
     Json(operations::liveness())
 }
 
-/// Readiness: the store answers. Reports the log's head, and for each in-memory index that
-/// answers authenticated requests (`authentication`, `authorization`, `keys`) where it started
-/// from: its snapshot (`source: snapshot`, reading only the events after `started_at`) or the log
-/// (`source: log`, with `rebuild_reason`: `missing`, `tampered`, `corrupt`, `old_format`,
-/// `other_log` or `unreadable`), the events it has read since this process started, and how far it
-/// has applied. Requests wait (bounded by `--read-wait-ms`) for an index that is still behind.
+/// Readiness: the store answers. Says only `ready`; where the log and the in-memory indexes
+/// stand is for operators, at `/v1/admin/readiness`.
 ///
 /// A load balancer should send traffic only while this answers 200.
 #[utoipa::path(
@@ -61,7 +61,7 @@ async fn healthz() -> Json<Health> {
     path = "/readyz",
     tag = "operations",
     responses(
-        (status = 200, description = "The store answered; the body carries the log's head and the in-memory indexes' start and progress", body = Readiness),
+        (status = 200, description = "The store answered in time", body = Readiness),
         (
             status = 503,
             description = "The store is unreachable, closed, or did not answer in time (code `unavailable`)",
@@ -79,6 +79,37 @@ async fn healthz() -> Json<Health> {
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Problem> {
     Ok(Json(operations::readiness(&state).await?))
+}
+
+/// Readiness for operators: what `/readyz` decides, with the log's head and, for each in-memory
+/// index that answers authenticated requests (`authentication`, `authorization`, `keys`), where it
+/// started from: its snapshot (`source: snapshot`, reading only the events after `started_at`) or
+/// the log (`source: log`, with `rebuild_reason`: `missing`, `tampered`, `corrupt`, `old_format`,
+/// `other_log` or `unreadable`), the events it has read since this process started, and how far
+/// it has applied. Requests wait (bounded by `--read-wait-ms`) for an index that is still behind.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/readiness",
+    tag = "operations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The store answered; the log's head and the in-memory indexes' start and progress", body = ReadinessReport,
+            headers(("Custodian-Position" = u64, description = "The position the views had applied"))),
+        (status = 401, description = "No bearer credential, or one that is neither the configured scrape token (`--metrics-token`) nor a valid access token (code `unauthenticated`)", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, description = "The access token's holder does not hold `audit:read` in `_system` (code `forbidden`)", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 500, description = "The store answered with something it cannot make sense of, such as a damaged record (code `internal`); the cause is logged on the server", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 503, description = "The store is unreachable, closed, or did not answer in time (code `unavailable`)", body = ProblemDocument, content_type = PROBLEM_JSON,
+            headers(("Retry-After" = u64, description = "Seconds to wait before asking again"))),
+    ),
+)]
+async fn readiness(
+    State(state): State<AppState>,
+    BearerCredential(bearer): BearerCredential,
+    authenticated: Option<Extension<CallerAuthenticated>>,
+) -> Result<Json<ReadinessReport>, Problem> {
+    let report = operations::readiness_report(&state, bearer.as_deref()).await?;
+    authenticated.inspect(|a| a.set());
+    Ok(Json(report))
 }
 
 /// Projection status: each worker's position, the log's head, lag in events and seconds, and the
@@ -101,10 +132,11 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Proble
 async fn projections(
     State(state): State<AppState>,
     BearerCredential(bearer): BearerCredential,
+    authenticated: Option<Extension<CallerAuthenticated>>,
 ) -> Result<Json<ProjectionsReport>, Problem> {
-    Ok(Json(
-        operations::operator_report(&state, bearer.as_deref(), relay(&state)).await?,
-    ))
+    let report = operations::operator_report(&state, bearer.as_deref(), relay(&state)).await?;
+    authenticated.inspect(|a| a.set());
+    Ok(Json(report))
 }
 
 /// Prometheus metrics in the text exposition format.

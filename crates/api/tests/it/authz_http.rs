@@ -465,10 +465,10 @@ async fn every_tenant_route_is_403_to_a_member_without_the_permission_and_404_to
         .iter()
         .map(|(m, template, _, _)| ((*template).to_owned(), m.as_str().to_lowercase()))
         .collect();
-    let mut served: Vec<(String, String)> = crate::openapi::SERVED
-        .iter()
+    let mut served: Vec<(String, String)> = crate::openapi::served(&app)
+        .await
+        .into_iter()
         .filter(|(path, _)| path.starts_with("/v1/tenants/{tenant}"))
-        .map(|(path, method)| ((*path).to_owned(), (*method).to_owned()))
         .collect();
     listed.sort();
     served.sort();

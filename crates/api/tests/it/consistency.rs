@@ -122,9 +122,7 @@ async fn a_read_with_min_position_sees_the_write_just_made_1000_times() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_that_cannot_be_served_in_time_is_503_with_retry_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let location = dir.path().join("custodian.db").display().to_string();
-    let app = spawn_app_on(location, Some(dir), None, Duration::from_millis(100)).await;
+    let app = scraped_app(Duration::from_millis(100)).await;
     let r = projections_at(&app, "999").await;
     assert_eq!(r.headers()["retry-after"], "1");
     let (status, body) = problem(r).await;
@@ -260,9 +258,7 @@ async fn projection_status_and_metrics_report_position_and_lag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_min_position_beyond_any_log_is_400_and_the_largest_one_waits_like_any_other() {
-    let dir = tempfile::tempdir().unwrap();
-    let location = dir.path().join("custodian.db").display().to_string();
-    let app = spawn_app_on(location, Some(dir), None, Duration::from_millis(100)).await;
+    let app = scraped_app(Duration::from_millis(100)).await;
     app.store
         .append(
             &StreamName::parse("_system/tenant/tnt_0").unwrap(),
@@ -303,14 +299,27 @@ async fn a_min_position_beyond_any_log_is_400_and_the_largest_one_waits_like_any
     );
 }
 
-/// `GET /v1/admin/projections` asking for `position` with `Custodian-Min-Position`.
+/// `GET /v1/admin/projections` asking for `position` with `Custodian-Min-Position`, as an
+/// operator: only an authenticated caller may make the server wait.
 async fn projections_at(app: &crate::support::App, position: &str) -> reqwest::Response {
     app.client
         .get(app.url("/v1/admin/projections"))
+        .bearer_auth(SCRAPE_TOKEN)
         .header("Custodian-Min-Position", position)
         .send()
         .await
         .unwrap()
+}
+
+/// A server on a fresh SQLite ledger with [`SCRAPE_TOKEN`], whose reads wait at most `read_wait`.
+async fn scraped_app(read_wait: Duration) -> crate::support::App {
+    let ledger = custodian_testkit::Ledger::sqlite();
+    let location = ledger.location.clone();
+    let mut identity = custodian_app::SecurityOptions::new(
+        std::env::temp_dir().join(format!("custodian-test-{}.key", uuid::Uuid::now_v7())),
+    );
+    identity.metrics_token = Some(SCRAPE_TOKEN.to_owned());
+    crate::support::spawn_app_with(location, ledger.into_dir(), None, read_wait, identity).await
 }
 
 /// The scrape token the metrics test configures.

@@ -22,8 +22,7 @@ async fn healthz_and_readyz_answer_when_the_store_is_up() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["status"], "ready");
-    assert_eq!(body["head"]["position"], 0);
+    assert_eq!(body, serde_json::json!({"status": "ready"}));
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ mod frame;
 mod fuzz;
 mod keys;
 mod openapi;
+mod public_surface;
 mod ratelimit_http;
 mod support;
 mod usage_http;

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use custodian_app::AppError;
 use custodian_app::operations::{self, Liveness, ReadyStatus, RelayProgress};
 
 use crate::support::TestApp;
@@ -72,12 +73,24 @@ async fn the_relay_is_reported_behind_the_head_by_what_it_has_not_acknowledged()
 }
 
 #[tokio::test]
-async fn readiness_reports_the_head_of_the_log() {
-    let t = TestApp::new().await;
+async fn readiness_reports_the_head_of_the_log_to_operators_only() {
+    const SCRAPE: &str = "scrape-token-of-this-test";
+    let t = TestApp::with_options(|o| o.metrics_token = Some(SCRAPE.to_owned())).await;
     let head = t.app.store.head().await.unwrap();
     let ready = operations::readiness(&t.app).await.unwrap();
     assert!(matches!(ready.status, ReadyStatus::Ready));
-    assert_eq!(ready.head.position, head.position);
-    assert_eq!(ready.head.hash, head.hash.to_hex());
+    let report = operations::readiness_report(&t.app, Some(SCRAPE))
+        .await
+        .unwrap();
+    assert!(matches!(report.status, ReadyStatus::Ready));
+    assert_eq!(report.head.position, head.position);
+    assert_eq!(report.head.hash, head.hash.to_hex());
+    for stranger in [None, Some("not-the-scrape-token")] {
+        let refused = operations::readiness_report(&t.app, stranger).await;
+        assert!(
+            matches!(refused, Err(AppError::Unauthenticated(_))),
+            "{stranger:?}: {refused:?}"
+        );
+    }
     assert!(matches!(operations::liveness().status, Liveness::Ok));
 }
