@@ -10,7 +10,7 @@
 //!    where the server reports them, its indexes' snapshots cover the log).
 //! 2. **Restart**: the server is killed with SIGKILL and started again; the time runs from the
 //!    spawn to the first `GET /v1/auth/me` answered 200 with the token from before, polled every
-//!    10 ms. Then `/readyz` gives the events the indexes read at start-up (the largest of the
+//!    10 ms. Then `/v1/admin/readiness` gives the events the indexes read at start-up (the largest of the
 //!    three), and `/proc/PID/status` the server's peak resident memory (`VmHWM`).
 //! 3. **Baseline**, in the same run on the same log: the same restart with the snapshots deleted
 //!    (`DELETE FROM index_snapshots`), so every index is rebuilt from the whole log, as every
@@ -187,12 +187,7 @@ async fn restart_once(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let first_auth = started.elapsed();
-    let ready: Value = http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let ready = readiness(http, &base, token).await?;
     let events_read = ready["indexes"].as_array().map(|indexes| {
         indexes
             .iter()
@@ -210,6 +205,25 @@ async fn restart_once(
     })
 }
 
+/// The readiness report with the log's head and the indexes: `/v1/admin/readiness` as the
+/// platform administrator, or `/readyz` of a build from before it moved there.
+async fn readiness(http: &reqwest::Client, base: &str, token: &str) -> Result<Value> {
+    let r = http
+        .get(format!("{base}/v1/admin/readiness"))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    if r.status().as_u16() != 404 {
+        return Ok(r.json().await?);
+    }
+    Ok(http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
 /// `VmHWM` of a process, in KiB.
 fn peak_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -223,12 +237,7 @@ fn peak_kib(pid: u32) -> Option<u64> {
 /// it (when the server reports indexes).
 async fn caught_up(http: &reqwest::Client, base: &str, token: &str) -> Result<()> {
     let started = Instant::now();
-    let head = http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await?
-        .json::<Value>()
-        .await?["head"]["position"]
+    let head = readiness(http, base, token).await?["head"]["position"]
         .as_u64()
         .unwrap_or(0);
     loop {
@@ -241,12 +250,7 @@ async fn caught_up(http: &reqwest::Client, base: &str, token: &str) -> Result<()
             .status()
             .as_u16()
             == 200;
-        let ready: Value = http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let ready = readiness(http, base, token).await?;
         let snapshots = ready["indexes"].as_array().is_none_or(|indexes| {
             // A snapshot covers the log: one this process wrote, or the one it started from.
             indexes.iter().all(|i| {

@@ -16,7 +16,7 @@ use crate::snapshot::{IndexStatus, RebuildReason, Snapshots, StartSource, Taken}
 
 /// An in-memory index that starts from a durable snapshot and follows the log from there.
 pub(crate) trait Snapshotted: Send + Sync + 'static {
-    /// Its name in `index_snapshots` and `/readyz`.
+    /// Its name in `index_snapshots` and `/v1/admin/readiness`.
     const NAME: &'static str;
     /// The version of its snapshot's format: raise it whenever the state or its meaning changes,
     /// so a snapshot written by an older code is rebuilt from the log instead of misread.

@@ -7,7 +7,7 @@
 //! start-up a snapshot is refused, and the index rebuilt from position 1, when it is missing, does
 //! not verify (altered in the database, or written under another master key), does not decode, is
 //! of an older format, or names a position whose event in this log has another hash (another or a
-//! rewritten log). The outcome is reported by `/readyz` through [`IndexStatus`].
+//! rewritten log). The outcome is reported by `/v1/admin/readiness` through [`IndexStatus`].
 //!
 //! Snapshots are taken off the request path, like a projection's checkpoint: every
 //! [`SnapshotPolicy::every_events`] events or [`SnapshotPolicy::every`] (whichever comes first),
@@ -93,7 +93,7 @@ pub enum StartSource {
     Log,
 }
 
-/// An in-memory index's start and progress, as `/readyz` reports it.
+/// An in-memory index's start and progress, as `/v1/admin/readiness` reports it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct IndexReport {
     /// `authentication`, `authorization` or `keys`.
@@ -119,7 +119,7 @@ struct Start {
     position: u64,
 }
 
-/// An index's start and progress, shared between its follower and `/readyz`.
+/// An index's start and progress, shared between its follower and `/v1/admin/readiness`.
 #[derive(Debug)]
 pub struct IndexStatus {
     name: &'static str,
@@ -144,7 +144,7 @@ impl IndexStatus {
         }
     }
 
-    /// What `/readyz` shows of the index.
+    /// What `/v1/admin/readiness` shows of the index.
     pub fn report(&self) -> IndexReport {
         let (source, rebuild_reason, started_at) = self
             .start

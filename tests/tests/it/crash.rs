@@ -86,9 +86,9 @@ async fn kill_mid_load_then_check(ledger: Ledger) {
     // The server starts on the crashed store.
     let cwd = tempfile::tempdir().unwrap();
     let server = Server::start(&ledger.serve_args(), cwd.path(), &[]).await;
-    let ready: serde_json::Value = reqwest::get(format!("{}/readyz", server.base))
+    let ready: serde_json::Value = server
+        .operations("/v1/admin/readiness")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -68,9 +68,11 @@ impl Api {
             .await
     }
 
-    /// The log's head position.
+    /// The log's head position (a platform administrator's view of readiness).
     async fn head(&self) -> u64 {
-        let r = self.settled(Method::GET, "/readyz", None, None).await;
+        let r = self
+            .settled(Method::GET, "/v1/admin/readiness", None, None)
+            .await;
         assert_eq!(r.status, 200, "{r:?}");
         r.body["head"]["position"].as_u64().unwrap()
     }

@@ -417,9 +417,12 @@ impl Client {
         }
     }
 
-    /// The log's head position, from `/readyz`.
+    /// The log's head position, from `/v1/admin/readiness` as an operator.
     async fn head(&self) -> u64 {
-        let r = self.get("/readyz").await;
+        let r = self
+            .bearer(custodian_testkit::deployment::SCRAPE_TOKEN)
+            .get("/v1/admin/readiness")
+            .await;
         r.ok(200)["head"]["position"].as_u64().unwrap()
     }
 }

@@ -206,3 +206,44 @@ async fn projections_can_be_inspected_and_rebuilt_from_the_command_line() {
     let (code, _) = server.terminate().await;
     assert_eq!(code, Some(0));
 }
+
+#[tokio::test]
+async fn a_stranger_cannot_make_the_server_wait_and_a_late_read_is_no_error() {
+    let cwd = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--read-wait-ms".into(), "100".into()], cwd.path(), &[]).await;
+    let far = i64::MAX.to_string();
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/admin/projections", server.base);
+    // A wait for a position no log reaches would end in 503: a 401 says nobody waited.
+    let stranger = client
+        .get(&url)
+        .header("Custodian-Min-Position", &far)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), 401);
+    // An operator waits, and hears 503 when the views do not get there in time.
+    let operator = client
+        .get(&url)
+        .bearer_auth(custodian_testkit::deployment::SCRAPE_TOKEN)
+        .header("Custodian-Min-Position", &far)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(operator.status(), 503);
+    let (code, lines) = server.terminate().await;
+    assert_eq!(code, Some(0));
+    let levels: Vec<String> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|l| l["level"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        levels.iter().any(|l| l == "WARN"),
+        "the late read is a warning: {lines:?}"
+    );
+    assert!(
+        !levels.iter().any(|l| l == "ERROR"),
+        "neither answer is an error: {lines:?}"
+    );
+}

@@ -39,10 +39,12 @@ struct Facts {
     grantee: String,
 }
 
-/// `/readyz`'s report of each index, once every one has applied `head`.
+/// `/v1/admin/readiness`'s report of each index, once every one has applied `head`.
 async fn indexes_at(api: &Api, head: u64) -> Vec<Value> {
     for _ in 0..300 {
-        let r = api.settled(Method::GET, "/readyz", None, None).await;
+        let r = api
+            .settled(Method::GET, "/v1/admin/readiness", None, None)
+            .await;
         assert_eq!(r.status, 200, "{r:?}");
         let indexes = r.body["indexes"].as_array().unwrap().clone();
         let names: Vec<&str> = indexes
@@ -62,7 +64,9 @@ async fn indexes_at(api: &Api, head: u64) -> Vec<Value> {
 }
 
 async fn head(api: &Api) -> u64 {
-    let r = api.settled(Method::GET, "/readyz", None, None).await;
+    let r = api
+        .settled(Method::GET, "/v1/admin/readiness", None, None)
+        .await;
     r.body["head"]["position"].as_u64().unwrap()
 }
 
@@ -159,7 +163,10 @@ async fn restart_from_snapshots(home: Deployment) {
     answers_as_before(&server.base, &facts).await;
     // Every index has written a snapshot beyond the filled log.
     for _ in 0..300 {
-        let r = facts.live.settled(Method::GET, "/readyz", None, None).await;
+        let r = facts
+            .live
+            .settled(Method::GET, "/v1/admin/readiness", None, None)
+            .await;
         if r.body["indexes"]
             .as_array()
             .unwrap()
