@@ -627,9 +627,13 @@ pub async fn refresh(app: &App, origin: &Origin, req: RefreshRequest) -> Result<
         return Err(session_error(SessionError::InvalidToken));
     };
     // A suspended tenant or an inactive user cannot refresh; refuse before spending the token,
-    // so the session can continue once they may act again.
+    // so the session can continue once the user may act again. A suspension ends the session for
+    // good (the index records it ended), so it does not continue after a reactivation.
     if let Err(r) = security.index.tenant(&tenant) {
         return Err(AppError::unauthenticated(r.to_string()));
+    }
+    if indexed.revoked {
+        return Err(AppError::unauthenticated(Refusal::SessionEnded.to_string()));
     }
     if security
         .index
@@ -719,10 +723,24 @@ async fn pending_token(
     }
 }
 
+/// Refuses every credential operation in a suspended tenant, as a login with the right password
+/// is refused: [`AppError::Forbidden`], before anything is appended.
+async fn tenant_may_act(app: &App, tenant: &str) -> Result<(), AppError> {
+    let index = &app.security.index;
+    index
+        .catch_up()
+        .await
+        .map_err(|_| AppError::catching_up())?;
+    index
+        .tenant(tenant)
+        .map_err(|_| AppError::forbidden("the tenant is suspended"))
+}
+
 /// Accepts an invitation and sets a first password: the user is active and logs in next.
 ///
-/// An unknown, used or expired invitation is [`AppError::Unauthenticated`]; a password the policy
-/// refuses is [`AppError::Invalid`].
+/// An unknown, used or expired invitation is [`AppError::Unauthenticated`]; in a suspended tenant
+/// a valid one is [`AppError::Forbidden`] and stays open; a password the policy refuses is
+/// [`AppError::Invalid`].
 pub async fn accept_invitation(
     app: &App,
     req: AcceptInvitationRequest,
@@ -737,6 +755,7 @@ pub async fn accept_invitation(
         at,
     )
     .await?;
+    tenant_may_act(app, &tenant).await?;
     let credential = seal_password(app, &tenant, &user_id, &req.password).await?;
     let done = run_user(app, &user_actor(&user_id, at), &tenant, &user_id, |_| {
         UserCommand::AcceptInvitation {
@@ -756,13 +775,15 @@ pub async fn accept_invitation(
 
 /// Sets a new password with a reset token, and revokes every session of the user.
 ///
-/// An unknown, used or expired token is [`AppError::Unauthenticated`]; a password the policy
-/// refuses is [`AppError::Invalid`].
+/// An unknown, used or expired token is [`AppError::Unauthenticated`]; in a suspended tenant a
+/// valid one is [`AppError::Forbidden`] and stays open; a password the policy refuses is
+/// [`AppError::Invalid`].
 pub async fn reset_password(app: &App, req: ResetPasswordRequest) -> Result<Accepted, AppError> {
     let at = app.now();
     check_len("new_password", &req.new_password, 1, MAX_PASSWORD_CHARS)?;
     let (tenant, user_id, hash) =
         pending_token(app, &req.token, TokenKind::PasswordReset, |u| &u.reset, at).await?;
+    tenant_may_act(app, &tenant).await?;
     let credential = seal_password(app, &tenant, &user_id, &req.new_password).await?;
     let ctx = user_actor(&user_id, at);
     let done = run_user(app, &ctx, &tenant, &user_id, |_| {

@@ -1830,15 +1830,24 @@ async fn tenant_and_user_administration(ledger: Deployment) {
         root.get("/v1/tenants/acme").await.ok(200)["status"],
         "suspended"
     );
-    // Reactivate: login works again, and the refresh token refused meanwhile was not spent.
+    // Reactivate: login works again, but the suspension ended every session for good: the
+    // tokens from before it stay refused, and their holders sign in again.
     let r = root.post_empty("/v1/tenants/acme/reactivate").await;
     assert_eq!(r.ok(200)["status"], "active");
     assert_positioned(&r);
     root.post_empty("/v1/tenants/acme/reactivate")
         .await
         .problem(409, "conflict");
+    assert_token_refused(api, &boss.access).await;
+    assert_token_refused(api, &eve.access).await;
+    refresh(api, &eve.refresh)
+        .await
+        .problem(401, "unauthenticated");
     let boss = login_ok(api, "acme", boss_email, boss_pw).await;
     assert_token_works(api, &boss.access).await;
+    let as_boss = api.bearer(&boss.access);
+    let eve = login_ok(api, "acme", eve_email, eve_pw).await;
+    assert_token_works(api, &eve.access).await;
     let r = refresh(api, &eve.refresh).await;
     let eve = Tokens::from(r.ok(200));
     assert_token_works(api, &eve.access).await;

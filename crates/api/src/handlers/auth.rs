@@ -98,7 +98,7 @@ async fn mfa_verify(
     responses(
         (status = 200, description = "A new token pair", body = Tokens),
         JsonBodyProblems,
-        (status = 401, description = "Invalid, spent (code `refresh_token_reused`: the session is now revoked) or expired refresh token, or the user or tenant may not act", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 401, description = "Invalid, spent (code `refresh_token_reused`: the session is now revoked) or expired refresh token, a session that has ended (a suspension of its tenant ends it for good), or the user or tenant may not act", body = ProblemDocument, content_type = PROBLEM_JSON),
         IndexBusyProblems,
     ),
 )]
@@ -121,6 +121,7 @@ async fn refresh(
         (status = 200, description = "The user is active; log in next", body = Accepted),
         JsonBodyProblems,
         (status = 401, description = "Unknown, used or expired invitation", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, description = "The tenant is suspended; the invitation stays open (code `forbidden`)", body = ProblemDocument, content_type = PROBLEM_JSON),
         NewPasswordProblems,
         StoreBusyProblems,
     ),
@@ -143,6 +144,7 @@ async fn accept_invitation(
         (status = 200, description = "The password is replaced and the user's sessions revoked", body = Accepted),
         JsonBodyProblems,
         (status = 401, description = "Unknown, used or expired reset token", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, description = "The tenant is suspended; the reset token stays open (code `forbidden`)", body = ProblemDocument, content_type = PROBLEM_JSON),
         NewPasswordProblems,
         IndexBusyProblems,
     ),

@@ -5,7 +5,8 @@
 //! authenticated request must check: the tenant is active, the user is active, the session is live.
 //! Requests wait (bounded) until the index has applied the log's head as this process knows it, so
 //! a logout, a revocation, a disabled user or a suspended tenant stops every token at once, with no
-//! database round trip on the request path.
+//! database round trip on the request path. A tenant's suspension ends its sessions for good: they
+//! stay ended after a reactivation.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -211,6 +212,9 @@ impl AuthIndex {
         now: Timestamp,
     ) -> Result<IndexedUser, Refusal> {
         let state = self.state.read().map_err(|_| Refusal::Behind)?;
+        // The tenant first: while it is suspended, every token of it hears so, though its
+        // sessions have ended too.
+        Self::tenant_may_act(&state, tenant)?;
         match state.sessions.get(session_id) {
             Some(s)
                 if s.tenant == tenant
@@ -219,7 +223,6 @@ impl AuthIndex {
                     && now < s.expires_at => {}
             _ => return Err(Refusal::SessionEnded),
         }
-        Self::tenant_may_act(&state, tenant)?;
         match state.users.get(&(tenant.to_owned(), user_id.to_owned())) {
             Some(u) if u.status == UserStatus::Active => Ok(u.clone()),
             _ => Err(Refusal::UserInactive),
@@ -331,7 +334,8 @@ impl AuthIndex {
 
 impl Snapshotted for AuthIndex {
     const NAME: &'static str = "authentication";
-    const FORMAT: u64 = 1;
+    // 2: a tenant's suspension ends its sessions; a snapshot of format 1 may hold them live.
+    const FORMAT: u64 = 2;
     type Image = State;
 
     fn apply(&self, record: &EventRecord) {
@@ -374,6 +378,7 @@ fn apply(state: &mut State, record: &EventRecord) {
             }
             Ok(TenantEvent::Suspended { .. }) => {
                 state.tenants.insert(id.to_owned(), TenantStatus::Suspended);
+                end_sessions_of(state, id);
             }
             _ => {}
         },
@@ -471,12 +476,15 @@ fn apply(state: &mut State, record: &EventRecord) {
                     .entry((tenant.to_owned(), user_id.clone()))
                     .or_default()
                     .push(id.to_owned());
+                // A session the log records after its tenant's suspension (a login that raced
+                // it) ends with the others.
+                let suspended = state.tenants.get(tenant) == Some(&TenantStatus::Suspended);
                 state.sessions.insert(
                     id.to_owned(),
                     IndexedSession {
                         tenant: tenant.to_owned(),
                         user_id,
-                        revoked: false,
+                        revoked: suspended,
                         expires_at,
                     },
                 );
@@ -494,6 +502,21 @@ fn apply(state: &mut State, record: &EventRecord) {
         },
         _ => {}
     }
+}
+
+/// Ends every session of `tenant` for good, as its suspension does: reactivating the tenant
+/// restores none of them, so every token issued before the suspension stays refused and its
+/// people sign in again.
+fn end_sessions_of(state: &mut State, tenant: &str) {
+    let State {
+        sessions,
+        user_sessions,
+        ..
+    } = state;
+    for session in sessions.values_mut().filter(|s| s.tenant == tenant) {
+        session.revoked = true;
+    }
+    user_sessions.retain(|(t, _), _| t != tenant);
 }
 
 #[cfg(test)]
@@ -588,7 +611,7 @@ mod tests {
         );
         assert_eq!(
             index.check("globex", "u1", "s1", now),
-            Err(Refusal::SessionEnded),
+            Err(Refusal::UnknownTenant),
             "another tenant's claim on the session"
         );
         assert_eq!(index.user_by_email("acme", &"a".repeat(64)), None);
@@ -608,6 +631,31 @@ mod tests {
             Err(Refusal::TenantSuspended)
         );
         append(&store, "_system/tenant/acme", &[TenantEvent::Reactivated]).await;
+        index.catch_up().await.unwrap();
+        assert_eq!(
+            index.check("acme", "u1", "s1", now),
+            Err(Refusal::SessionEnded),
+            "a suspension ends the tenant's sessions for good"
+        );
+        assert!(index.live_sessions("acme", "u1").is_empty());
+        append(
+            &store,
+            "acme/session/s2",
+            &[SessionEvent::Started {
+                user_id: "u1".into(),
+                refresh: TokenHash("1".repeat(64)),
+                method: LoginMethod::Password,
+                expires_at: ts("2026-02-01T00:00:00Z"),
+                ip: None,
+                user_agent: None,
+            }],
+        )
+        .await;
+        index.catch_up().await.unwrap();
+        assert!(
+            index.check("acme", "u1", "s2", now).is_ok(),
+            "a new session"
+        );
         append(
             &store,
             "acme/user/u1",
@@ -618,13 +666,13 @@ mod tests {
         .await;
         index.catch_up().await.unwrap();
         assert_eq!(
-            index.check("acme", "u1", "s1", now),
+            index.check("acme", "u1", "s2", now),
             Err(Refusal::UserInactive)
         );
         append(&store, "acme/user/u1", &[UserEvent::Enabled {}]).await;
         append(
             &store,
-            "acme/session/s1",
+            "acme/session/s2",
             &[SessionEvent::Revoked {
                 reason: RevokeReason::Logout,
             }],
@@ -632,7 +680,7 @@ mod tests {
         .await;
         index.catch_up().await.unwrap();
         assert_eq!(
-            index.check("acme", "u1", "s1", now),
+            index.check("acme", "u1", "s2", now),
             Err(Refusal::SessionEnded)
         );
         assert!(index.live_sessions("acme", "u1").is_empty());

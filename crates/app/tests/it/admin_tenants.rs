@@ -389,7 +389,7 @@ async fn a_tenant_is_renamed_and_replanned_and_reads_show_it() {
 }
 
 #[tokio::test]
-async fn a_suspended_tenants_users_are_refused_until_it_is_reactivated() {
+async fn a_suspended_tenants_users_are_refused_and_its_sessions_end_for_good() {
     let t = TestApp::new().await;
     let root = t.root().await;
     create(&t, "acme").await;
@@ -418,7 +418,9 @@ async fn a_suspended_tenants_users_are_refused_until_it_is_reactivated() {
     let reactivated = tenants::reactivate(&t.app, &root, "acme").await.unwrap();
     assert_eq!(reactivated.status, TenantStatusName::Active);
     assert!(reactivated.position > suspended.position);
-    identity::authenticate(&t.app, &token).await.unwrap();
+    // The tenant acts again, but the suspension ended its sessions for good.
+    let e = identity::authenticate(&t.app, &token).await.unwrap_err();
+    assert_eq!(e, AppError::unauthenticated("the session has ended"));
     let e = tenants::reactivate(&t.app, &root, "acme")
         .await
         .unwrap_err();

@@ -204,7 +204,101 @@ async fn a_token_verified_before_is_refused_at_once_when_its_user_or_tenant_may_
         Err("the tenant is suspended".to_owned())
     );
     t.tenant_command(TENANT, TenantCommand::Reactivate).await;
-    authenticates(&t, &tokens.access_token).await.unwrap();
+    // A suspension ends every session for good: the user signs in again.
+    assert_eq!(
+        authenticates(&t, &tokens.access_token).await,
+        Err("the session has ended".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_suspension_ends_every_session_for_good_and_a_fresh_login_works_after_reactivation() {
+    let (t, _) = with_person().await;
+    let before = login_ok(&t).await;
+    // A refreshed pair is as old as its session.
+    let rotated = refresh(&t, &before.refresh_token).await.unwrap();
+    t.tenant_command(
+        TENANT,
+        TenantCommand::Suspend {
+            reason: "unpaid".into(),
+        },
+    )
+    .await;
+    let suspended = AppError::unauthenticated("the tenant is suspended");
+    assert_eq!(
+        refresh(&t, &rotated.refresh_token).await.unwrap_err(),
+        suspended
+    );
+    assert_eq!(
+        login(&t, PASSWORD).await.unwrap_err(),
+        AppError::forbidden("the tenant is suspended")
+    );
+    t.tenant_command(TENANT, TenantCommand::Reactivate).await;
+
+    let head = t.head().await;
+    let ended = AppError::unauthenticated("the session has ended");
+    for access in [&before.access_token, &rotated.access_token] {
+        assert_eq!(
+            authenticates(&t, access).await,
+            Err("the session has ended".to_owned())
+        );
+    }
+    assert_eq!(
+        refresh(&t, &rotated.refresh_token).await.unwrap_err(),
+        ended
+    );
+    assert_eq!(t.head().await, head, "a refused refresh appends nothing");
+
+    let fresh = login_ok(&t).await;
+    authenticates(&t, &fresh.access_token).await.unwrap();
+    refresh(&t, &fresh.refresh_token).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_suspended_tenant_accepts_no_invitation_and_completes_no_reset() {
+    let (t, user_id) = with_person().await;
+    let (invited, invitation) = t.invite_person(TENANT, "grace@acme.test").await;
+    let reset = t.issue_reset(TENANT, &user_id).await;
+    t.tenant_command(
+        TENANT,
+        TenantCommand::Suspend {
+            reason: "unpaid".into(),
+        },
+    )
+    .await;
+    let head = t.head().await;
+    let accept = || {
+        identity::accept_invitation(
+            &t.app,
+            AcceptInvitationRequest {
+                token: invitation.clone(),
+                password: "difference engine 1822".to_owned(),
+            },
+        )
+    };
+    let complete = || {
+        identity::reset_password(
+            &t.app,
+            ResetPasswordRequest {
+                token: reset.clone(),
+                new_password: "a new engine of 1843".to_owned(),
+            },
+        )
+    };
+    let suspended = AppError::forbidden("the tenant is suspended");
+    assert_eq!(accept().await.unwrap_err(), suspended);
+    assert_eq!(complete().await.unwrap_err(), suspended);
+    assert_eq!(
+        t.head().await,
+        head,
+        "a refused credential operation appends nothing"
+    );
+
+    // The links are not spent by being refused: after the reactivation they work, until they
+    // expire.
+    t.tenant_command(TENANT, TenantCommand::Reactivate).await;
+    assert_eq!(accept().await.unwrap().user_id, invited);
+    assert_eq!(complete().await.unwrap().user_id, user_id);
 }
 
 #[tokio::test]
