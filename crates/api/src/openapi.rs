@@ -43,8 +43,9 @@ pub struct ApiDoc;
 
 /// Completes the document once every route is in it: documents read-your-writes on every read
 /// under `/v1` and on the checks, where the middleware applies it: the optional
-/// `Custodian-Min-Position` header, its 400 when it is not a position, and the 503 when the views
-/// do not reach it in time. One place, because one middleware answers them for every read.
+/// `Custodian-Min-Position` header, the 401 when it comes without a valid credential, its 400
+/// when it is not a position, and the 503 when the views do not reach it in time. One place,
+/// because one middleware answers them for every read.
 pub fn document_read_your_writes(openapi: &mut Document) {
     {
         use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
@@ -81,7 +82,7 @@ pub fn document_read_your_writes(openapi: &mut Document) {
                     .name(CUSTODIAN_MIN_POSITION_HEADER)
                     .parameter_in(ParameterIn::Header)
                     .description(Some(
-                        "Answer only from views that have applied this log position (a `Custodian-Position` a command returned): read-your-writes.",
+                        "Answer only from views that have applied this log position (a `Custodian-Position` a command returned): read-your-writes. Honoured only for an authenticated caller; without a valid credential the request is 401 at once.",
                     ))
                     .schema(Some(
                         ObjectBuilder::new()
@@ -94,6 +95,9 @@ pub fn document_read_your_writes(openapi: &mut Document) {
             let responses = &mut operation.responses.responses;
             responses.entry("400".to_owned()).or_insert_with(|| {
                 problem("`Custodian-Min-Position` is not a position: an integer from 0 to 2^63-1 (code `bad_request`)").into()
+            });
+            responses.entry("401".to_owned()).or_insert_with(|| {
+                problem("`Custodian-Min-Position` was sent without a valid credential: only an authenticated caller may make the server wait (code `unauthenticated`)").into()
             });
             responses.entry("503".to_owned()).or_insert_with(|| {
                 problem("The views did not reach `Custodian-Min-Position` within the read wait, or are not ready; retry after `Retry-After` (code `unavailable`)").into()

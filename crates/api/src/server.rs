@@ -46,8 +46,11 @@ use crate::{consistency, handlers};
 /// rendering it.
 pub fn router(state: AppState) -> Router {
     let (routes, mut document) = documented_routes().split_for_parts();
-    openapi::document_read_your_writes(&mut document);
+    // Rate limits first: the answers read-your-writes adds come before authentication's
+    // admission, so they carry no rate-limit headers, and its 401 does not make a public route
+    // look authenticated.
     openapi::document_rate_limits(&mut document);
+    openapi::document_read_your_writes(&mut document);
     routes
         .layer(Extension(Arc::new(document)))
         .layer(axum::extract::DefaultBodyLimit::max(

@@ -227,7 +227,7 @@ async fn every_read_under_v1_documents_read_your_writes_once() {
             .collect();
         assert_eq!(headers.len(), 1, "GET {path}: {headers:?}");
         assert_eq!(headers[0]["schema"]["maximum"], i64::MAX, "GET {path}");
-        for status in ["400", "503"] {
+        for status in ["400", "401", "503"] {
             assert!(
                 get["responses"].get(status).is_some(),
                 "GET {path} does not document {status}"
