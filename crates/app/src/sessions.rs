@@ -25,7 +25,9 @@ pub struct SessionView {
     pub status: String,
     /// How the login completed: `password`, `password_totp` or `password_recovery_code`.
     pub method: String,
-    /// Why it was revoked.
+    /// Why it was revoked: `logout`, `revoked_by_user`, `revoked_by_admin`,
+    /// `refresh_token_reuse`, `password_changed` or `tenant_suspended` (a suspension of the
+    /// tenant ends every session of it for good).
     pub revoke_reason: Option<String>,
     /// The client's address at login.
     pub ip: Option<String>,

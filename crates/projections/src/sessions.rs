@@ -34,7 +34,7 @@ pub struct SessionRow {
     /// The current refresh token's generation (0 until the first refresh).
     pub generation: u64,
     /// Why it was revoked: `logout`, `revoked_by_user`, `revoked_by_admin`,
-    /// `refresh_token_reuse` or `password_changed`.
+    /// `refresh_token_reuse`, `password_changed` or `tenant_suspended`.
     pub revoke_reason: Option<String>,
     /// The client's address at login.
     pub ip: Option<String>,
@@ -102,6 +102,14 @@ fn session_event(event: &EventRecord) -> Result<Option<SessionEvent>, ApplyError
         .map_err(|e| ApplyError(e.to_string()))
 }
 
+/// The `revoke_reason` of the sessions a tenant's suspension ended.
+pub const TENANT_SUSPENDED: &str = "tenant_suspended";
+
+/// Whether `event` is a tenant's suspension (`tenant.suspended` on `_system/tenant/{slug}`).
+fn is_suspension(event: &EventRecord) -> bool {
+    event.stream.aggregate() == "tenant" && event.event_type.as_str() == "tenant.suspended"
+}
+
 /// What [`SessionsView::apply`] does to a session's row, in memory; true when it changed it.
 fn fold(row: &mut Option<SessionRow>, event: &EventRecord, decoded: SessionEvent) -> bool {
     let at = event.occurred_at.to_string();
@@ -155,8 +163,9 @@ impl Projection for SessionsView {
         "sessions"
     }
 
+    // 2: a tenant's suspension ends its sessions.
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -196,6 +205,20 @@ impl Projection for SessionsView {
         t: &Tables,
         event: &EventRecord,
     ) -> Result<(), ApplyError> {
+        if is_suspension(event) {
+            // A suspension ends every session of the tenant for good (the authentication index
+            // refuses them after a reactivation too), so the view shows them ended.
+            sqlx::query(&format!(
+                "UPDATE {} SET status = 'revoked', revoke_reason = '{TENANT_SUSPENDED}', \
+                 revoked_at = $1 WHERE tenant = $2 AND status = 'active'",
+                t.name("sessions")
+            ))
+            .bind(event.occurred_at.to_string())
+            .bind(event.stream.id())
+            .execute(&mut *conn)
+            .await?;
+            return Ok(());
+        }
         let Some(decoded) = session_event(event)? else {
             return Ok(());
         };
@@ -268,6 +291,19 @@ impl Projection for SessionsView {
         t: &Tables,
         events: &[EventRecord],
     ) -> Result<(), BatchApplyError> {
+        // A suspension touches every session of its tenant, whichever the page names: a page
+        // holding one (rare) is applied event by event.
+        if events.iter().any(is_suspension) {
+            for event in events {
+                self.apply(conn, t, event)
+                    .await
+                    .map_err(|error| BatchApplyError::Event {
+                        position: event.position,
+                        error,
+                    })?;
+            }
+            return Ok(());
+        }
         let decoded = bulk::decode_page(events, session_event)?;
         if decoded.is_empty() {
             return Ok(());

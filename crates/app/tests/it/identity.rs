@@ -252,6 +252,31 @@ async fn a_suspension_ends_every_session_for_good_and_a_fresh_login_works_after_
     let fresh = login_ok(&t).await;
     authenticates(&t, &fresh.access_token).await.unwrap();
     refresh(&t, &fresh.refresh_token).await.unwrap();
+
+    // The sessions view says so too: the old session ended with the suspension.
+    t.views_caught_up().await;
+    let listed = sessions::page_of_user(
+        &t.app,
+        TENANT,
+        &before.user_id,
+        &sessions::SessionListQuery::default(),
+        false,
+        None,
+    )
+    .await
+    .unwrap();
+    let status = |id: &str| {
+        listed
+            .items
+            .iter()
+            .find(|s| s.session_id == id)
+            .map(|s| (s.status.clone(), s.revoke_reason.clone()))
+    };
+    assert_eq!(
+        status(&before.session_id),
+        Some(("revoked".to_owned(), Some("tenant_suspended".to_owned())))
+    );
+    assert_eq!(status(&fresh.session_id), Some(("active".to_owned(), None)));
 }
 
 #[tokio::test]
