@@ -519,8 +519,9 @@ fn secret_part(token: &str) -> &str {
 async fn bootstrap_login_and_access_tokens(ledger: Deployment) {
     // Bad input is refused before anything is written.
     for (email, password, says) in [
-        (ADMIN_EMAIL, "password", "too common"),
-        (ADMIN_EMAIL, "Zq7#mVx", "at least 8 characters"),
+        (ADMIN_EMAIL, "1qaz2wsx3edc4rfv", "too common"),
+        (ADMIN_EMAIL, "Zq7#mVx", "at least 15 characters"),
+        (ADMIN_EMAIL, "Zq7#mVx!pL2$wR", "at least 15 characters"),
         ("not-an-email", ADMIN_PASSWORD, "email"),
     ] {
         let out = ledger.try_bootstrap(email, ADMIN_NAME, password).await;
@@ -2188,19 +2189,19 @@ async fn bad_input_is_a_problem_never_a_500(ledger: Deployment) {
         Endpoint {
             path: "/v1/auth/login".into(),
             client: api.anonymous(),
-            valid: json!({"tenant": "acme", "email": "ada@acme.test", "password": "some password"}),
+            valid: json!({"tenant": "acme", "email": "ada@acme.test", "password": "some long enough password"}),
             optional: &[],
         },
         Endpoint {
             path: "/v1/tenants/acme/users".into(),
             client: w.root(),
-            valid: json!({"email": "ada@acme.test", "name": "Ada", "password": "some password"}),
+            valid: json!({"email": "ada@acme.test", "name": "Ada", "password": "some long enough password"}),
             optional: &["password"],
         },
         Endpoint {
             path: "/v1/auth/invitations/accept".into(),
             client: api.anonymous(),
-            valid: json!({"token": format!("inv.acme.user_01jd8x3k2m4n5p6q7r8s9t0v1w.0.{}", "A".repeat(43)), "password": "some password"}),
+            valid: json!({"token": format!("inv.acme.user_01jd8x3k2m4n5p6q7r8s9t0v1w.0.{}", "A".repeat(43)), "password": "some long enough password"}),
             optional: &[],
         },
         Endpoint {
@@ -2299,7 +2300,7 @@ async fn bad_input_is_a_problem_never_a_500(ledger: Deployment) {
     ] {
         anon.post(
             login_path,
-            json!({"tenant": "acme", "email": email, "password": "some password"}),
+            json!({"tenant": "acme", "email": email, "password": "some long enough password"}),
         )
         .await
         .problem(422, "validation_failed");
@@ -2314,7 +2315,7 @@ async fn bad_input_is_a_problem_never_a_500(ledger: Deployment) {
     for tenant in ["", "A", "Acme", "a/b", "acme!"] {
         anon.post(
             login_path,
-            json!({"tenant": tenant, "email": "ada@acme.test", "password": "some password"}),
+            json!({"tenant": tenant, "email": "ada@acme.test", "password": "some long enough password"}),
         )
         .await
         .problem(422, "validation_failed");

@@ -941,3 +941,34 @@ async fn the_key_set_publishes_the_key_that_signs_access_tokens() {
     .unwrap();
     assert!(keys.iter().any(|k| k["kid"] == header["kid"]), "{jwks}");
 }
+
+#[tokio::test]
+async fn five_wrong_second_factors_lock_the_email_from_that_address_for_a_second() {
+    let (t, user_id) = with_person().await;
+    let enrolled = t.enroll_totp(TENANT, &user_id).await;
+    t.advance(30);
+    let c = challenge(&t).await;
+    let valid: Vec<String> = [-30, 0, 30]
+        .iter()
+        .map(|d| totp::code_at(&enrolled.seed, t.unix().checked_add_signed(*d).unwrap()))
+        .collect();
+    let wrong: Vec<String> = (0..1_000_000u32)
+        .map(|n| format!("{n:06}"))
+        .filter(|code| !valid.contains(code))
+        .take(5)
+        .collect();
+    for code in &wrong {
+        assert_eq!(
+            verify_code(&t, &c.challenge_id, code).await.unwrap_err(),
+            AppError::unauthenticated("the code is invalid or was already used")
+        );
+    }
+    // Even the right code waits for the lock, which is short.
+    let right = totp::code_at(&enrolled.seed, t.unix());
+    assert_eq!(
+        retry_after(verify_code(&t, &c.challenge_id, &right).await.unwrap_err()),
+        1
+    );
+    t.advance(1);
+    verify_code(&t, &c.challenge_id, &right).await.unwrap();
+}
