@@ -76,7 +76,8 @@ pub struct ServeArgs {
     #[arg(long, env = "CUSTODIAN_ISSUER", value_name = "NAME")]
     pub issuer: Option<String>,
 
-    /// Shortest accepted password, in characters (15 recommended; at least 8) [default: 8]
+    /// Shortest accepted password, in characters, for accounts that sign in with a password alone
+    /// (at least 8); accounts with TOTP enabled may use 8 [default: 15]
     #[arg(long, env = "CUSTODIAN_PASSWORD_MIN_LENGTH", value_name = "CHARS")]
     pub password_min_length: Option<usize>,
 
@@ -274,7 +275,7 @@ pub struct Config {
     pub secret_key_file: PathBuf,
     /// Access tokens' issuer and audience.
     pub issuer: String,
-    /// Shortest accepted password.
+    /// Shortest accepted password of an account without a second factor.
     pub password_min_length: usize,
     /// argon2id memory cost, KiB.
     pub argon2_memory_kib: u32,
@@ -367,7 +368,7 @@ impl Config {
         let password_min_length = args
             .password_min_length
             .or(file.password_min_length)
-            .unwrap_or(8);
+            .unwrap_or(15);
         if !(8..=64).contains(&password_min_length) {
             return Err(ConfigError::Invalid(format!(
                 "password_min_length is {password_min_length}; it must be 8 to 64"

@@ -359,6 +359,20 @@ pub fn authorize_user(
         permission,
         Target::Resource(&resource),
     )?;
+    // Only a platform administrator changes one: an administrator of `_system` through its
+    // policy could otherwise take the platform over (reset its password, change its email).
+    if !principal.is_platform_admin()
+        && !permission.ends_with(":read")
+        && app
+            .security
+            .index
+            .user(tenant, user_id)
+            .is_some_and(|u| u.roles.iter().any(|r| r == ROLE_PLATFORM_ADMIN))
+    {
+        return Err(AppError::forbidden(
+            "only a platform administrator can act on a platform administrator",
+        ));
+    }
     if is_type_id("user", user_id) {
         Ok(())
     } else {

@@ -11,7 +11,10 @@ use crate::access::Principal;
 use crate::auth::Security;
 use crate::error::AppError;
 use crate::sessions::{Done, revoke_all};
-use crate::users::{check_password, failed_user, load_user, run_user, seal_password, user_error};
+use crate::users::{
+    check_email_from_ip, check_password, failed_user, load_user, run_user, seal_password,
+    user_error,
+};
 use crate::validate::{MAX_PASSWORD_CHARS, check_len};
 use crate::{App, Origin};
 
@@ -93,7 +96,7 @@ pub async fn change_password(
     check_len("new_password", &req.new_password, 1, MAX_PASSWORD_CHARS)?;
     app.security
         .policy
-        .check(&req.new_password)
+        .check(&req.new_password, principal.user.mfa_enabled)
         .map_err(|e| AppError::invalid(format!("new_password: {e}")))?;
     let at = app.now();
     prove_password(app, principal, &req.current_password, origin, at).await?;
@@ -102,6 +105,7 @@ pub async fn change_password(
         &principal.tenant,
         &principal.user_id,
         &req.new_password,
+        principal.user.mfa_enabled,
     )
     .await?;
     let ctx = principal.context(at);
@@ -126,8 +130,9 @@ pub async fn change_password(
     })
 }
 
-/// Checks a password of the caller at `at`: a locked account is throttled, a wrong password is
-/// [`AppError::WrongProof`] and counts as a failed login.
+/// Checks a password of the caller at `at`: a locked account, or the caller's email locked from
+/// this address, is throttled; a wrong password is [`AppError::WrongProof`] and counts as a failed
+/// login.
 pub(crate) async fn prove_password(
     app: &App,
     principal: &Principal,
@@ -138,6 +143,7 @@ pub(crate) async fn prove_password(
     let user = load_user(app, &principal.tenant, &principal.user_id)
         .await?
         .ok_or_else(|| AppError::unauthenticated("the user no longer exists"))?;
+    check_email_from_ip(app, &principal.tenant, &user.email_index, origin.ip, at)?;
     if let Err(e @ UserError::Locked(_)) = user.check_can_log_in(at) {
         return Err(user_error(e, at));
     }

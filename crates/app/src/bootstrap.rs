@@ -67,14 +67,11 @@ pub async fn bootstrap(
     }
     let email = crate::validate::normalize_email(admin.email)
         .map_err(|p| BootstrapError::Invalid(p.to_string()))?;
-    let name = admin.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(BootstrapError::Invalid(
-            "name must be 1 to 200 characters".into(),
-        ));
-    }
+    let name = crate::validate::check_name(admin.name)
+        .map_err(|e| BootstrapError::Invalid(e.to_string()))?;
+    let name = name.as_str();
     policy
-        .check(admin.password)
+        .check(admin.password, false)
         .map_err(|e| BootstrapError::Invalid(format!("password: {e}")))?;
     let user_id = type_id("user", Uuid::now_v7());
     let vault = Vault::new(

@@ -4,9 +4,12 @@
 //!
 //! Every failed login is the same [`AppError::InvalidCredentials`] whatever was wrong (tenant,
 //! email, account state or password), after the same argon2id work (a dummy hash when there is no
-//! password to check) and the same one append. Repeated failures are throttled per account (by the
-//! account's own events), per unknown email and per client address, with lock times doubling past
-//! the threshold.
+//! password to check) and the same appends: one failure event, then one `security.login_throttled`
+//! per limit it engaged. Repeated failures are throttled per (email, client address) first (5
+//! failures, then delays doubling from 1 s to 5 minutes), per email from every address (100
+//! consecutive failures, then one-minute locks: kept by the account's own events, or in memory for
+//! an email that is no account), and per client address across emails (spraying). See
+//! `docs/security.md`.
 
 use custodian_domain::Timestamp;
 use custodian_domain::id::type_id;
@@ -19,15 +22,16 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::access::Principal;
-use crate::auth::index::{Refusal, SYSTEM_TENANT};
+use crate::auth::index::Refusal;
 use crate::auth::tokens::{OpaqueToken, TokenKind};
 use crate::auth::totp;
 use crate::commands::{self, Failed};
 use crate::error::AppError;
 use crate::sessions::{revoke_all, run_session, session_error};
 use crate::users::{
-    anonymous, check_ip, check_password, count_failure, failed_user, load_user, locked,
-    record_bad_code, run_user, seal_password, totp_secret, user_actor,
+    anonymous, check_email_from_ip, check_ip, check_password, count_failure, failed_user,
+    forget_email_from_ip, load_user, locked, record_bad_code, run_user, seal_password,
+    security_home, totp_secret, user_actor,
 };
 use crate::validate::{MAX_PASSWORD_CHARS, check_len, check_tenant, normalize_email};
 use crate::{App, Origin, stream};
@@ -260,8 +264,9 @@ const CHALLENGE_INVALID: &str = "the challenge is invalid or expired";
 /// Answers tokens, or a challenge when the account requires a second factor. A wrong tenant,
 /// email or password, and an account that cannot log in by password (invited, disabled, erased,
 /// keys-only), all answer [`AppError::InvalidCredentials`] after the same work and one append.
-/// A locked account, unknown email or client address is [`AppError::Throttled`]; a right password
-/// in a suspended tenant is [`AppError::Forbidden`].
+/// An email locked from this address or from every address (an account or not alike), or a
+/// locked client address, is [`AppError::Throttled`] before any work, with nothing appended; a
+/// right password in a suspended tenant is [`AppError::Forbidden`].
 pub async fn login(
     app: &App,
     origin: &Origin,
@@ -284,6 +289,7 @@ pub async fn login(
         .await
         .map_err(|_| AppError::catching_up())?;
     let index = security.keyring.email_index(&req.tenant, &email);
+    check_email_from_ip(app, &req.tenant, &index, ip, at)?;
     let found = match security.index.user_by_email(&req.tenant, &index) {
         Some(user_id) => load_user(app, &req.tenant, &user_id)
             .await?
@@ -302,23 +308,20 @@ pub async fn login(
             return Err(locked(at, until));
         }
         let _ = security.hasher.verify_dummy(&req.password).await;
-        // Recorded as a wrong password is on an account: the same append, the same time.
-        let home = if security.index.tenant_exists(&req.tenant) {
-            req.tenant.as_str()
-        } else {
-            SYSTEM_TENANT
-        };
+        // Recorded as a wrong password is on an account: the same appends, the same time.
+        let home = security_home(app, &req.tenant);
         let failed = SecurityEvent::UnknownAccountLoginFailed {
             tenant: req.tenant.clone(),
             email_index: index.clone(),
             ip: ip.map(|ip| ip.to_string()),
         };
-        if let Ok(s) = stream(home, "security", "login")
+        if let Ok(s) = stream(&home, "security", "login")
             && let Err(e) = commands::record(&app.store, &s, &anonymous(ip, at), &[failed]).await
         {
             tracing::warn!(error = %e, "cannot record a failed login");
         }
-        count_failure(app, ip, Some((&req.tenant, &index)), at).await;
+        let account = security.email_throttle.fail(&key, at);
+        count_failure(app, &req.tenant, &index, ip, account, at).await;
         return Err(AppError::InvalidCredentials);
     };
     if let Err(UserError::Locked(until)) = user.check_can_log_in(at) {
@@ -326,9 +329,6 @@ pub async fn login(
     }
     if !check_password(app, &req.tenant, &user_id, &user, &req.password, ip, at).await? {
         return Err(AppError::InvalidCredentials);
-    }
-    if let Some(ip) = ip {
-        security.ip_throttle.succeed(&ip);
     }
     if security.index.tenant(&req.tenant).is_err() {
         return Err(AppError::forbidden("the tenant is suspended"));
@@ -390,6 +390,7 @@ pub async fn mfa_verify(
         Some(open) if open.hash == challenge_hash && at < open.expires_at => {}
         _ => return Err(AppError::unauthenticated(CHALLENGE_INVALID)),
     }
+    check_email_from_ip(app, &tenant, &user.email_index, ip, at)?;
     match user.check_can_log_in(at) {
         Ok(()) => {}
         Err(UserError::Locked(until)) => return Err(locked(at, until)),
@@ -504,6 +505,11 @@ async fn start_session(
         )) => return Err(AppError::InvalidCredentials),
         Err(e) => return Err(failed_user(e, at)),
     };
+    // The account signed in from this address: its own failures from there are forgiven, and
+    // nothing else (failures from this address against other emails still count).
+    if let Some(u) = &done.state {
+        forget_email_from_ip(app, tenant, &u.email_index, ip);
+    }
     let roles = crate::access::token_roles(
         app,
         tenant,
@@ -709,7 +715,7 @@ async fn pending_token(
     kind: TokenKind,
     open: impl Fn(&User) -> &Option<PendingToken>,
     at: Timestamp,
-) -> Result<(String, String, TokenHash), AppError> {
+) -> Result<(String, String, TokenHash, User), AppError> {
     let invalid = || AppError::unauthenticated(UserError::InvalidToken.to_string());
     let token = OpaqueToken::parse(presented, kind).map_err(|_| invalid())?;
     let (tenant, user_id) = (token.tenant().to_owned(), token.subject().to_owned());
@@ -718,7 +724,7 @@ async fn pending_token(
         .await?
         .ok_or_else(invalid)?;
     match open(&user) {
-        Some(p) if p.hash == hash && at < p.expires_at => Ok((tenant, user_id, hash)),
+        Some(p) if p.hash == hash && at < p.expires_at => Ok((tenant, user_id, hash, user.clone())),
         _ => Err(invalid()),
     }
 }
@@ -747,7 +753,7 @@ pub async fn accept_invitation(
 ) -> Result<Accepted, AppError> {
     let at = app.now();
     check_len("password", &req.password, 1, MAX_PASSWORD_CHARS)?;
-    let (tenant, user_id, hash) = pending_token(
+    let (tenant, user_id, hash, _) = pending_token(
         app,
         &req.token,
         TokenKind::Invitation,
@@ -756,7 +762,8 @@ pub async fn accept_invitation(
     )
     .await?;
     tenant_may_act(app, &tenant).await?;
-    let credential = seal_password(app, &tenant, &user_id, &req.password).await?;
+    // An invited person has no second factor yet: the password alone must be strong enough.
+    let credential = seal_password(app, &tenant, &user_id, &req.password, false).await?;
     let done = run_user(app, &user_actor(&user_id, at), &tenant, &user_id, |_| {
         UserCommand::AcceptInvitation {
             token: hash.clone(),
@@ -781,10 +788,11 @@ pub async fn accept_invitation(
 pub async fn reset_password(app: &App, req: ResetPasswordRequest) -> Result<Accepted, AppError> {
     let at = app.now();
     check_len("new_password", &req.new_password, 1, MAX_PASSWORD_CHARS)?;
-    let (tenant, user_id, hash) =
+    let (tenant, user_id, hash, user) =
         pending_token(app, &req.token, TokenKind::PasswordReset, |u| &u.reset, at).await?;
     tenant_may_act(app, &tenant).await?;
-    let credential = seal_password(app, &tenant, &user_id, &req.new_password).await?;
+    let credential =
+        seal_password(app, &tenant, &user_id, &req.new_password, user.totp_enabled).await?;
     let ctx = user_actor(&user_id, at);
     let done = run_user(app, &ctx, &tenant, &user_id, |_| {
         UserCommand::ResetPassword {

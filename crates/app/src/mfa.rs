@@ -12,7 +12,9 @@ use crate::account::prove_password;
 use crate::auth::{Security, secrets, tokens, totp};
 use crate::error::AppError;
 use crate::sessions::Done;
-use crate::users::{failed_user, load_user, record_bad_code, run_user, totp_secret, user_error};
+use crate::users::{
+    check_email_from_ip, failed_user, load_user, record_bad_code, run_user, totp_secret, user_error,
+};
 use crate::validate::{MAX_PASSWORD_CHARS, check_len};
 use crate::{App, Origin};
 
@@ -217,6 +219,7 @@ async fn prove_fresh(
             let user = load_user(app, &principal.tenant, &principal.user_id)
                 .await?
                 .ok_or_else(|| AppError::unauthenticated("the user no longer exists"))?;
+            check_email_from_ip(app, &principal.tenant, &user.email_index, origin.ip, at)?;
             if let Err(e @ UserError::Locked(_)) = user.check_can_log_in(at) {
                 return Err(user_error(e, at));
             }

@@ -9,7 +9,9 @@ use custodian_domain::user::{self, LoginFailure, User, UserCommand, UserError, U
 use custodian_domain::{Actor, ActorKind, Timestamp};
 
 use crate::App;
+use crate::auth::index::SYSTEM_TENANT;
 use crate::auth::secrets;
+use crate::auth::throttle::Engaged;
 use crate::commands::{self, Context, Done, Failed};
 use crate::error::AppError;
 use crate::stream;
@@ -107,21 +109,39 @@ pub fn anonymous(ip: Option<IpAddr>, at: Timestamp) -> Context {
     }
 }
 
-/// Counts a failed attempt against the client address (and an unknown email: `(tenant, blind
-/// index)`), recording a `security.login_throttled` event when a lock engages.
+/// Where the `security.*` observations about emails of `tenant` go: the tenant's own
+/// `security/login` stream, or `_system`'s when no such tenant exists.
+pub fn security_home(app: &App, tenant: &str) -> String {
+    if app.security.index.tenant_exists(tenant) {
+        tenant.to_owned()
+    } else {
+        SYSTEM_TENANT.to_owned()
+    }
+}
+
+/// Counts a failed login naming email `email_index` of `tenant` from `ip` against the client
+/// address (across every email) and against the (email, address) pair, and records a
+/// `security.login_throttled` event for each limit this failure engaged or extended: the
+/// address's, the pair's, then the account-wide one (`account`, decided by the caller). Every
+/// failed login comes here, whether the email names an account or not, so both append the same
+/// events in the same order.
 pub async fn count_failure(
     app: &App,
+    tenant: &str,
+    email_index: &str,
     ip: Option<IpAddr>,
-    unknown_email: Option<(&str, &str)>,
+    account: Option<Engaged>,
     at: Timestamp,
 ) {
     let security = &app.security;
+    let home = security_home(app, tenant);
+    let ip_text = ip.map(|ip| ip.to_string());
     let mut records = vec![];
     if let Some(ip) = ip
         && let Some(e) = security.ip_throttle.fail(&ip, at)
     {
         records.push((
-            "_system".to_owned(),
+            SYSTEM_TENANT.to_owned(),
             SecurityEvent::LoginThrottled {
                 scope: ThrottleScope::Ip,
                 ip: Some(ip.to_string()),
@@ -131,17 +151,26 @@ pub async fn count_failure(
             },
         ));
     }
-    if let Some((tenant, index)) = unknown_email
-        && let Some(e) = security
-            .email_throttle
-            .fail(&(tenant.to_owned(), index.to_owned()), at)
-    {
+    let pair = (tenant.to_owned(), email_index.to_owned(), ip);
+    if let Some(e) = security.email_from_ip_throttle.fail(&pair, at) {
         records.push((
-            tenant.to_owned(),
+            home.clone(),
             SecurityEvent::LoginThrottled {
-                scope: ThrottleScope::UnknownEmail,
-                ip: ip.map(|ip| ip.to_string()),
-                email_index: Some(index.to_owned()),
+                scope: ThrottleScope::EmailFromIp,
+                ip: ip_text.clone(),
+                email_index: Some(email_index.to_owned()),
+                failures: e.failures,
+                until: e.until,
+            },
+        ));
+    }
+    if let Some(e) = account {
+        records.push((
+            home,
+            SecurityEvent::LoginThrottled {
+                scope: ThrottleScope::Email,
+                ip: ip_text,
+                email_index: Some(email_index.to_owned()),
                 failures: e.failures,
                 until: e.until,
             },
@@ -164,6 +193,29 @@ pub fn check_ip(app: &App, ip: Option<IpAddr>, at: Timestamp) -> Result<(), AppE
     }
 }
 
+/// Refuses email `email_index` of `tenant` from `ip` while that pair is locked out at `at`.
+pub fn check_email_from_ip(
+    app: &App,
+    tenant: &str,
+    email_index: &str,
+    ip: Option<IpAddr>,
+    at: Timestamp,
+) -> Result<(), AppError> {
+    let pair = (tenant.to_owned(), email_index.to_owned(), ip);
+    match app.security.email_from_ip_throttle.locked(&pair, at) {
+        Some(until) => Err(locked(at, until)),
+        None => Ok(()),
+    }
+}
+
+/// Forgets the failures of email `email_index` of `tenant` from `ip`, after its account signed in
+/// from there. Nothing else is forgotten: failures from that address against other emails still
+/// count towards the address's own limit.
+pub fn forget_email_from_ip(app: &App, tenant: &str, email_index: &str, ip: Option<IpAddr>) {
+    let pair = (tenant.to_owned(), email_index.to_owned(), ip);
+    app.security.email_from_ip_throttle.succeed(&pair);
+}
+
 /// Records a wrong second factor as a failed login of the user (and of the client address).
 pub async fn record_bad_code(
     app: &App,
@@ -175,7 +227,8 @@ pub async fn record_bad_code(
     record_failure(app, tenant, user_id, LoginFailure::BadCode, ip, at).await
 }
 
-/// Records a failed login of the user for `reason`, and counts it against the client address.
+/// Records a failed login of the user for `reason` (which may engage the account-wide limit),
+/// and counts it as [`count_failure`] does.
 async fn record_failure(
     app: &App,
     tenant: &str,
@@ -185,7 +238,7 @@ async fn record_failure(
     at: Timestamp,
 ) -> Result<(), AppError> {
     let policy = app.security.lockout;
-    run_user(app, &user_actor(user_id, at), tenant, user_id, |_| {
+    let done = run_user(app, &user_actor(user_id, at), tenant, user_id, |_| {
         UserCommand::RecordLoginFailure {
             reason,
             ip: ip.map(|ip| ip.to_string()),
@@ -195,7 +248,19 @@ async fn record_failure(
     })
     .await
     .map_err(|e| failed_user(e, at))?;
-    count_failure(app, ip, None, at).await;
+    let account = done.events.iter().find_map(|e| match e {
+        UserEvent::LoginFailed {
+            failures,
+            locked_until: Some(until),
+            ..
+        } => Some(Engaged {
+            failures: *failures,
+            until: *until,
+        }),
+        _ => None,
+    });
+    let email_index = done.state.map(|u| u.email_index).unwrap_or_default();
+    count_failure(app, tenant, &email_index, ip, account, at).await;
     Ok(())
 }
 
@@ -211,18 +276,26 @@ async fn credential(app: &App, user_id: &str, user: &User) -> Result<Option<Stri
     Ok(Some(crate::Security::open_text(&key, sealed, user_id)?))
 }
 
-/// Hashes and seals a new password for `user_id`, after the policy accepts it.
+/// Hashes and seals a new password for `user_id`, after the policy accepts it for an account
+/// with (`second_factor`: TOTP enabled) or without a second factor.
 pub async fn seal_password(
     app: &App,
     tenant: &str,
     user_id: &str,
     password: &str,
+    second_factor: bool,
 ) -> Result<Sealed, AppError> {
-    let security = &app.security;
-    security
+    app.security
         .policy
-        .check(password)
+        .check(password, second_factor)
         .map_err(|e| AppError::invalid(format!("password: {e}")))?;
+    seal(app, tenant, user_id, password).await
+}
+
+/// Hashes and seals a password the policy has already accepted (or one that already is the
+/// user's, re-hashed with stronger parameters).
+async fn seal(app: &App, tenant: &str, user_id: &str, password: &str) -> Result<Sealed, AppError> {
+    let security = &app.security;
     let phc = security
         .hasher
         .hash(password)
@@ -263,7 +336,7 @@ pub async fn check_password(
     }
     let ctx = user_actor(user_id, at);
     if verdict.needs_rehash
-        && let Ok(credential) = seal_password(app, tenant, user_id, password).await
+        && let Ok(credential) = seal(app, tenant, user_id, password).await
     {
         let rehashed = run_user(app, &ctx, tenant, user_id, |_| {
             UserCommand::RehashPassword {

@@ -23,10 +23,19 @@ pub fn check_len(field: &str, value: &str, min: usize, max: usize) -> Result<(),
     Ok(())
 }
 
-/// Validates and normalizes an email address: trimmed, at most 254 characters, RFC 5321 syntax;
-/// the domain part is lowercased (the local part is kept as given, but matching is
-/// case-insensitive through the blind index).
+/// Validates and normalizes an email address: Unicode NFKC (so composed, decomposed and
+/// fullwidth spellings of one address are one address), trimmed, at most 254 characters, no
+/// control characters, RFC 5321 syntax; the domain part is lowercased (the local part is kept as
+/// given, but matching is case-insensitive through the blind index). Uniqueness and login both
+/// see only this form.
 pub fn normalize_email(email: &str) -> Result<String, AppError> {
+    use unicode_normalization::UnicodeNormalization as _;
+    if email.chars().any(char::is_control) {
+        return Err(AppError::invalid(
+            "email must not contain control characters",
+        ));
+    }
+    let email: String = email.nfkc().collect();
     let email = email.trim();
     check_len("email", email, 3, 254)?;
     let parsed = email_address::EmailAddress::parse_with_options(
@@ -37,7 +46,7 @@ pub fn normalize_email(email: &str) -> Result<String, AppError> {
     Ok(format!(
         "{}@{}",
         parsed.local_part(),
-        parsed.domain().to_ascii_lowercase()
+        parsed.domain().to_lowercase()
     ))
 }
 
@@ -59,11 +68,28 @@ pub fn check_tenant(tenant: &str, as_path: bool) -> Result<(), AppError> {
     }
 }
 
-/// A display name: trimmed, 1 to 200 characters.
+/// A display name: trimmed, 1 to 200 characters, with no control characters (NUL, CR, LF, ...)
+/// and no bidirectional embeddings, overrides or isolates (U+202A..U+202E, U+2066..U+2069), which
+/// would make a name display as something it is not.
 pub fn check_name(name: &str) -> Result<String, AppError> {
     let name = name.trim();
     check_len("name", name, 1, 200)?;
+    if name.chars().any(char::is_control) {
+        return Err(AppError::invalid(
+            "name must not contain control characters",
+        ));
+    }
+    if name.chars().any(is_bidi_control) {
+        return Err(AppError::invalid(
+            "name must not contain bidirectional overrides or isolates (U+202A..U+202E, U+2066..U+2069)",
+        ));
+    }
     Ok(name.to_owned())
+}
+
+/// A bidirectional embedding, override or isolate, which reorders the text around it.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A listing cursor is the id of the last item of the previous page, with the listing's prefix.
@@ -167,6 +193,60 @@ mod tests {
             normalize_email("not an address"),
             Err(AppError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn composed_decomposed_and_fullwidth_spellings_are_one_address() {
+        let composed = normalize_email("jos\u{e9}@Example.org").unwrap();
+        for spelling in [
+            "jose\u{301}@example.org",
+            "jos\u{e9}@EXAMPLE.ORG",
+            "\u{ff4a}\u{ff4f}\u{ff53}\u{e9}\u{ff20}\u{ff45}\u{ff58}\u{ff41}\u{ff4d}\u{ff50}\u{ff4c}\u{ff45}.org",
+        ] {
+            assert_eq!(normalize_email(spelling).unwrap(), composed, "{spelling:?}");
+        }
+        assert_eq!(composed, "jos\u{e9}@example.org");
+    }
+
+    #[test]
+    fn emails_with_control_characters_are_refused() {
+        for email in [
+            "ada\0@example.org",
+            "ada@example.org\r\nBcc: eve@example.org",
+            "ada\u{7f}@example.org",
+            "ada\u{85}@example.org",
+            "ada@example.org\n",
+        ] {
+            assert!(
+                matches!(normalize_email(email), Err(AppError::Invalid(_))),
+                "{email:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_refuse_control_characters_and_bidi_overrides() {
+        for name in [
+            "Ada\0",
+            "Ada\r\nLovelace",
+            "Ada\nLovelace",
+            "Ada\u{1b}[31m",
+            "\u{202E}ecalevoL",
+            "Ada \u{202A}x",
+            "Ada \u{202D}x",
+            "Ada \u{2066}x",
+            "Ada \u{2069}x",
+        ] {
+            assert!(
+                matches!(check_name(name), Err(AppError::Invalid(_))),
+                "{name:?}"
+            );
+        }
+        assert_eq!(check_name("  Ada Lovelace ").unwrap(), "Ada Lovelace");
+        assert_eq!(
+            check_name("\u{5d0}\u{5d3}\u{5d4}").unwrap(),
+            "\u{5d0}\u{5d3}\u{5d4}"
+        );
     }
 
     #[test]

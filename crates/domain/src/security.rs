@@ -1,8 +1,11 @@
 //! Security observations that belong to no account: failed logins naming no account, and
-//! throttling of failed logins by client address and by an email address that matches no account.
+//! throttling of failed logins by client address, by email address from one client address, and
+//! by email address from every address.
 //!
-//! They are appended to `_system/security/login` (per IP address) and `{tenant}/security/login`
-//! (per unknown email), with no expected version: they record what happened, they decide nothing.
+//! They are appended to `_system/security/login` (per IP address, and per email of a tenant that
+//! does not exist) and `{tenant}/security/login` (per email), with no expected version: they
+//! record what happened, they decide nothing. A throttle by email is recorded alike whether the
+//! email names an account or not, so the log does not tell which emails are accounts.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,8 +17,16 @@ use crate::event::Timestamp;
 pub enum ThrottleScope {
     /// One client IP address.
     Ip,
-    /// One email address that matches no account (named by its blind index).
+    /// One email address that matches no account (named by its blind index). Written by earlier
+    /// versions only: emails are now throttled alike whether they name an account or not
+    /// ([`ThrottleScope::EmailFromIp`], [`ThrottleScope::Email`]).
     UnknownEmail,
+    /// One email address of a tenant (named by its blind index), from one client address: the
+    /// first, small limit, which leaves the email's owner free to sign in from elsewhere.
+    EmailFromIp,
+    /// One email address of a tenant (named by its blind index), from every address: the
+    /// account-wide limit, much higher, whose lock is short.
+    Email,
 }
 
 /// Security observations. Every variant is `security.{variant}` v1.
@@ -27,10 +38,11 @@ pub enum SecurityEvent {
     LoginThrottled {
         /// What was throttled.
         scope: ThrottleScope,
-        /// The client address (scope `ip`, and the last failure's address for `unknown_email`).
+        /// The client address (scopes `ip` and `email_from_ip`, and the last failure's address for
+        /// `email` and `unknown_email`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ip: Option<String>,
-        /// The email's blind index (scope `unknown_email`).
+        /// The email's blind index (scopes `email_from_ip`, `email` and `unknown_email`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         email_index: Option<String>,
         /// Failures within the window, the last one included.

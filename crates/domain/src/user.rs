@@ -336,7 +336,8 @@ impl User {
     }
 }
 
-/// How many failures lock an account, and for how long.
+/// How many failures lock something (an account, an email from one address, an address), and for
+/// how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockoutPolicy {
     /// Failures before the first lock.
@@ -347,17 +348,43 @@ pub struct LockoutPolicy {
     pub max: Duration,
 }
 
+/// The account-wide limit ([`LockoutPolicy::ACCOUNT`]).
 impl Default for LockoutPolicy {
     fn default() -> Self {
-        Self {
-            threshold: 5,
-            base: Duration::seconds(1),
-            max: Duration::minutes(15),
-        }
+        Self::ACCOUNT
     }
 }
 
 impl LockoutPolicy {
+    /// The account-wide limit (NIST SP 800-63B-4: no more than 100 consecutive failed attempts):
+    /// from the 100th consecutive failure on, each failure locks the account for one minute, from
+    /// every address. It is a rate limit, not a lock-out: a stranger who stops is forgotten a
+    /// minute later, and cannot keep the owner out for longer than that.
+    pub const ACCOUNT: Self = Self {
+        threshold: 100,
+        base: Duration::minutes(1),
+        max: Duration::minutes(1),
+    };
+
+    /// The first limit, on one email address from one client address: from the 5th failure on,
+    /// locks of 1 s doubling with each further failure, to at most 5 minutes. The owner signing
+    /// in from another address is not affected.
+    pub const EMAIL_FROM_IP: Self = Self {
+        threshold: 5,
+        base: Duration::seconds(1),
+        max: Duration::minutes(5),
+    };
+
+    /// The limit on one client address across every email (password spraying), with `threshold`
+    /// failures (50 by default): locks of 1 s doubling to at most 15 minutes.
+    pub const fn ip(threshold: u32) -> Self {
+        Self {
+            threshold,
+            base: Duration::seconds(1),
+            max: Duration::minutes(15),
+        }
+    }
+
     /// The lock after `failures` consecutive failures, if any.
     pub fn lock_for(&self, failures: u32) -> Option<Duration> {
         if failures < self.threshold {
@@ -1220,37 +1247,69 @@ mod tests {
     }
 
     #[test]
-    fn failures_lock_with_growing_delays_and_success_resets() {
+    fn lockout_policies_lock_from_their_threshold_for_their_delays() {
+        let secs =
+            |policy: LockoutPolicy, failures| policy.lock_for(failures).map(|d| d.whole_seconds());
+        // (policy, failures, lock in seconds)
+        let cases = [
+            (LockoutPolicy::EMAIL_FROM_IP, 1, None),
+            (LockoutPolicy::EMAIL_FROM_IP, 4, None),
+            (LockoutPolicy::EMAIL_FROM_IP, 5, Some(1)),
+            (LockoutPolicy::EMAIL_FROM_IP, 6, Some(2)),
+            (LockoutPolicy::EMAIL_FROM_IP, 7, Some(4)),
+            (LockoutPolicy::EMAIL_FROM_IP, 13, Some(256)),
+            (LockoutPolicy::EMAIL_FROM_IP, 14, Some(300)),
+            (LockoutPolicy::EMAIL_FROM_IP, u32::MAX, Some(300)),
+            (LockoutPolicy::ACCOUNT, 5, None),
+            (LockoutPolicy::ACCOUNT, 99, None),
+            (LockoutPolicy::ACCOUNT, 100, Some(60)),
+            (LockoutPolicy::ACCOUNT, 101, Some(60)),
+            (LockoutPolicy::ACCOUNT, 10_000, Some(60)),
+            (LockoutPolicy::ip(50), 49, None),
+            (LockoutPolicy::ip(50), 50, Some(1)),
+            (LockoutPolicy::ip(50), 51, Some(2)),
+            (LockoutPolicy::ip(50), 500, Some(900)),
+        ];
+        for (policy, failures, lock) in cases {
+            assert_eq!(secs(policy, failures), lock, "{policy:?} after {failures}");
+        }
+        assert_eq!(LockoutPolicy::default(), LockoutPolicy::ACCOUNT);
+    }
+
+    #[test]
+    fn an_account_locks_for_a_minute_from_its_hundredth_failure_and_success_resets() {
         let mut events = active_person();
-        let policy = LockoutPolicy::default();
-        let mut locks = vec![];
-        for _ in 0..8 {
+        let policy = LockoutPolicy::ACCOUNT;
+        let fail = |events: &mut Vec<UserEvent>, at: Timestamp| {
             run(
-                &mut events,
+                events,
                 UserCommand::RecordLoginFailure {
                     reason: LoginFailure::BadPassword,
                     ip: None,
-                    now: now(),
+                    now: at,
                     policy,
                 },
             )
             .unwrap();
-            locks.push(given(&events).unwrap().locked_until);
+            given(events).unwrap()
+        };
+        for n in 1..100 {
+            let u = fail(&mut events, now());
+            assert_eq!((u.failed_logins, u.locked_until), (n, None));
         }
-        assert_eq!(&locks[..4], &[None, None, None, None]);
-        let secs: Vec<i64> = locks[4..]
-            .iter()
-            .map(|l| now().until(&l.unwrap()).whole_seconds())
-            .collect();
-        assert_eq!(secs, vec![1, 2, 4, 8]);
-        let u = given(&events).unwrap();
+        let u = fail(&mut events, now());
+        assert_eq!(u.failed_logins, 100);
+        assert_eq!(u.locked_until, Some(now().plus(Duration::minutes(1))));
         assert!(matches!(
-            u.check_can_log_in(now()),
+            u.check_can_log_in(now().plus(Duration::seconds(59))),
             Err(UserError::Locked(_))
         ));
-        let later = now().plus(Duration::seconds(9));
+        let later = now().plus(Duration::minutes(1));
         assert_eq!(u.check_can_log_in(later), Ok(()));
-        assert_eq!(policy.lock_for(200), Some(Duration::minutes(15)));
+        // Each further failure locks for a minute again, never longer.
+        let u = fail(&mut events, later);
+        assert_eq!(u.locked_until, Some(later.plus(Duration::minutes(1))));
+        let later = later.plus(Duration::minutes(1));
         run(
             &mut events,
             UserCommand::CompleteLogin {

@@ -373,7 +373,7 @@ pub async fn create(
     }
     let new = seal_new_user(&app.security, tenant, email, name).await?;
     let credential = match &req.password {
-        Some(password) => match seal_password(app, tenant, &new.user_id, password).await {
+        Some(password) => match seal_password(app, tenant, &new.user_id, password, false).await {
             Ok(c) => Some(c),
             Err(e) => {
                 forget_key(&app.security, &new.user_id).await;
@@ -464,7 +464,7 @@ fn check_new_password(security: &Security, password: &str) -> Result<(), AppErro
     check_len("password", password, 1, MAX_PASSWORD_CHARS)?;
     security
         .policy
-        .check(password)
+        .check(password, false)
         .map_err(|e| AppError::invalid(format!("password: {e}")))
 }
 

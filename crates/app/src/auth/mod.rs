@@ -24,7 +24,7 @@ use index::AuthIndex;
 use jwt::TokenSigner;
 use password::{Argon2Params, PasswordHasher, PasswordPolicy};
 use secrets::{DataKey, Keyring};
-use throttle::{EmailThrottle, IpThrottle};
+use throttle::{EmailFromIpThrottle, EmailThrottle, IpThrottle};
 use tokens::TokenHasher;
 use vault::{Vault, VaultError};
 
@@ -59,7 +59,8 @@ pub struct SecurityOptions {
     pub secret_key_file: std::path::PathBuf,
     /// Access tokens' `iss` and `aud`, and the TOTP issuer.
     pub issuer: String,
-    /// Shortest accepted password.
+    /// Shortest accepted password of an account that signs in with a password alone (accounts
+    /// with TOTP enabled may use [`PasswordPolicy::MIN_LENGTH_WITH_SECOND_FACTOR`]).
     pub password_min_length: usize,
     /// argon2id parameters.
     pub argon2: Argon2Params,
@@ -89,7 +90,7 @@ impl SecurityOptions {
         Self {
             secret_key_file,
             issuer: "custodian".to_owned(),
-            password_min_length: 8,
+            password_min_length: 15,
             argon2: Argon2Params::default(),
             login_ip_failures: 50,
             index_wait: std::time::Duration::from_secs(2),
@@ -123,11 +124,15 @@ pub struct Security {
     pub index: Arc<AuthIndex>,
     /// Where the in-memory indexes keep their snapshots.
     pub snapshots: crate::snapshot::Snapshots,
-    /// Failed logins per client address.
+    /// Failed logins per client address, across every email (spraying).
     pub ip_throttle: IpThrottle,
-    /// Failed logins per unknown email.
+    /// Failed logins per email of a tenant from one client address, whether the email names an
+    /// account or not: the first limit.
+    pub email_from_ip_throttle: EmailFromIpThrottle,
+    /// Failed logins per email that matches no account, from every address: the account-wide
+    /// limit of emails that are not accounts.
     pub email_throttle: EmailThrottle,
-    /// Account lockout after failed logins.
+    /// The account-wide limit of accounts, kept by their events.
     pub lockout: LockoutPolicy,
     /// Token and session lifetimes.
     pub lifetimes: Lifetimes,
@@ -215,10 +220,7 @@ impl Security {
                 }
             }
         });
-        let ip_policy = LockoutPolicy {
-            threshold: options.login_ip_failures,
-            ..LockoutPolicy::default()
-        };
+        let ip_policy = LockoutPolicy::ip(options.login_ip_failures);
         Ok(Self {
             vault: Vault::new(db, keyring.clone(), clock),
             tokens: TokenHasher::new(keyring.token_key()),
@@ -229,8 +231,14 @@ impl Security {
             index,
             snapshots,
             ip_throttle: IpThrottle::new(ip_policy),
-            email_throttle: EmailThrottle::new(LockoutPolicy::default()),
-            lockout: LockoutPolicy::default(),
+            email_from_ip_throttle: EmailFromIpThrottle::new(LockoutPolicy::EMAIL_FROM_IP),
+            // An account's count is of consecutive failures, forgotten only by a success; an
+            // email that is no account has none, so its count is kept for a day.
+            email_throttle: EmailThrottle::with_window(
+                LockoutPolicy::ACCOUNT,
+                time::Duration::days(1),
+            ),
+            lockout: LockoutPolicy::ACCOUNT,
             lifetimes: Lifetimes::default(),
             issuer: options.issuer,
             trusted_proxies: options.trusted_proxies,

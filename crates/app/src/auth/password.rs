@@ -46,12 +46,24 @@ static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
         .collect()
 });
 
-/// Which passwords a person may choose (NIST SP 800-63B): a length between `min_length` and
-/// `max_length` Unicode characters, and not one of the 10,000 most common passwords, compared
-/// case-insensitively. There are no composition rules.
+/// A password as it is checked, hashed and verified: its Unicode NFKC form (NIST SP 800-63B-4),
+/// so that a password typed on another keyboard or system (composed or decomposed accents,
+/// fullwidth forms) is the same password. NFKC of ASCII is itself, so hashes of ASCII passwords
+/// made before normalization still verify.
+pub fn normalize(password: &str) -> String {
+    use unicode_normalization::UnicodeNormalization as _;
+    password.nfkc().collect()
+}
+
+/// Which passwords a person may choose (NIST SP 800-63B-4): after NFKC normalization, a length
+/// between a minimum and `max_length` Unicode code points (the minimum is `min_length` for an
+/// account that signs in with a password alone, and [`PasswordPolicy::MIN_LENGTH_WITH_SECOND_FACTOR`]
+/// once it has a second factor), no control characters, not only whitespace, and not one of the
+/// 10,000 most common passwords, compared case-insensitively. There are no composition rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PasswordPolicy {
-    /// The fewest characters accepted (default 8).
+    /// The fewest characters accepted from an account that signs in with a password alone
+    /// (default 15).
     pub min_length: usize,
     /// The most characters accepted (default 256); at least 64, so passphrases fit.
     pub max_length: usize,
@@ -60,7 +72,7 @@ pub struct PasswordPolicy {
 impl Default for PasswordPolicy {
     fn default() -> Self {
         Self {
-            min_length: 8,
+            min_length: 15,
             max_length: 256,
         }
     }
@@ -102,6 +114,12 @@ pub enum PasswordRejected {
         /// The policy's maximum length in characters.
         max: usize,
     },
+    /// Contains a control character (NUL, CR, LF, ...).
+    #[error("password must not contain control characters")]
+    ControlCharacters,
+    /// Only whitespace.
+    #[error("password must not be only whitespace")]
+    AllWhitespace,
     /// On the list of commonly used passwords.
     #[error("this password is too common and easy to guess; choose a less common one")]
     Common,
@@ -110,6 +128,9 @@ pub enum PasswordRejected {
 impl PasswordPolicy {
     /// The lowest `min_length` accepted by [`PasswordPolicy::validate`] (NIST SP 800-63B).
     pub const MIN_LENGTH_FLOOR: usize = 8;
+    /// The fewest characters accepted once the account has a second factor (NIST SP 800-63B-4:
+    /// 8 for a password used with another factor, 15 for a password alone).
+    pub const MIN_LENGTH_WITH_SECOND_FACTOR: usize = 8;
     /// The lowest `max_length` accepted by [`PasswordPolicy::validate`] (NIST SP 800-63B).
     pub const MAX_LENGTH_FLOOR: usize = 64;
 
@@ -132,14 +153,32 @@ impl PasswordPolicy {
         Ok(())
     }
 
-    /// Accepts `password` if its length in Unicode characters is within bounds and its lowercase
-    /// form is not on the blocklist of common passwords.
-    pub fn check(&self, password: &str) -> Result<(), PasswordRejected> {
+    /// The fewest characters accepted from an account with (`second_factor`) or without a second
+    /// factor.
+    pub fn min_length_for(&self, second_factor: bool) -> usize {
+        if second_factor {
+            Self::MIN_LENGTH_WITH_SECOND_FACTOR.min(self.min_length)
+        } else {
+            self.min_length
+        }
+    }
+
+    /// Accepts `password` for an account with (`second_factor`) or without a second factor if,
+    /// after NFKC normalization, it has no control character, is not only whitespace, its length
+    /// in code points is within bounds, and its lowercase form is not on the blocklist of common
+    /// passwords.
+    pub fn check(&self, password: &str, second_factor: bool) -> Result<(), PasswordRejected> {
+        let password = normalize(password);
+        if password.chars().any(char::is_control) {
+            return Err(PasswordRejected::ControlCharacters);
+        }
+        if password.chars().all(char::is_whitespace) {
+            return Err(PasswordRejected::AllWhitespace);
+        }
         let length = password.chars().count();
-        if length < self.min_length {
-            return Err(PasswordRejected::TooShort {
-                min: self.min_length,
-            });
+        let min = self.min_length_for(second_factor);
+        if length < min {
+            return Err(PasswordRejected::TooShort { min });
         }
         if length > self.max_length {
             return Err(PasswordRejected::TooLong {
@@ -334,17 +373,19 @@ impl PasswordHasher {
 
     /// Hashes `password` with argon2id, the current parameters and a fresh random salt, as a PHC
     /// string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`).
+    /// The password is hashed in its [`normalize`]d form.
     pub async fn hash(&self, password: &str) -> Result<String, HashError> {
-        let password = password.to_owned();
+        let password = normalize(password);
         self.run(move |inner, memory| hash_with(&inner.argon2, password.as_bytes(), memory))
             .await
     }
 
     /// Checks `password` against the stored PHC string `phc` (any argon2 variant, with the
-    /// parameters recorded in it), and says whether the stored hash should be replaced.
+    /// parameters recorded in it), and says whether the stored hash should be replaced. The
+    /// password is verified in its [`normalize`]d form.
     pub async fn verify(&self, phc: &str, password: &str) -> Result<Verification, HashError> {
         let phc = phc.to_owned();
-        let password = password.to_owned();
+        let password = normalize(password);
         self.run(move |inner, memory| {
             let stored = PasswordHash::new(&phc).map_err(|_| HashError::MalformedHash)?;
             let matches = match verify_with(password.as_bytes(), &stored, memory) {
@@ -366,7 +407,7 @@ impl PasswordHasher {
     /// email" takes as long as answering "wrong password", and fails the same way when the hasher
     /// is closed.
     pub async fn verify_dummy(&self, password: &str) -> Result<(), HashError> {
-        let password = password.to_owned();
+        let password = normalize(password);
         self.run(move |inner, memory| {
             // Parsed and verified exactly as a stored hash is, with the same parameters and the
             // same reused memory, so that it costs what a real verification costs.
@@ -533,24 +574,114 @@ mod tests {
     #[test]
     fn policy_accepts_lengths_within_bounds_and_rejects_outside() {
         let policy = PasswordPolicy::default();
-        let cases: &[(&str, Result<(), PasswordRejected>)] = &[
-            ("vK3#pq8z", Ok(())),
-            ("vK3#pq8", Err(PasswordRejected::TooShort { min: 8 })),
-            ("ééééééé", Err(PasswordRejected::TooShort { min: 8 })),
-            ("éééééééé", Ok(())),
+        let short = |min| Err(PasswordRejected::TooShort { min });
+        // (password, with a second factor, verdict)
+        let cases: &[(&str, bool, Result<(), PasswordRejected>)] = &[
+            ("vK3#pq8zLm2@wQ9", false, Ok(())),
+            ("vK3#pq8zLm2@wQ", false, short(15)),
+            ("vK3#pq8zLm2@wQ", true, Ok(())),
+            ("vK3#pq8z", true, Ok(())),
+            ("vK3#pq8", true, short(8)),
+            ("vK3#pq8", false, short(15)),
+            // Code points after NFKC: 14 precomposed é, or 14 e + combining acute, are 14.
+            (
+                "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
+                false,
+                short(15),
+            ),
+            (
+                "e\u{301}e\u{301}e\u{301}e\u{301}e\u{301}e\u{301}e\u{301}e\u{301}e\u{301}e\u{301}e\u{301}e\u{301}e\u{301}e\u{301}",
+                false,
+                short(15),
+            ),
+            (
+                "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
+                false,
+                Ok(()),
+            ),
+            // NFKC expands a ligature: "\u{fb03}" (ffi) counts as three.
+            ("\u{fb03}\u{fb03}\u{fb03}\u{fb03}\u{fb03}", false, Ok(())),
+            ("        ", true, Err(PasswordRejected::AllWhitespace)),
+            (
+                "               \u{3000}\t",
+                false,
+                Err(PasswordRejected::ControlCharacters),
+            ),
+            (
+                "\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}",
+                false,
+                Err(PasswordRejected::AllWhitespace),
+            ),
+            (
+                "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+                false,
+                Err(PasswordRejected::ControlCharacters),
+            ),
+            (
+                "correct horse\nbattery staple",
+                false,
+                Err(PasswordRejected::ControlCharacters),
+            ),
+            (
+                "correct horse\rbattery staple",
+                false,
+                Err(PasswordRejected::ControlCharacters),
+            ),
+            (
+                "correct horse\u{7f}battery staple",
+                false,
+                Err(PasswordRejected::ControlCharacters),
+            ),
+            ("correct horse battery staple", false, Ok(())),
         ];
-        for (password, expected) in cases {
-            assert_eq!(&policy.check(password), expected, "{password}");
+        for (password, second_factor, expected) in cases {
+            assert_eq!(
+                &policy.check(password, *second_factor),
+                expected,
+                "{password:?} second factor {second_factor}"
+            );
         }
         let long = "correct horse battery staple ".repeat(3);
         let sixty_four: String = long.chars().take(64).collect();
-        assert_eq!(policy.check(&sixty_four), Ok(()));
+        assert_eq!(policy.check(&sixty_four, false), Ok(()));
         let too_long = "x".repeat(257);
         assert_eq!(
-            policy.check(&too_long),
+            policy.check(&too_long, false),
             Err(PasswordRejected::TooLong { max: 256 })
         );
-        assert_eq!(policy.check(&"y".repeat(256)), Ok(()));
+        assert_eq!(policy.check(&"y".repeat(256), false), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn composed_decomposed_and_fullwidth_spellings_are_one_password() {
+        let hasher = PasswordHasher::new(Argon2Params::default()).unwrap();
+        let phc = hasher
+            .hash("caf\u{e9} au lait, s'il vous pla\u{ee}t")
+            .await
+            .unwrap();
+        for spelling in [
+            "cafe\u{301} au lait, s'il vous plai\u{302}t",
+            "\u{ff43}\u{ff41}\u{ff46}\u{e9} au lait, s'il vous pla\u{ee}t",
+        ] {
+            assert!(
+                hasher.verify(&phc, spelling).await.unwrap().matches,
+                "{spelling:?}"
+            );
+        }
+        // An ASCII password hashed before normalization existed still verifies.
+        let old = hash_with(
+            &hasher.inner.argon2,
+            b"correct horse battery staple",
+            &mut [],
+        )
+        .unwrap();
+        assert!(
+            hasher
+                .verify(&old, "correct horse battery staple")
+                .await
+                .unwrap()
+                .matches
+        );
     }
 
     #[test]
@@ -564,7 +695,7 @@ mod tests {
             "QWERTYUIOP",
         ] {
             assert_eq!(
-                policy.check(password),
+                policy.check(password, true),
                 Err(PasswordRejected::Common),
                 "{password}"
             );
@@ -575,7 +706,7 @@ mod tests {
     fn rejection_messages_do_not_repeat_the_password() {
         let policy = PasswordPolicy::default();
         for password in ["short", "password1"] {
-            let Err(rejected) = policy.check(password) else {
+            let Err(rejected) = policy.check(password, true) else {
                 panic!("{password} should be rejected");
             };
             assert!(!rejected.to_string().contains(password));

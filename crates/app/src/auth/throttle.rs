@@ -1,7 +1,9 @@
-//! Failed-login throttling kept in memory: per client IP address, and per email address for emails
-//! that match no account (so an unknown email is throttled exactly like a known one, and a lock
-//! does not reveal that an account exists). Known accounts are throttled by their own events
-//! (`user.login_failed` with `locked_until`), which every instance shares.
+//! Failed-login throttling kept in memory: per client IP address across every email (spraying),
+//! per email address from one client address (the first, small limit, for an account or not
+//! alike), and the account-wide limit for emails that match no account (so an unknown email is
+//! throttled exactly like a known one, and a lock does not reveal that an account exists). An
+//! account's own account-wide limit is kept by its events (`user.login_failed` with
+//! `locked_until`), which every instance shares.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,8 +13,8 @@ use custodian_domain::Timestamp;
 use custodian_domain::user::LockoutPolicy;
 use time::Duration;
 
-/// How long failures are remembered.
-const WINDOW: Duration = Duration::minutes(15);
+/// How long failures are remembered after the last one, by default.
+pub const WINDOW: Duration = Duration::minutes(15);
 /// Most remembered keys before the oldest half is forgotten.
 const MAX_KEYS: usize = 100_000;
 
@@ -27,6 +29,7 @@ struct Record {
 #[derive(Debug)]
 pub struct Throttle<K> {
     policy: LockoutPolicy,
+    window: Duration,
     records: Mutex<HashMap<K, Record>>,
 }
 
@@ -40,10 +43,18 @@ pub struct Engaged {
 }
 
 impl<K: std::hash::Hash + Eq + Clone> Throttle<K> {
-    /// A throttle that locks after `policy.threshold` failures.
+    /// A throttle that locks after `policy.threshold` failures, and forgets a key's failures
+    /// [`WINDOW`] after its last.
     pub fn new(policy: LockoutPolicy) -> Self {
+        Self::with_window(policy, WINDOW)
+    }
+
+    /// A throttle that locks after `policy.threshold` failures, and forgets a key's failures
+    /// `window` after its last.
+    pub fn with_window(policy: LockoutPolicy, window: Duration) -> Self {
         Self {
             policy,
+            window,
             records: Mutex::new(HashMap::new()),
         }
     }
@@ -61,7 +72,7 @@ impl<K: std::hash::Hash + Eq + Clone> Throttle<K> {
     pub fn fail(&self, key: &K, now: Timestamp) -> Option<Engaged> {
         let mut records = self.records.lock().ok()?;
         if records.len() >= MAX_KEYS {
-            let cutoff = now.plus(-WINDOW);
+            let cutoff = now.plus(-self.window);
             records.retain(|_, r| r.last > cutoff);
             if records.len() >= MAX_KEYS {
                 records.clear();
@@ -72,7 +83,7 @@ impl<K: std::hash::Hash + Eq + Clone> Throttle<K> {
             last: now,
             locked_until: None,
         });
-        if r.last.until(&now) > WINDOW {
+        if r.last.until(&now) > self.window {
             r.failures = 0;
             r.locked_until = None;
         }
@@ -96,8 +107,12 @@ impl<K: std::hash::Hash + Eq + Clone> Throttle<K> {
 
 /// The per-IP throttle.
 pub type IpThrottle = Throttle<IpAddr>;
-/// The per-unknown-email throttle, keyed by (tenant, email blind index).
+/// The account-wide throttle of emails that match no account, keyed by (tenant, email blind
+/// index).
 pub type EmailThrottle = Throttle<(String, String)>;
+/// The per-(email, client address) throttle, keyed by (tenant, email blind index, address), for
+/// emails that name an account and emails that do not alike.
+pub type EmailFromIpThrottle = Throttle<(String, String, Option<IpAddr>)>;
 
 #[cfg(test)]
 mod tests {

@@ -82,7 +82,8 @@ async fn wrong_current_passwords_lock_the_account_for_a_second_then_it_changes()
         .unwrap_err();
         assert!(matches!(e, AppError::WrongProof(_)), "{e:?}");
     }
-    // The fifth failure locks for one second: even the right password waits.
+    // The fifth failure locks the caller's email from this address for one second: even the
+    // right password waits.
     let e = account::change_password(
         &t.app,
         &caller,

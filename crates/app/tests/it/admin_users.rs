@@ -778,8 +778,8 @@ async fn a_locked_login_is_listed_until_the_lock_expires() {
     let ada = users::create(&t.app, &admin, "acme", person("ada@acme.test"))
         .await
         .unwrap();
-    // Five failures lock the login for one second.
-    for _ in 0..5 {
+    // A hundred consecutive failures lock the login for one minute.
+    for _ in 0..100 {
         record_bad_code(&t.app, "acme", &ada.user_id, None, t.clock.now())
             .await
             .unwrap();
@@ -794,21 +794,21 @@ async fn a_locked_login_is_listed_until_the_lock_expires() {
         .unwrap();
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].user_id, ada.user_id);
-    assert_eq!(page.items[0].failed_logins, 5);
+    assert_eq!(page.items[0].failed_logins, 100);
     assert_eq!(
         page.items[0].locked_until.as_deref(),
-        Some("2026-03-01T12:00:01.000000Z")
+        Some("2026-03-01T12:01:00.000000Z")
     );
     let all = users::credentials(&t.app, &admin, "acme", &CredentialListQuery::default())
         .await
         .unwrap();
     assert_eq!(all.items.len(), 2);
 
-    t.advance(1);
+    t.advance(60);
     let page = users::credentials(&t.app, &admin, "acme", &locked)
         .await
         .unwrap();
-    assert!(page.items.is_empty(), "the lock ends at 12:00:01");
+    assert!(page.items.is_empty(), "the lock ends at 12:01:00");
 
     let bad = CredentialListQuery {
         locked: Some("yes".to_owned()),
@@ -921,4 +921,96 @@ async fn an_administrator_lists_all_of_a_users_sessions_by_default() {
         .await
         .unwrap();
     assert!(page.items.is_empty());
+}
+
+#[tokio::test]
+async fn composed_decomposed_and_fullwidth_spellings_of_an_email_are_one_account() {
+    let (t, admin) = with_tenant_admin("acme").await;
+    let created = users::create(
+        &t.app,
+        &admin,
+        "acme",
+        CreateUserRequest {
+            password: Some("a long enough passphrase".to_owned()),
+            ..person("jos\u{e9}@acme.test")
+        },
+    )
+    .await
+    .unwrap();
+    // (spelling, what it is)
+    let spellings = [
+        ("jose\u{301}@acme.test", "decomposed (NFD)"),
+        ("jos\u{e9}@ACME.test", "upper-case domain"),
+        (
+            "\u{ff4a}\u{ff4f}\u{ff53}\u{e9}\u{ff20}\u{ff41}\u{ff43}\u{ff4d}\u{ff45}.test",
+            "fullwidth",
+        ),
+    ];
+    for (email, what) in spellings {
+        let r = users::create(&t.app, &admin, "acme", person(email)).await;
+        assert!(matches!(r, Err(AppError::Conflict(_))), "{what}: {r:?}");
+        let login = custodian_app::identity::login(
+            &t.app,
+            &custodian_app::Origin::default(),
+            custodian_app::identity::LoginRequest {
+                tenant: "acme".to_owned(),
+                email: email.to_owned(),
+                password: "a long enough passphrase".to_owned(),
+            },
+        )
+        .await;
+        match login {
+            Ok(custodian_app::identity::LoginOutcome::Authenticated(tokens)) => {
+                assert_eq!(tokens.user_id, created.user_id, "{what}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn control_characters_bidi_overrides_and_weak_passwords_are_refused() {
+    let (t, admin) = with_tenant_admin("acme").await;
+    let head = t.app.store.head().await.unwrap().position;
+    let with_password = |p: &str| CreateUserRequest {
+        password: Some(p.to_owned()),
+        ..person("ada@acme.test")
+    };
+    let named = |n: &str| CreateUserRequest {
+        name: n.to_owned(),
+        ..person("ada@acme.test")
+    };
+    // (request, what is wrong with it)
+    let cases = [
+        (person("ada\0@acme.test"), "NUL in the email"),
+        (
+            person("ada@acme.test\r\nBcc: x@y.test"),
+            "CR/LF in the email",
+        ),
+        (person("ada\u{85}@acme.test"), "NEL in the email"),
+        (named("Ada\0"), "NUL in the name"),
+        (named("Ada\r\nLovelace"), "CR/LF in the name"),
+        (named("Ada\u{7}"), "BEL in the name"),
+        (named("\u{202e}ecalevoL adA"), "right-to-left override"),
+        (named("Ada \u{202a}x"), "left-to-right embedding"),
+        (named("Ada \u{2066}x"), "left-to-right isolate"),
+        (named("Ada \u{2069}x"), "pop directional isolate"),
+        (with_password("        "), "eight spaces"),
+        (with_password(&" ".repeat(20)), "twenty spaces"),
+        (with_password(&"\0".repeat(20)), "twenty NUL bytes"),
+        (with_password("correct horse\nbattery staple"), "a newline"),
+        (with_password("Zq7#mVx!pL2$wR"), "fourteen characters"),
+        (
+            with_password(&"e\u{301}".repeat(14)),
+            "fourteen characters after normalization",
+        ),
+    ];
+    for (req, what) in cases {
+        let r = users::create(&t.app, &admin, "acme", req).await;
+        assert!(is_invalid(&r), "{what}: {r:?}");
+    }
+    assert_eq!(t.app.store.head().await.unwrap().position, head);
+    users::create(&t.app, &admin, "acme", with_password("Zq7#mVx!pL2$wR9"))
+        .await
+        .unwrap();
 }

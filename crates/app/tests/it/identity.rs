@@ -391,41 +391,210 @@ async fn malformed_logins_are_refused_before_any_work() {
     assert_eq!(t.head().await, before);
 }
 
-#[tokio::test]
-async fn five_wrong_passwords_lock_the_account_for_a_time_that_doubles_to_the_second() {
-    let (t, _) = with_person().await;
-    for _ in 0..4 {
-        assert_eq!(
-            login(&t, "wrong").await.unwrap_err(),
-            AppError::InvalidCredentials
-        );
+fn from(ip: &str) -> Origin {
+    Origin {
+        ip: Some(ip.parse().unwrap()),
+        user_agent: None,
     }
-    // The fifth failure locks for 1 s: even the right password waits.
-    assert_eq!(
-        login(&t, "wrong").await.unwrap_err(),
-        AppError::InvalidCredentials
-    );
-    assert_eq!(retry_after(login(&t, PASSWORD).await.unwrap_err()), 1);
-    t.advance(1);
-    // The sixth locks for 2 s, the seventh for 4 s.
-    assert_eq!(
-        login(&t, "wrong").await.unwrap_err(),
-        AppError::InvalidCredentials
-    );
-    assert_eq!(retry_after(login(&t, PASSWORD).await.unwrap_err()), 2);
-    t.advance(2);
-    assert_eq!(
-        login(&t, "wrong").await.unwrap_err(),
-        AppError::InvalidCredentials
-    );
-    assert_eq!(retry_after(login(&t, PASSWORD).await.unwrap_err()), 4);
-    // A locked account records nothing more, whatever is tried.
+}
+
+/// What one login attempt looked like from outside: its answer and the events it appended, with
+/// the failure event named alike whether it is on an account or not (its stream is not public),
+/// and each throttle by its scope.
+async fn attempt(t: &TestApp, origin: &Origin, req: LoginRequest) -> (String, Vec<String>) {
     let before = t.head().await;
-    t.advance(3);
-    assert_eq!(retry_after(login(&t, "wrong").await.unwrap_err()), 1);
+    let answer = match identity::login(&t.app, origin, req).await {
+        Ok(_) => "ok".to_owned(),
+        Err(AppError::Throttled { retry_after, .. }) => format!("throttled {retry_after}"),
+        Err(e) => format!("{e:?}"),
+    };
+    let events = t
+        .events_after(before)
+        .await
+        .into_iter()
+        .map(|r| match r.event_type.as_str() {
+            "user.login_failed" | "security.unknown_account_login_failed" => {
+                "login failed".to_owned()
+            }
+            "security.login_throttled" => {
+                let mut keys: Vec<&String> = r.data.as_object().unwrap().keys().collect();
+                keys.sort();
+                format!("throttled {} {keys:?}", r.data["scope"])
+            }
+            other => other.to_owned(),
+        })
+        .collect();
+    (answer, events)
+}
+
+/// A service with tenant `acme`, an active person (`EMAIL`), and one account in `acme` of every
+/// kind that cannot log in by password.
+async fn with_every_kind_of_account() -> TestApp {
+    let (t, _) = with_person().await;
+    let disabled = t
+        .create_person(TENANT, "grace@acme.test", "cobol compiler 1959")
+        .await;
+    t.user_command(
+        TENANT,
+        &disabled,
+        UserCommand::Disable {
+            reason: "left".into(),
+        },
+    )
+    .await;
+    t.invite_person(TENANT, "invited@acme.test").await;
+    t.create_service(TENANT, "robot@acme.test").await;
+    t
+}
+
+/// Every way a login can fail, each from its own address: a wrong password for a live person,
+/// an unknown email, an unknown tenant, a disabled person, an invited person, a service account.
+fn failure_paths() -> Vec<(&'static str, LoginRequest)> {
+    vec![
+        (
+            "wrong password",
+            request(TENANT, EMAIL, "not the password at all"),
+        ),
+        (
+            "unknown email",
+            request(TENANT, "nobody@acme.test", PASSWORD),
+        ),
+        ("unknown tenant", request("globex", EMAIL, PASSWORD)),
+        (
+            "disabled",
+            request(TENANT, "grace@acme.test", "cobol compiler 1959"),
+        ),
+        ("invited", request(TENANT, "invited@acme.test", PASSWORD)),
+        ("service", request(TENANT, "robot@acme.test", PASSWORD)),
+    ]
+}
+
+#[tokio::test]
+async fn every_failure_path_appends_the_same_events_on_every_attempt() {
+    let t = with_every_kind_of_account().await;
+    let mut seen = vec![];
+    for (n, (path, req)) in failure_paths().into_iter().enumerate() {
+        let origin = from(&format!("192.0.2.{}", 100 + n));
+        let mut attempts = vec![];
+        // Four failures, the fifth that engages the first limit, one refused while it holds, and
+        // one more once it has passed, which extends it.
+        for _ in 0..6 {
+            attempts.push(attempt(&t, &origin, clone(&req)).await);
+        }
+        t.advance(1);
+        attempts.push(attempt(&t, &origin, clone(&req)).await);
+        t.advance(2);
+        seen.push((path, attempts));
+    }
+    let failed = |events: &[&str]| -> (String, Vec<String>) {
+        (
+            "InvalidCredentials".to_owned(),
+            events.iter().map(|e| (*e).to_owned()).collect(),
+        )
+    };
+    let pair = r#"throttled "email_from_ip" ["email_index", "failures", "ip", "scope", "until"]"#;
+    let expected = vec![
+        failed(&["login failed"]),
+        failed(&["login failed"]),
+        failed(&["login failed"]),
+        failed(&["login failed"]),
+        failed(&["login failed", pair]),
+        ("throttled 1".to_owned(), vec![]),
+        failed(&["login failed", pair]),
+    ];
+    for (path, attempts) in seen {
+        assert_eq!(attempts, expected, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn the_account_wide_limit_appends_the_same_events_for_an_account_or_not() {
+    let t = with_every_kind_of_account().await;
+    let mut seen = vec![];
+    // Every path meets the same code past its failure event, so an account and an email that is
+    // none stand for all (each path's first limit is checked above).
+    for (path, req) in failure_paths() {
+        if !matches!(path, "wrong password" | "unknown email") {
+            continue;
+        }
+        let mut attempts = vec![];
+        // A hundred failures from a hundred addresses: no address nor pair limit engages, only the
+        // account-wide one, at the hundredth.
+        for n in 0..101 {
+            let origin = from(&format!("10.0.0.{n}"));
+            attempts.push(attempt(&t, &origin, clone(&req)).await);
+        }
+        t.advance(60);
+        attempts.push(attempt(&t, &from("198.51.100.9"), clone(&req)).await);
+        t.advance(60);
+        seen.push((path, attempts));
+    }
+    let (first_path, reference) = &seen[0];
+    let email = r#"throttled "email" ["email_index", "failures", "ip", "scope", "until"]"#;
+    assert_eq!(reference[98].1, ["login failed"]);
+    assert_eq!(reference[99].1, ["login failed", email]);
+    assert_eq!(reference[100], ("throttled 60".to_owned(), vec![]));
+    assert_eq!(reference[101].1, ["login failed", email]);
+    for (path, attempts) in &seen[1..] {
+        assert_eq!(attempts, reference, "{path} against {first_path}");
+    }
+}
+
+fn clone(req: &LoginRequest) -> LoginRequest {
+    request(&req.tenant, &req.email, &req.password)
+}
+
+#[tokio::test]
+async fn wrong_passwords_from_one_address_leave_the_owner_free_elsewhere() {
+    let (t, _) = with_person().await;
+    let attacker = from("203.0.113.66");
+    let wrong = || request(TENANT, EMAIL, "not the password at all");
+    for _ in 0..4 {
+        let e = identity::login(&t.app, &attacker, wrong()).await;
+        assert_eq!(e.unwrap_err(), AppError::InvalidCredentials);
+    }
+    // The fifth failure locks that email from that address for 1 s: even the right password
+    // waits there; the sixth locks for 2 s, the seventh for 4 s.
+    for lock in [1, 2, 4] {
+        let e = identity::login(&t.app, &attacker, wrong()).await;
+        assert_eq!(e.unwrap_err(), AppError::InvalidCredentials);
+        let right = identity::login(&t.app, &attacker, request(TENANT, EMAIL, PASSWORD)).await;
+        assert_eq!(retry_after(right.unwrap_err()), lock);
+        // Refused while locked, with nothing appended.
+        let before = t.head().await;
+        t.advance(i64::try_from(lock).unwrap() - 1);
+        assert_eq!(
+            retry_after(
+                identity::login(&t.app, &attacker, wrong())
+                    .await
+                    .unwrap_err()
+            ),
+            1
+        );
+        assert_eq!(t.head().await, before);
+        // The owner, at another address, signs in all along.
+        login_ok(&t).await;
+        t.advance(1);
+    }
+}
+
+#[tokio::test]
+async fn a_hundred_failures_from_many_addresses_slow_the_account_for_a_minute_only() {
+    let (t, _) = with_person().await;
+    for n in 0..100 {
+        let origin = from(&format!("10.0.0.{n}"));
+        let e = identity::login(
+            &t.app,
+            &origin,
+            request(TENANT, EMAIL, "not the password at all"),
+        )
+        .await;
+        assert_eq!(e.unwrap_err(), AppError::InvalidCredentials);
+    }
+    // The owner, at an address that failed nothing, waits a minute, and no more.
+    assert_eq!(retry_after(login(&t, PASSWORD).await.unwrap_err()), 60);
+    t.advance(59);
     assert_eq!(retry_after(login(&t, PASSWORD).await.unwrap_err()), 1);
-    assert_eq!(t.head().await, before);
-    // At the lock's end the right password is accepted.
     t.advance(1);
     login_ok(&t).await;
 }
@@ -450,10 +619,50 @@ async fn an_unknown_email_is_throttled_like_an_account() {
             "security.login_throttled"
         ]
     );
-    assert_eq!(events[1].data["scope"], "unknown_email");
+    assert_eq!(events[1].data["scope"], "email_from_ip");
+    assert_eq!(events[1].stream.as_str(), "acme/security/login");
     let e = identity::login(&t.app, &origin(), unknown()).await;
     assert_eq!(retry_after(e.unwrap_err()), 1);
     // The throttle is on that email only.
+    login_ok(&t).await;
+}
+
+#[tokio::test]
+async fn a_good_login_does_not_forgive_an_address_its_failures_against_other_emails() {
+    let (t, _) = with_person().await;
+    // 49 wrong guesses against other emails from one address, with a good login of the
+    // attacker's own account after every seventh: the address's count is not reset by them.
+    for n in 0..49 {
+        let req = request(TENANT, &format!("victim{n}@acme.test"), PASSWORD);
+        let e = identity::login(&t.app, &origin(), req).await.unwrap_err();
+        assert_eq!(e, AppError::InvalidCredentials);
+        if n % 7 == 6 {
+            login_ok(&t).await;
+        }
+    }
+    let before = t.head().await;
+    let req = request(TENANT, "victim49@acme.test", PASSWORD);
+    let e = identity::login(&t.app, &origin(), req).await.unwrap_err();
+    assert_eq!(e, AppError::InvalidCredentials);
+    let events = t.events_after(before).await;
+    assert_eq!(events.last().unwrap().data["scope"], "ip");
+    // The address is throttled now, even for the account that signed in from it.
+    assert_eq!(retry_after(login(&t, PASSWORD).await.unwrap_err()), 1);
+}
+
+#[tokio::test]
+async fn a_good_login_forgives_its_own_failures_from_that_address() {
+    let (t, _) = with_person().await;
+    for _ in 0..4 {
+        let e = login(&t, "not the password at all").await;
+        assert_eq!(e.unwrap_err(), AppError::InvalidCredentials);
+    }
+    login_ok(&t).await;
+    // Four more failures lock nothing: the count started again.
+    for _ in 0..4 {
+        let e = login(&t, "not the password at all").await;
+        assert_eq!(e.unwrap_err(), AppError::InvalidCredentials);
+    }
     login_ok(&t).await;
 }
 
@@ -850,4 +1059,35 @@ async fn the_key_set_publishes_the_key_that_signs_access_tokens() {
     )
     .unwrap();
     assert!(keys.iter().any(|k| k["kid"] == header["kid"]), "{jwks}");
+}
+
+#[tokio::test]
+async fn five_wrong_second_factors_lock_the_email_from_that_address_for_a_second() {
+    let (t, user_id) = with_person().await;
+    let enrolled = t.enroll_totp(TENANT, &user_id).await;
+    t.advance(30);
+    let c = challenge(&t).await;
+    let valid: Vec<String> = [-30, 0, 30]
+        .iter()
+        .map(|d| totp::code_at(&enrolled.seed, t.unix().checked_add_signed(*d).unwrap()))
+        .collect();
+    let wrong: Vec<String> = (0..1_000_000u32)
+        .map(|n| format!("{n:06}"))
+        .filter(|code| !valid.contains(code))
+        .take(5)
+        .collect();
+    for code in &wrong {
+        assert_eq!(
+            verify_code(&t, &c.challenge_id, code).await.unwrap_err(),
+            AppError::unauthenticated("the code is invalid or was already used")
+        );
+    }
+    // Even the right code waits for the lock, which is short.
+    let right = totp::code_at(&enrolled.seed, t.unix());
+    assert_eq!(
+        retry_after(verify_code(&t, &c.challenge_id, &right).await.unwrap_err()),
+        1
+    );
+    t.advance(1);
+    verify_code(&t, &c.challenge_id, &right).await.unwrap();
 }

@@ -383,3 +383,86 @@ async fn a_code_given_as_proof_is_spent() {
     assert!(!user.totp_enabled);
     assert_eq!(user.last_totp_step, Some(step + 1));
 }
+
+#[tokio::test]
+async fn wrong_codes_proving_presence_lock_the_email_from_that_address_for_a_second() {
+    let t = TestApp::new().await;
+    let m = t.member("acme").await;
+    let (seed, _, caller) = enrolled(&t, &m).await;
+    t.advance(30);
+    let origin = Origin {
+        ip: Some("192.0.2.7".parse().unwrap()),
+        user_agent: None,
+    };
+    let right = code(&t, &seed, 0);
+    let valid: Vec<String> = (-1..=1).map(|s| code(&t, &seed, s)).collect();
+    let wrong: Vec<String> = (0..1_000_000u32)
+        .map(|n| format!("{n:06}"))
+        .filter(|c| !valid.contains(c))
+        .take(5)
+        .collect();
+    for c in &wrong {
+        let e = mfa::disable(&t.app, &caller, &origin, totp_code(c.clone()))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, AppError::WrongProof(_)), "{e:?}");
+    }
+    // The fifth locks for one second, even a right code, from that address only.
+    let e = mfa::disable(&t.app, &caller, &origin, totp_code(right.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, AppError::Throttled { retry_after: 1, .. }),
+        "{e:?}"
+    );
+    t.advance(1);
+    mfa::disable(&t.app, &caller, &origin, totp_code(right))
+        .await
+        .unwrap();
+    assert!(!t.user(&m.tenant, &m.user_id).await.totp_enabled);
+}
+
+#[tokio::test]
+async fn a_person_with_totp_may_choose_a_shorter_password() {
+    let t = TestApp::new().await;
+    let m = t.member("acme").await;
+    let change = |current: &str, new: &str| custodian_app::account::ChangePasswordRequest {
+        current_password: current.to_owned(),
+        new_password: new.to_owned(),
+    };
+    let short = "Zq7#mVx!pL2";
+    let caller = t.as_member(&m).await;
+    let e = custodian_app::account::change_password(
+        &t.app,
+        &caller,
+        &Origin::default(),
+        change(&m.password, short),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        e,
+        AppError::invalid("new_password: password must be at least 15 characters long")
+    );
+    let (_, _, caller) = enrolled(&t, &m).await;
+    custodian_app::account::change_password(
+        &t.app,
+        &caller,
+        &Origin::default(),
+        change(&m.password, short),
+    )
+    .await
+    .unwrap();
+    let e = custodian_app::account::change_password(
+        &t.app,
+        &caller,
+        &Origin::default(),
+        change(short, "Zq7#mVx"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        e,
+        AppError::invalid("new_password: password must be at least 8 characters long")
+    );
+}

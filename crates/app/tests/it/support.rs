@@ -290,9 +290,10 @@ impl TestApp {
     /// Creates an active person of `tenant` with `password`; returns their user id.
     pub async fn create_person(&self, tenant: &str, email: &str, password: &str) -> String {
         let user_id = Self::new_user_id();
-        let credential = custodian_app::users::seal_password(&self.app, tenant, &user_id, password)
-            .await
-            .unwrap();
+        let credential =
+            custodian_app::users::seal_password(&self.app, tenant, &user_id, password, false)
+                .await
+                .unwrap();
         self.new_user(tenant, email, &user_id, |email, name, email_index| {
             custodian_domain::user::UserCommand::Create {
                 kind: custodian_domain::user::UserKind::Person,
@@ -301,6 +302,23 @@ impl TestApp {
                 email_index,
                 roles: vec![],
                 credential: Some(credential),
+            }
+        })
+        .await;
+        user_id
+    }
+
+    /// Creates an active service account of `tenant` (keys only, no password); returns its id.
+    pub async fn create_service(&self, tenant: &str, email: &str) -> String {
+        let user_id = Self::new_user_id();
+        self.new_user(tenant, email, &user_id, |email, name, email_index| {
+            custodian_domain::user::UserCommand::Create {
+                kind: custodian_domain::user::UserKind::Service,
+                email,
+                name,
+                email_index,
+                roles: vec![],
+                credential: None,
             }
         })
         .await;

@@ -555,7 +555,11 @@ async fn a_user_lifecycle_and_its_credential_facts_are_folded(ledger: Ledger) {
             reason: LoginFailure::BadPassword,
             ip: Some("198.51.100.1".into()),
             now,
-            policy: LockoutPolicy::default(),
+            // A policy that locks at the fifth failure, to see a lock folded.
+            policy: LockoutPolicy {
+                threshold: 5,
+                ..LockoutPolicy::EMAIL_FROM_IP
+            },
         })
         .await;
     }
