@@ -15,7 +15,7 @@ use rand::{Rng as _, SeedableRng};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{App, spawn_app_with};
+use crate::support::{App, base64_url, base64_url_decode, spawn_app_with};
 
 const ADMIN_EMAIL: &str = "fuzz@platform.test";
 const ADMIN_PASSWORD: &str = "fuzzing passphrase of the admin";
@@ -717,18 +717,6 @@ fn forged_credential(token: String) -> impl Strategy<Value = String> {
         "[\\x20-\\x7e]{0,200}",
         "[A-Za-z0-9_\\-]{1,40}\\.[A-Za-z0-9_\\-]{0,200}\\.[A-Za-z0-9_\\-]{0,90}",
     ]
-}
-
-fn base64_url(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn base64_url_decode(text: &str) -> Vec<u8> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text)
-        .unwrap()
 }
 
 #[test]

@@ -48,10 +48,10 @@ proptest! {
             None => prop_assert!(parsed.is_err()),
         }
         // The refusal never repeats the key.
-        if let Err(e) = parsed {
-            if s.len() > 4 {
-                prop_assert!(!e.to_string().contains(&s));
-            }
+        if let Err(e) = parsed
+            && s.len() > 4
+        {
+            prop_assert!(!e.to_string().contains(&s));
         }
     }
 
