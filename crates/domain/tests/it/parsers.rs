@@ -29,6 +29,20 @@ fn key_like() -> impl Strategy<Value = String> {
     ]
 }
 
+#[test]
+fn a_time_of_day_is_two_digits_each_without_a_sign() {
+    for refused in [
+        "+0:+0", "+9:30", "09:+5", "-0:00", " 9:30", "9:30", "09:5", "24:00", "23:60",
+    ] {
+        assert!(
+            TimeOfDay::parse(refused).is_err(),
+            "{refused:?} was accepted"
+        );
+    }
+    assert_eq!(TimeOfDay::parse("23:59").unwrap().minutes, 1439);
+    assert_eq!(TimeOfDay::parse("00:00").unwrap().minutes, 0);
+}
+
 proptest! {
     #[test]
     fn a_key_parser_answers_every_string(s in key_like()) {
