@@ -72,6 +72,15 @@ pub struct ServeArgs {
     #[arg(long, env = "CUSTODIAN_SECRET_KEY_FILE", value_name = "FILE")]
     pub secret_key_file: Option<PathBuf>,
 
+    /// PEM file of the TLS certificate chain (the server's certificate first) to serve HTTPS
+    /// with; needs --tls-key. Unset: plain HTTP, for a TLS-terminating proxy in front
+    #[arg(long, env = "CUSTODIAN_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file of the TLS certificate's private key (PKCS#8, PKCS#1 or SEC1); needs --tls-cert
+    #[arg(long, env = "CUSTODIAN_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
     /// The `iss` and `aud` of access tokens, usually the server's public URL [default: custodian]
     #[arg(long, env = "CUSTODIAN_ISSUER", value_name = "NAME")]
     pub issuer: Option<String>,
@@ -151,6 +160,8 @@ pub struct FileConfig {
     read_wait_ms: Option<u64>,
     nats_url: Option<String>,
     secret_key_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     issuer: Option<String>,
     password_min_length: Option<usize>,
     argon2_memory_kib: Option<u32>,
@@ -273,6 +284,8 @@ pub struct Config {
     pub nats_url: Option<String>,
     /// The master key's file.
     pub secret_key_file: PathBuf,
+    /// The certificate chain and key to serve HTTPS with; plain HTTP when `None`.
+    pub tls: Option<TlsFiles>,
     /// Access tokens' issuer and audience.
     pub issuer: String,
     /// Shortest accepted password of an account without a second factor.
@@ -295,6 +308,15 @@ pub struct Config {
     pub plans: custodian_app::plans::Plans,
     /// The signed checkpoints' origin and cadence.
     pub ledger: custodian_app::ledger::LedgerOptions,
+}
+
+/// The PEM files HTTPS is served with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// The certificate's private key.
+    pub key: PathBuf,
 }
 
 /// Why the configuration cannot be used.
@@ -400,6 +422,18 @@ impl Config {
             Some(mode) => mode.parse().map_err(ConfigError::Invalid)?,
             None => custodian_app::authz::DecisionLogMode::All,
         };
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "tls_cert and tls_key go together: give both to serve HTTPS, or neither".into(),
+                ));
+            }
+        };
         let metrics_token = args.metrics_token.or(file.metrics_token);
         if metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError::Invalid(
@@ -477,6 +511,7 @@ impl Config {
                 .or(file.nats_url)
                 .filter(|u| !u.trim().is_empty()),
             secret_key_file,
+            tls,
             issuer: args
                 .issuer
                 .or(file.issuer)
@@ -556,6 +591,32 @@ mod tests {
         );
         assert_eq!(c.max_event_bytes, 256 * 1024);
         assert_eq!(c.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn tls_files_come_as_a_pair_from_flags_or_the_file() {
+        let f = file(
+            r#"
+            tls_cert = "/etc/custodian/cert.pem"
+            tls_key = "/etc/custodian/key.pem"
+            "#,
+        );
+        let c = Config::merge(ServeArgs::default(), f).unwrap();
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: PathBuf::from("/etc/custodian/cert.pem"),
+                key: PathBuf::from("/etc/custodian/key.pem"),
+            })
+        );
+        let c = Config::merge(ServeArgs::default(), file("")).unwrap();
+        assert_eq!(c.tls, None);
+        let alone = ServeArgs {
+            tls_cert: Some(PathBuf::from("cert.pem")),
+            ..ServeArgs::default()
+        };
+        let err = Config::merge(alone, file("")).unwrap_err().to_string();
+        assert!(err.contains("tls_cert and tls_key go together"), "{err}");
     }
 
     #[test]

@@ -20,3 +20,4 @@ pub mod respond;
 pub mod server;
 pub mod state;
 pub mod telemetry;
+pub mod tls;

@@ -151,6 +151,11 @@ async fn log_internal_errors(request: Request, next: Next) -> Response {
 /// Opens the store, serves until SIGTERM or Ctrl-C, lets in-flight requests finish (up to the
 /// configured grace period), then drains the store's writer so every accepted append is committed.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Bad certificate files stop the start before anything is opened.
+    let tls = match &config.tls {
+        Some(files) => Some(crate::tls::server_config(files)?),
+        None => None,
+    };
     let store = custodian_store::open(
         &config.store.as_open_arg(),
         StoreOptions {
@@ -169,6 +174,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         %addr,
         store = config.store.redacted(),
         head = head.position,
+        tls = tls.is_some(),
         "listening"
     );
 
@@ -199,9 +205,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let grace = config.shutdown_timeout;
+    let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls {
+        None => Box::pin(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .into_future(),
+        ),
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            let stop = handle.clone();
+            let cancelled = shutdown.clone();
+            tokio::spawn(async move {
+                cancelled.cancelled().await;
+                stop.graceful_shutdown(Some(grace));
+            });
+            let server = axum_server::from_tcp_rustls(listener.into_std()?, tls)?.handle(handle);
+            Box::pin(server.serve(app))
+        }
+    };
     let outcome = tokio::select! {
         r = server => r.context("the HTTP server failed"),
         () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {

@@ -13,3 +13,4 @@ mod ledger;
 mod server;
 mod startup;
 mod support;
+mod tls;

@@ -98,12 +98,18 @@ fn just_before(t: &Value) -> String {
 
 /// One route under `/v1/tenants/{tenant}`: its method, its path as the router declares it, the
 /// path with every parameter filled in, and a well-formed body.
-type Route = (Method, &'static str, String, Option<Value>);
+pub(crate) type Route = (Method, &'static str, String, Option<Value>);
 
 /// Every route under `/v1/tenants/{tenant}`, on objects of `tenant` that exist: the user `user`,
 /// the custom role `auditor`, the grant `grant`, the assignment `assignment`, and the resource
 /// `project/p1` in the group `staging`.
-fn tenant_routes(tenant: &str, user: &str, grant: &str, assignment: &str, key: &str) -> Vec<Route> {
+pub(crate) fn tenant_routes(
+    tenant: &str,
+    user: &str,
+    grant: &str,
+    assignment: &str,
+    key: &str,
+) -> Vec<Route> {
     let t = format!("/v1/tenants/{tenant}");
     let a_check =
         json!({"principal": user, "permission": "user:read", "resource": format!("user/{user}")});

@@ -7,6 +7,7 @@ mod authz_input;
 mod consistency;
 mod frame;
 mod fuzz;
+mod isolation;
 mod keys;
 mod openapi;
 mod public_surface;

@@ -292,3 +292,17 @@ pub async fn setup_clocked(
     let root = root_token(&app).await;
     Admined { app, db_file, root }
 }
+
+/// `bytes` in unpadded base64url, as the parts of a JWT are written.
+pub fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Reads an unpadded base64url part of a JWT.
+pub fn base64_url_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .unwrap()
+}

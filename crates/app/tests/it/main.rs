@@ -14,6 +14,7 @@ mod ledger;
 mod mfa;
 mod migration;
 mod operations;
+mod parsers;
 mod sessions;
 mod signing;
 mod support;

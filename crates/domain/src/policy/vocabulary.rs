@@ -268,7 +268,9 @@ impl TimeOfDay {
     pub fn parse(s: &str) -> Result<Self, String> {
         let bad = || format!("{s:?} is not a time of day: write HH:MM, e.g. 09:30");
         let (h, m) = s.split_once(':').ok_or_else(bad)?;
-        if h.len() != 2 || m.len() != 2 {
+        // Two digits each: `u16` parsing alone would take `+9` as 9.
+        let two_digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
+        if !two_digits(h) || !two_digits(m) {
             return Err(bad());
         }
         let h: u16 = h.parse().map_err(|_| bad())?;
