@@ -10,6 +10,8 @@ mod identity;
 mod keys;
 mod kill_9;
 mod ledger;
+mod pg_crash;
 mod server;
 mod startup;
 mod support;
+mod torture;
