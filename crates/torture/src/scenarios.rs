@@ -347,6 +347,13 @@ pub async fn run(scenario: Scenario, backend: Backend, settings: &Settings) -> S
         summary.failures.push(e);
     }
     let server_log = std::mem::take(&mut *running.log.lock().unwrap_or_else(|e| e.into_inner()));
+    for line in server_log
+        .iter()
+        .filter(|l| l.contains("\"level\":\"ERROR\""))
+        .take(3)
+    {
+        eprintln!("torture: {scenario} on {backend}: server error: {line}");
+    }
     if let Some(line) = server_log.iter().find(|l| l.contains("panicked")) {
         summary.failures.push(format!("the server panicked: {line}"));
     }
