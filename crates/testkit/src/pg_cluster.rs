@@ -189,11 +189,13 @@ impl PgCluster {
             .next()
             .and_then(|l| l.trim().parse().ok())
             .expect("postmaster.pid starts with the pid");
-        let mut victims = children_of(postmaster);
-        victims.push(postmaster);
+        // The postmaster first, so that it starts no one else; then what it had started.
+        let mut victims = vec![postmaster];
+        victims.extend(children_of(postmaster));
         for pid in &victims {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
+                .stderr(std::process::Stdio::null())
                 .status()
                 .await;
         }
