@@ -61,7 +61,9 @@ pub async fn wait_relay_caught_up(server: &Server, within: Duration) -> Result<(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(format!("the relay did not catch up within {within:?}: {last}"))
+    Err(format!(
+        "the relay did not catch up within {within:?}: {last}"
+    ))
 }
 
 /// Every acknowledged command is in the log, once: the log's positions are 1..=n without a gap,
@@ -139,7 +141,10 @@ pub async fn chain_verifies(location: &str) -> Vec<String> {
     if code == Some(0) {
         vec![]
     } else {
-        vec![format!("custodian-replay verify exited {code:?}: {}", out.trim())]
+        vec![format!(
+            "custodian-replay verify exited {code:?}: {}",
+            out.trim()
+        )]
     }
 }
 
@@ -273,7 +278,9 @@ pub async fn nats_saw_every_event(
             .await
             .map_err(|_| vec![format!("only {read} of {total} NATS messages came")])?;
         let Some(Ok(message)) = next else {
-            return Err(vec![format!("the NATS consumer ended after {read} messages")]);
+            return Err(vec![format!(
+                "the NATS consumer ended after {read} messages"
+            )]);
         };
         read += 1;
         if let Ok(body) = serde_json::from_slice::<serde_json::Value>(&message.payload)

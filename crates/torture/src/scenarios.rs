@@ -84,7 +84,13 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     fn mount(dir: &Path, mib: u64) -> Result<Self, String> {
         let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir)
             .output()
             .map_err(|e| format!("cannot run mount: {e}"))?;
@@ -249,8 +255,7 @@ pub async fn run(scenario: Scenario, backend: Backend, settings: &Settings) -> S
                         .failures
                         .push("the server did not answer within 60 s of a restart".into()),
                 }
-                tokio::time::sleep(slot.saturating_sub(at).saturating_sub(killed.elapsed()))
-                    .await;
+                tokio::time::sleep(slot.saturating_sub(at).saturating_sub(killed.elapsed())).await;
             }
         }
         Scenario::PgRestart => {
@@ -322,7 +327,11 @@ pub async fn run(scenario: Scenario, backend: Backend, settings: &Settings) -> S
     running = env.serve().await;
     // An idle server still appends now and then (a signed checkpoint of the ledger): the checks
     // count only when the log did not move while they ran; otherwise they run again.
-    let acks = record.lock().unwrap_or_else(|e| e.into_inner()).acks.clone();
+    let acks = record
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .acks
+        .clone();
     let mut attempt = 0;
     let (log, failures, payloads) = loop {
         attempt += 1;
@@ -370,7 +379,9 @@ pub async fn run(scenario: Scenario, backend: Backend, settings: &Settings) -> S
         eprintln!("torture: {scenario} on {backend}: server error: {line}");
     }
     if let Some(line) = server_log.iter().find(|l| l.contains("panicked")) {
-        summary.failures.push(format!("the server panicked: {line}"));
+        summary
+            .failures
+            .push(format!("the server panicked: {line}"));
     }
     let mut record = std::mem::take(&mut *record.lock().unwrap_or_else(|e| e.into_inner()));
     if scenario == Scenario::Secrets {
@@ -403,7 +414,10 @@ pub async fn run(scenario: Scenario, backend: Backend, settings: &Settings) -> S
             record.server_errors.join(" | ")
         ));
     }
-    eprintln!("torture: {scenario} on {backend}: answers by operation {:?}", record.by_operation);
+    eprintln!(
+        "torture: {scenario} on {backend}: answers by operation {:?}",
+        record.by_operation
+    );
     for (key, body) in &record.first_refusals {
         eprintln!("torture: first {key}: {body}");
     }

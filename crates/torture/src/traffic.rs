@@ -166,12 +166,14 @@ impl Client {
                         .or_insert_with(|| a.body.to_string());
                 }
                 record.latencies.push(elapsed);
-                if a.status >= 500 && a.status != 503 && a.status != 507 {
-                    if record.server_errors.len() < 10 {
-                        record
-                            .server_errors
-                            .push(format!("{operation} {path}: {} {}", a.status, a.body));
-                    }
+                if a.status >= 500
+                    && a.status != 503
+                    && a.status != 507
+                    && record.server_errors.len() < 10
+                {
+                    record
+                        .server_errors
+                        .push(format!("{operation} {path}: {} {}", a.status, a.body));
                 }
                 if command
                     && (200..300).contains(&a.status)
@@ -252,7 +254,10 @@ pub async fn setup(client: &Client, clients: usize, seed: u64) -> Result<World, 
         .await
         .ok_or("creating the tenant got no answer")?;
     if made.status != 201 {
-        return Err(format!("creating the tenant: {} {}", made.status, made.body));
+        return Err(format!(
+            "creating the tenant: {} {}",
+            made.status, made.body
+        ));
     }
     let mut rng = StdRng::seed_from_u64(seed);
     let mut people = Vec::with_capacity(clients);

@@ -91,7 +91,10 @@ async fn killing_the_postgres_server_loses_no_acknowledged_event() {
             "user {id} acknowledged at {position} is in the log {} times",
             starts.len()
         );
-        assert!(starts[0] <= *position, "{id} starts after its acknowledgement");
+        assert!(
+            starts[0] <= *position,
+            "{id} starts after its acknowledgement"
+        );
         assert!(
             log.len() as u64 >= *position,
             "position {position} was acknowledged, the log ends at {}",
