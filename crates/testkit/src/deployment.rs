@@ -193,6 +193,20 @@ impl Server {
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
+    /// GETs `path` as [`Server::operations`] does, returning the error of a server that does not
+    /// answer instead of panicking.
+    ///
+    /// # Errors
+    /// When no answer comes.
+    pub async fn try_operations(&self, path: &str) -> Result<reqwest::Response, reqwest::Error> {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(SCRAPE_TOKEN)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+    }
+
     /// Starts `custodian serve ARGS` in `cwd` with `envs`, JSON logs, the scrape token
     /// [`SCRAPE_TOKEN`] and a free port, and waits until it listens.
     ///

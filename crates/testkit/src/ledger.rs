@@ -74,6 +74,16 @@ impl Ledger {
         })
     }
 
+    /// A ledger in the PostgreSQL database at `url`, made by the caller (on a private cluster,
+    /// say).
+    pub fn postgres_at(url: String) -> Self {
+        Self {
+            backend: Backend::Postgres,
+            location: url,
+            dir: None,
+        }
+    }
+
     /// A ledger on `backend`; `None` as for [`Ledger::postgres`].
     pub async fn fresh(backend: Backend) -> Option<Self> {
         match backend {

@@ -1,5 +1,5 @@
 //! What Custodian's tests and benchmarks share: a ledger per test on SQLite or PostgreSQL, sample
-//! events, the real binaries deployed on a ledger, a private NATS server, and the benchmarks'
+//! events, the real binaries deployed on a ledger, a private NATS server, a private PostgreSQL cluster, and the benchmarks'
 //! tables.
 //!
 //! A development dependency only. It depends on the domain and the store, never on the
@@ -10,6 +10,7 @@ pub mod deployment;
 pub mod fill;
 pub mod ledger;
 pub mod nats;
+pub mod pg_cluster;
 pub mod postgres;
 pub mod sample;
 pub mod table;

@@ -299,7 +299,16 @@ impl Security {
     }
 }
 
-/// A vault failure: the data keys' table cannot be used, which is the server's fault.
+/// A vault failure. A database that refuses (unreachable, or its disk full) is unavailable for
+/// now and worth a retry, as the event store is; a key that does not unwrap or sits under another
+/// tenant is the server's fault.
 pub fn vault_error(e: VaultError) -> AppError {
-    AppError::internal(format!("data key vault: {e}"))
+    match e {
+        VaultError::Database(db) => AppError::Unavailable {
+            detail: "the data keys' database is unavailable".to_owned(),
+            retry_after: 2,
+            cause: Some(format!("data key vault: {db}")),
+        },
+        other => AppError::internal(format!("data key vault: {other}")),
+    }
 }
