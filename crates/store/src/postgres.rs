@@ -20,6 +20,14 @@ use crate::{AppendOutcome, EventStore, ExpectedVersion, Head, StoreError, StoreO
 
 /// The advisory lock that serializes appends across processes ("custodn" in ASCII).
 const APPEND_LOCK: i64 = 0x0063_7573_746f_646e;
+/// The advisory lock that serializes schema work across processes ("cschema" in ASCII): the log's
+/// migrations, the views' registry and tables, and anything else a process creates or drops at
+/// start-up or while it runs. Servers started at the same moment on a fresh database would
+/// otherwise race each other's `CREATE TABLE` (PostgreSQL's `IF NOT EXISTS` is not safe against
+/// a concurrent creation). Distinct from the append lock, so schema work never holds up appends.
+/// The migrations take it for the session on a connection of their own; other schema work takes
+/// it for its transaction (`pg_advisory_xact_lock`), which conflicts with the session's.
+pub const SCHEMA_LOCK: i64 = 0x0063_7363_6865_6d61;
 /// The channel a commit notifies with its new head position.
 const CHANNEL: &str = "custodian_log";
 /// How the writer's connection shows in `pg_stat_activity`.
@@ -65,7 +73,7 @@ impl PostgresStore {
             listener: None,
         };
         if !options.read_only {
-            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            migrate(&pool).await?;
             let committer = Box::new(PostgresCommitter::new(
                 pool.connect_options()
                     .as_ref()
@@ -81,6 +89,30 @@ impl PostgresStore {
         advance(&store.head, current.position);
         Ok(store)
     }
+}
+
+/// Applies the log's migrations on a connection of its own that holds [`SCHEMA_LOCK`] for the
+/// session meanwhile, so no other process does schema work at the same time.
+async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    let mut conn = PgConnection::connect_with(pool.connect_options().as_ref()).await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(SCHEMA_LOCK)
+        .execute(&mut conn)
+        .await?;
+    // `run_direct` takes the connection itself: `run` through `Acquire` on a `&mut PgConnection`
+    // makes every caller's future `Send` only for one lifetime, which spawning it refuses.
+    let migrated = sqlx::migrate!("./migrations/postgres")
+        .run_direct(&mut conn)
+        .await;
+    // Closing the session releases the lock too; unlocking first releases it at once.
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(SCHEMA_LOCK)
+        .execute(&mut conn)
+        .await;
+    let _ = conn.close().await;
+    migrated?;
+    unlocked?;
+    Ok(())
 }
 
 /// Raises the head on every commit notification, from this process or another.

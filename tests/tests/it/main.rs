@@ -10,6 +10,7 @@ mod identity;
 mod keys;
 mod kill_9;
 mod ledger;
+mod replicas;
 mod server;
 mod startup;
 mod support;
