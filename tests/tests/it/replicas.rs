@@ -68,7 +68,7 @@ async fn replicas_started_at_once_on_a_fresh_postgres_database_all_serve() {
 
 /// Waits until `server` answers `/readyz` with 200; an error when it exits first or takes longer
 /// than 30 s, with what it logged.
-async fn ready(server: &mut Server) -> Result<(), String> {
+pub async fn ready(server: &mut Server) -> Result<(), String> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
