@@ -293,6 +293,16 @@ where
 }
 
 /// Opens the writer's own connection: WAL, and every commit synced to disk before it returns.
+/// How durably the writer commits to the database at `path`: its journal mode and its
+/// `synchronous` level (`2` is FULL), read back from a connection opened exactly as the writer
+/// opens its own. An acknowledged append survives a power loss only with `("wal", 2)`.
+pub fn writer_durability(path: &Path) -> Result<(String, i64), StoreError> {
+    let conn = writer_connection(path)?;
+    let journal: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+    Ok((journal, synchronous))
+}
+
 fn writer_connection(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     let conn = rusqlite::Connection::open_with_flags(
         path,
