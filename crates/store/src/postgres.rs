@@ -32,6 +32,8 @@ pub const SCHEMA_LOCK: i64 = 0x0063_7363_6865_6d61;
 const CHANNEL: &str = "custodian_log";
 /// How the writer's connection shows in `pg_stat_activity`.
 pub const WRITER_APPLICATION_NAME: &str = "custodian writer";
+/// How the connection that listens for commits shows in `pg_stat_activity`.
+pub const LISTENER_APPLICATION_NAME: &str = "custodian listener";
 
 /// Whether the database at `url` holds the log's `events` table. A database that does not exist
 /// holds none; any other failure to connect is an error.
@@ -81,9 +83,19 @@ impl PostgresStore {
                     .application_name(WRITER_APPLICATION_NAME),
             ));
             store.writer = Some(Writer::spawn(committer, head.clone(), &options));
-            let mut listener = PgListener::connect_with(&pool).await?;
+            // A pool of its own, so the listener's connection (and each reconnection) is named.
+            let listening = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_lazy_with(
+                    pool.connect_options()
+                        .as_ref()
+                        .clone()
+                        .application_name(LISTENER_APPLICATION_NAME),
+                );
+            let mut listener = PgListener::connect_with(&listening).await?;
             listener.listen(CHANNEL).await?;
-            store.listener = Some(tokio::spawn(listen(listener, head)));
+            store.listener = Some(tokio::spawn(listen(listener, pool.clone(), head)));
         }
         let current = store.head().await?;
         advance(&store.head, current.position);
@@ -115,18 +127,46 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Raises the head on every commit notification, from this process or another.
-async fn listen(mut listener: PgListener, head: Arc<watch::Sender<u64>>) {
+/// Raises the head on every commit notification, from this process or another. Notifications
+/// sent while the connection was lost are lost too, so once the listener is connected and
+/// listening again the head is read from the log, and a follower misses nothing.
+async fn listen(mut listener: PgListener, pool: PgPool, head: Arc<watch::Sender<u64>>) {
+    let mut resync = false;
     loop {
-        match listener.recv().await {
-            Ok(n) => {
+        if resync {
+            // Reconnects and listens again if the connection is gone, then reads the head.
+            let head_now = match sqlx::query("SELECT 1").execute(&mut listener).await {
+                Ok(_) => {
+                    sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(position) FROM events")
+                        .fetch_one(&pool)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match head_now {
+                Ok(position) => {
+                    advance(&head, position.map_or(0, |p| u64::try_from(p).unwrap_or(0)));
+                    resync = false;
+                }
+                Err(e) => {
+                    // Receiving finds a dead connection out and reopens it; then this is retried.
+                    tracing::warn!(error = %e, "cannot listen for commits again; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        match listener.try_recv().await {
+            Ok(Some(n)) => {
                 if let Ok(position) = n.payload().parse() {
                     advance(&head, position);
                 }
             }
+            // The connection was lost, and has been reopened.
+            Ok(None) => resync = true,
             Err(e) => {
                 tracing::warn!(error = %e, "lost the PostgreSQL notification connection; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                resync = true;
             }
         }
     }
