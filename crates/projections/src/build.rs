@@ -14,7 +14,7 @@ use custodian_domain::EventRecord;
 
 use crate::db::ViewDb;
 use crate::runtime::{
-    BatchOutcome, GenerationState, Projection, REGISTRY, Tables, apply_batch, create_tables,
+    BatchOutcome, GenerationState, Projection, Tables, apply_batch, create_registry, create_tables,
     request_rebuild,
 };
 
@@ -96,7 +96,7 @@ impl ViewBuild {
         db: ViewDb,
         projections: Vec<Arc<dyn Projection>>,
     ) -> Result<Self, BuildError> {
-        sqlx::query(REGISTRY).execute(db.pool()).await?;
+        create_registry(&db).await?;
         let mut views = Vec::with_capacity(projections.len());
         for projection in projections {
             let name = projection.name();

@@ -65,6 +65,28 @@ impl ViewDb {
         &self.pool
     }
 
+    /// A transaction for schema work (creating or dropping tables, registering generations): on
+    /// PostgreSQL it holds [`custodian_store::postgres::SCHEMA_LOCK`] until it ends, so processes
+    /// started together on one database never race each other's `CREATE TABLE`. On SQLite it
+    /// takes the write lock up front (`BEGIN IMMEDIATE`), which serializes it just as well and
+    /// keeps a read followed by a write from failing when another connection wrote between them.
+    pub async fn begin_schema_work(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        let mut tx = if self.postgres {
+            self.pool.begin().await?
+        } else {
+            self.pool.begin_with("BEGIN IMMEDIATE").await?
+        };
+        if self.postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(custodian_store::postgres::SCHEMA_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
     /// True on PostgreSQL.
     pub fn is_postgres(&self) -> bool {
         self.postgres

@@ -270,7 +270,7 @@ impl Projections {
         options: RuntimeOptions,
         shutdown: CancellationToken,
     ) -> Result<Self, sqlx::Error> {
-        sqlx::query(REGISTRY).execute(db.pool()).await?;
+        create_registry(&db).await?;
         let shared = Arc::new(Shared {
             db,
             store,
@@ -431,6 +431,13 @@ struct Generation {
     state: GenerationState,
 }
 
+/// Creates the registry of generations unless it exists, under the schema lock.
+pub(crate) async fn create_registry(db: &ViewDb) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin_schema_work().await?;
+    sqlx::query(REGISTRY).execute(&mut *tx).await?;
+    tx.commit().await
+}
+
 async fn generations(db: &ViewDb, name: &str) -> Result<Vec<Generation>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT generation, code_version, position, state FROM projection_generations \
@@ -453,19 +460,25 @@ async fn generations(db: &ViewDb, name: &str) -> Result<Vec<Generation>, sqlx::E
 
 /// Asks for a fresh generation of `name` built with code version `version`, unless one is already
 /// being built. A running server starts it within its idle check; otherwise the next start does.
+/// Done under the schema lock, so servers asking at once agree on one generation.
 pub async fn request_rebuild(db: &ViewDb, name: &str, version: u32) -> Result<i64, sqlx::Error> {
-    sqlx::query(REGISTRY).execute(db.pool()).await?;
-    let existing = generations(db, name).await?;
-    if let Some(b) = existing
-        .iter()
-        .find(|g| g.state == GenerationState::Building)
-    {
-        return Ok(b.generation);
+    let mut tx = db.begin_schema_work().await?;
+    sqlx::query(REGISTRY).execute(&mut *tx).await?;
+    let building: Option<i64> = sqlx::query_scalar(
+        "SELECT generation FROM projection_generations WHERE name = $1 AND state = 'building' \
+         ORDER BY generation LIMIT 1",
+    )
+    .bind(name)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(generation) = building {
+        tx.commit().await?;
+        return Ok(generation);
     }
     let max: Option<i64> =
         sqlx::query_scalar("SELECT MAX(generation) FROM projection_generations WHERE name = $1")
             .bind(name)
-            .fetch_one(db.pool())
+            .fetch_one(&mut *tx)
             .await?;
     let next = max.unwrap_or(0) + 1;
     sqlx::query(
@@ -475,14 +488,15 @@ pub async fn request_rebuild(db: &ViewDb, name: &str, version: u32) -> Result<i6
     .bind(name)
     .bind(next)
     .bind(i64::from(version))
-    .execute(db.pool())
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(next)
 }
 
 /// Every generation's stored state, for the command line (no workers needed).
 pub async fn statuses(db: &ViewDb) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
-    sqlx::query(REGISTRY).execute(db.pool()).await?;
+    create_registry(db).await?;
     let rows = sqlx::query(
         "SELECT name, generation, code_version, position, state FROM projection_generations \
          ORDER BY name, generation",
@@ -623,7 +637,7 @@ pub(crate) async fn create_tables(
     generation: i64,
 ) -> Result<(), sqlx::Error> {
     let tables = Tables::new(projection.name(), generation);
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin_schema_work().await?;
     for ddl in projection.create(&tables) {
         sqlx::query(&ddl).execute(&mut *tx).await?;
     }
@@ -668,11 +682,13 @@ async fn swap(
             s.remove(&(name.to_owned(), old.generation));
         }
         let tables = Tables::new(name, old.generation);
+        let mut tx = shared.db.begin_schema_work().await?;
         for t in projection.tables() {
             sqlx::query(&format!("DROP TABLE IF EXISTS {}", tables.name(t)))
-                .execute(shared.db.pool())
+                .execute(&mut *tx)
                 .await?;
         }
+        tx.commit().await?;
     }
     shared.recompute_applied();
     tracing::info!(

@@ -29,13 +29,24 @@ pub fn follow(
     store: Arc<dyn EventStore>,
     from_position: u64,
 ) -> impl Stream<Item = Result<EventRecord, StoreError>> + Send + 'static {
+    follow_rechecking(store, from_position, IDLE_RECHECK)
+}
+
+/// [`follow`], with an idle follower re-reading the log every `idle_recheck` instead of every
+/// 5 s. Only the store's head watch wakes it sooner; a test that sets this very long shows that
+/// commits reach the follower through the watch alone.
+pub fn follow_rechecking(
+    store: Arc<dyn EventStore>,
+    from_position: u64,
+    idle_recheck: Duration,
+) -> impl Stream<Item = Result<EventRecord, StoreError>> + Send + 'static {
     let state = Follower {
         head: store.watch_head(),
         store,
         next: from_position.max(1),
         buffer: VecDeque::new(),
     };
-    futures::stream::unfold(state, |mut s| async move {
+    futures::stream::unfold(state, move |mut s| async move {
         loop {
             if let Some(record) = s.buffer.pop_front() {
                 s.next = record.position + 1;
@@ -47,7 +58,7 @@ pub fn follow(
             match s.store.read_all(s.next, PAGE).await {
                 Ok(page) if !page.is_empty() => s.buffer.extend(page),
                 Ok(_) => {
-                    if let Ok(Err(_)) = tokio::time::timeout(IDLE_RECHECK, s.head.changed()).await {
+                    if let Ok(Err(_)) = tokio::time::timeout(idle_recheck, s.head.changed()).await {
                         // The store was dropped: nothing more will ever come.
                         return None;
                     }

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use custodian_domain::{EventHash, EventRecord, NewEvent, StreamName};
 use tokio::sync::watch;
 
-pub use follow::follow;
+pub use follow::{follow, follow_rechecking};
 
 /// The default ceiling on one event's serialized `data`: 256 KiB.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 256 * 1024;

@@ -20,10 +20,20 @@ use crate::{AppendOutcome, EventStore, ExpectedVersion, Head, StoreError, StoreO
 
 /// The advisory lock that serializes appends across processes ("custodn" in ASCII).
 const APPEND_LOCK: i64 = 0x0063_7573_746f_646e;
+/// The advisory lock that serializes schema work across processes ("cschema" in ASCII): the log's
+/// migrations, the views' registry and tables, and anything else a process creates or drops at
+/// start-up or while it runs. Servers started at the same moment on a fresh database would
+/// otherwise race each other's `CREATE TABLE` (PostgreSQL's `IF NOT EXISTS` is not safe against
+/// a concurrent creation). Distinct from the append lock, so schema work never holds up appends.
+/// The migrations take it for the session on a connection of their own; other schema work takes
+/// it for its transaction (`pg_advisory_xact_lock`), which conflicts with the session's.
+pub const SCHEMA_LOCK: i64 = 0x0063_7363_6865_6d61;
 /// The channel a commit notifies with its new head position.
 const CHANNEL: &str = "custodian_log";
 /// How the writer's connection shows in `pg_stat_activity`.
 pub const WRITER_APPLICATION_NAME: &str = "custodian writer";
+/// How the connection that listens for commits shows in `pg_stat_activity`.
+pub const LISTENER_APPLICATION_NAME: &str = "custodian listener";
 
 /// Whether the database at `url` holds the log's `events` table. A database that does not exist
 /// holds none; any other failure to connect is an error.
@@ -65,7 +75,7 @@ impl PostgresStore {
             listener: None,
         };
         if !options.read_only {
-            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            migrate(&pool).await?;
             let committer = Box::new(PostgresCommitter::new(
                 pool.connect_options()
                     .as_ref()
@@ -73,9 +83,19 @@ impl PostgresStore {
                     .application_name(WRITER_APPLICATION_NAME),
             ));
             store.writer = Some(Writer::spawn(committer, head.clone(), &options));
-            let mut listener = PgListener::connect_with(&pool).await?;
+            // A pool of its own, so the listener's connection (and each reconnection) is named.
+            let listening = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_lazy_with(
+                    pool.connect_options()
+                        .as_ref()
+                        .clone()
+                        .application_name(LISTENER_APPLICATION_NAME),
+                );
+            let mut listener = PgListener::connect_with(&listening).await?;
             listener.listen(CHANNEL).await?;
-            store.listener = Some(tokio::spawn(listen(listener, head)));
+            store.listener = Some(tokio::spawn(listen(listener, pool.clone(), head)));
         }
         let current = store.head().await?;
         advance(&store.head, current.position);
@@ -83,18 +103,70 @@ impl PostgresStore {
     }
 }
 
-/// Raises the head on every commit notification, from this process or another.
-async fn listen(mut listener: PgListener, head: Arc<watch::Sender<u64>>) {
+/// Applies the log's migrations on a connection of its own that holds [`SCHEMA_LOCK`] for the
+/// session meanwhile, so no other process does schema work at the same time.
+async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    let mut conn = PgConnection::connect_with(pool.connect_options().as_ref()).await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(SCHEMA_LOCK)
+        .execute(&mut conn)
+        .await?;
+    // `run_direct` takes the connection itself: `run` through `Acquire` on a `&mut PgConnection`
+    // makes every caller's future `Send` only for one lifetime, which spawning it refuses.
+    let migrated = sqlx::migrate!("./migrations/postgres")
+        .run_direct(&mut conn)
+        .await;
+    // Closing the session releases the lock too; unlocking first releases it at once.
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(SCHEMA_LOCK)
+        .execute(&mut conn)
+        .await;
+    let _ = conn.close().await;
+    migrated?;
+    unlocked?;
+    Ok(())
+}
+
+/// Raises the head on every commit notification, from this process or another. Notifications
+/// sent while the connection was lost are lost too, so once the listener is connected and
+/// listening again the head is read from the log, and a follower misses nothing.
+async fn listen(mut listener: PgListener, pool: PgPool, head: Arc<watch::Sender<u64>>) {
+    let mut resync = false;
     loop {
-        match listener.recv().await {
-            Ok(n) => {
+        if resync {
+            // Reconnects and listens again if the connection is gone, then reads the head.
+            let head_now = match sqlx::query("SELECT 1").execute(&mut listener).await {
+                Ok(_) => {
+                    sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(position) FROM events")
+                        .fetch_one(&pool)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match head_now {
+                Ok(position) => {
+                    advance(&head, position.map_or(0, |p| u64::try_from(p).unwrap_or(0)));
+                    resync = false;
+                }
+                Err(e) => {
+                    // Receiving finds a dead connection out and reopens it; then this is retried.
+                    tracing::warn!(error = %e, "cannot listen for commits again; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        match listener.try_recv().await {
+            Ok(Some(n)) => {
                 if let Ok(position) = n.payload().parse() {
                     advance(&head, position);
                 }
             }
+            // The connection was lost, and has been reopened.
+            Ok(None) => resync = true,
             Err(e) => {
                 tracing::warn!(error = %e, "lost the PostgreSQL notification connection; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                resync = true;
             }
         }
     }

@@ -54,10 +54,8 @@ impl SqliteStore {
                 path.display()
             )));
         }
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Config(format!("cannot create directory {}: {e}", dir.display()))
-            })?;
+        if !options.read_only {
+            create_private(path)?;
         }
         let connect = SqliteConnectOptions::new()
             .filename(path)
@@ -114,6 +112,61 @@ impl SqliteStore {
         let head = store.head().await?;
         crate::writer::advance(&store.head, head.position);
         Ok(store)
+    }
+}
+
+/// Creates the database's directory (mode 0700) and the empty database file (mode 0600) unless
+/// they exist, whatever the process's umask. SQLite gives the files it makes beside the database
+/// (`-wal`, `-shm`, `-journal`) the database file's mode, so the whole log, the views and the
+/// vault stay readable by the service's user alone. An existing directory or file keeps its mode
+/// (an operator may share it on purpose), with a warning when others may read it.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        builder.mode(0o700);
+        builder.create(dir).map_err(|e| {
+            StoreError::Config(format!("cannot create directory {}: {e}", dir.display()))
+        })?;
+        #[cfg(unix)]
+        warn_if_shared(dir, std::fs::metadata(dir).map(|m| m.permissions().mode()));
+    }
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    file.mode(0o600);
+    match file.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            #[cfg(unix)]
+            warn_if_shared(
+                path,
+                std::fs::metadata(path).map(|m| m.permissions().mode()),
+            );
+            Ok(())
+        }
+        Err(e) => Err(StoreError::Config(format!(
+            "cannot create the database {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Warns when group or others have any access to `path`, which holds the log or its directory.
+#[cfg(unix)]
+fn warn_if_shared(path: &Path, mode: std::io::Result<u32>) {
+    if let Ok(mode) = mode
+        && mode & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "the database's files are open to other users of this machine; restrict them with chmod go-rwx"
+        );
     }
 }
 
@@ -240,6 +293,16 @@ where
 }
 
 /// Opens the writer's own connection: WAL, and every commit synced to disk before it returns.
+/// How durably the writer commits to the database at `path`: its journal mode and its
+/// `synchronous` level (`2` is FULL), read back from a connection opened exactly as the writer
+/// opens its own. An acknowledged append survives a power loss only with `("wal", 2)`.
+pub fn writer_durability(path: &Path) -> Result<(String, i64), StoreError> {
+    let conn = writer_connection(path)?;
+    let journal: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+    Ok((journal, synchronous))
+}
+
 fn writer_connection(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     let conn = rusqlite::Connection::open_with_flags(
         path,

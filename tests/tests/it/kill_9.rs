@@ -106,6 +106,14 @@ impl Api {
         }
     }
 
+    /// The same client, carrying the access token `token`.
+    pub fn with_token(self, token: &str) -> Self {
+        Self {
+            token: Some(token.to_owned()),
+            ..self
+        }
+    }
+
     /// The same client, of the server at `base` (a restarted one).
     pub fn at(self, base: &str) -> Self {
         Self {

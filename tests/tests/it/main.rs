@@ -11,6 +11,7 @@ mod keys;
 mod kill_9;
 mod ledger;
 mod pg_crash;
+mod replicas;
 mod server;
 mod startup;
 mod support;

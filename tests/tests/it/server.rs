@@ -247,3 +247,48 @@ async fn a_stranger_cannot_make_the_server_wait_and_a_late_read_is_no_error() {
         "neither answer is an error: {lines:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_and_every_file_in_it_are_private_to_the_service() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let cwd = tempfile::tempdir().unwrap();
+    let data = cwd.path().join("fresh/data");
+    let mut server = Server::start(
+        &["--data-dir".into(), data.display().to_string()],
+        cwd.path(),
+        &[],
+    )
+    .await;
+    crate::replicas::ready(&mut server).await.unwrap();
+    // A refused login writes to the log too (the throttle's events), beside the views' writes.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/auth/login", server.base))
+        .json(&serde_json::json!({"tenant": "_system", "email": "nobody@example.test", "password": "not the password at all"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{r:?}");
+
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "{}", data.display());
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    names.sort();
+    for name in [
+        "custodian.db",
+        "custodian.db-shm",
+        "custodian.db-wal",
+        "secret.key",
+    ] {
+        assert!(
+            names.iter().any(|n| n == name),
+            "{name} is missing: {names:?}"
+        );
+    }
+    server.terminate_cleanly().await;
+}

@@ -7,7 +7,12 @@
 //!
 //! Erasure on disk: on SQLite the views' connections should run with `PRAGMA secure_delete = ON`
 //! so that a destroyed key's bytes are overwritten in the file rather than left in a free page; on
-//! PostgreSQL the dead row is gone once `VACUUM` (or autovacuum) has reclaimed it.
+//! PostgreSQL a deleted row lingers as a dead tuple, and a plain `VACUUM` leaves its bytes in the
+//! page's free space, so `destroy` rewrites the table (`VACUUM FULL data_keys`) into a new file
+//! that holds only the live keys. The rewrite still copies a row that a transaction begun before
+//! the erasure may see, so the bytes are gone from the table once no such transaction remains
+//! (the next erasure's rewrite removes them then). Copies in the write-ahead log (and in backups)
+//! age out with them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -146,7 +151,13 @@ impl Vault {
             .bind(subject)
             .execute(self.db.pool())
             .await?;
-        if !self.db.is_postgres() {
+        if self.db.is_postgres() {
+            // The table is small (one short row per subject) and erasure is rare: the rewrite
+            // holds its lock for moments.
+            sqlx::query("VACUUM FULL data_keys")
+                .execute(self.db.pool())
+                .await?;
+        } else {
             for attempt in 1..=CHECKPOINT_ATTEMPTS {
                 let busy: i64 = sqlx::query_scalar("PRAGMA wal_checkpoint(TRUNCATE)")
                     .fetch_one(self.db.pool())
@@ -224,6 +235,58 @@ mod tests {
         let (_dir, vault) = sqlite_vault().await;
         exercise(&vault).await;
         assert_eq!(vault.get("never").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn on_postgres_a_destroyed_key_leaves_no_bytes_in_the_table_file() {
+        use sqlx::Connection as _;
+
+        let Some(url) = custodian_testkit::postgres::fresh_database().await else {
+            return;
+        };
+        let vault = Vault::new(
+            open_db(&url).await,
+            test_keyring(),
+            Arc::new(crate::SystemClock),
+        );
+        vault.create("tnt_a", "user_1").await.unwrap();
+        vault.create("tnt_a", "user_2").await.unwrap();
+        let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+        let wrapped = |subject: &'static str| {
+            sqlx::query_scalar::<_, String>("SELECT wrapped FROM data_keys WHERE subject = $1")
+                .bind(subject)
+        };
+        let erased = wrapped("user_1").fetch_one(&mut admin).await.unwrap();
+        let kept = wrapped("user_2").fetch_one(&mut admin).await.unwrap();
+
+        // The table's pages as PostgreSQL holds them, dead tuples included: through pageinspect
+        // where it is installed, else the table's file once every page is written out.
+        let inspect = sqlx::query("CREATE EXTENSION IF NOT EXISTS pageinspect")
+            .execute(&mut admin)
+            .await
+            .is_ok();
+        if !inspect {
+            sqlx::query("CHECKPOINT").execute(&mut admin).await.unwrap();
+        }
+        vault.destroy("user_1").await.unwrap();
+        let pages = if inspect {
+            "SELECT COALESCE(string_agg(get_raw_page('data_keys', b::int), ''::bytea ORDER BY b), \
+             ''::bytea) FROM generate_series(0, pg_relation_size('data_keys') \
+             / current_setting('block_size')::bigint - 1) AS b"
+        } else {
+            "SELECT pg_read_binary_file(pg_relation_filepath('data_keys'))"
+        };
+        let file: Vec<u8> = sqlx::query_scalar(pages)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        let holds = |text: &str| file.windows(text.len()).any(|w| w == text.as_bytes());
+        assert!(holds(&kept), "the live key is in the file read");
+        assert!(
+            !holds(&erased),
+            "the destroyed key's bytes are still in the table's file"
+        );
+        assert!(vault.get("user_2").await.unwrap().is_some());
     }
 
     #[tokio::test]

@@ -1014,3 +1014,33 @@ async fn control_characters_bidi_overrides_and_weak_passwords_are_refused() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_drops_a_cached_data_key_once_another_instance_erased_the_user() {
+    let Some(t) = TestApp::postgres().await else {
+        return;
+    };
+    let other = t.another_instance().await;
+    t.create_tenant("acme").await;
+    let ada = t
+        .create_person("acme", "ada@acme.test", ADMIN_PASSWORD)
+        .await;
+    // This instance reads Ada's data key, and keeps it in memory.
+    assert!(t.app.security.data_key(&ada).await.unwrap().is_some());
+
+    // The other instance erases Ada: it destroys the key in the shared vault and logs it.
+    other.security.index.catch_up().await.unwrap();
+    let root = Principal {
+        user: other
+            .security
+            .index
+            .user(custodian_app::auth::index::SYSTEM_TENANT, &t.admin_id)
+            .unwrap(),
+        ..t.root().await
+    };
+    users::erase(&other, &root, "acme", &ada).await.unwrap();
+
+    // This instance learns of it from the log it follows, and never serves the key again.
+    t.app.security.index.catch_up().await.unwrap();
+    assert!(t.app.security.data_key(&ada).await.unwrap().is_none());
+}

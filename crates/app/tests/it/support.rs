@@ -29,7 +29,10 @@ pub struct TestApp {
     /// The platform administrator's user id.
     pub admin_id: String,
     shutdown: CancellationToken,
-    _ledger: Ledger,
+    /// Where the master key is: in the SQLite ledger's directory, or in `_keys` on PostgreSQL.
+    key_file: std::path::PathBuf,
+    _keys: Option<tempfile::TempDir>,
+    ledger: Ledger,
 }
 
 impl TestApp {
@@ -49,15 +52,59 @@ impl TestApp {
         change: impl FnOnce(&mut SecurityOptions),
     ) -> Self {
         let ledger = Ledger::sqlite();
-        let location = ledger.location.clone();
-        let store = ledger.open_with(store).await;
         let key_file = ledger
             .dir()
             .expect("a SQLite ledger has a directory")
             .join("secret.key");
+        Self::start_on(ledger, key_file, None, store, change).await
+    }
+
+    /// A service on a fresh PostgreSQL database (`None` outside CI when PostgreSQL is
+    /// unreachable), its master key in a temporary directory.
+    pub async fn postgres() -> Option<Self> {
+        let ledger = Ledger::postgres().await?;
+        let keys = tempfile::tempdir().unwrap();
+        let key_file = keys.path().join("secret.key");
+        Some(
+            Self::start_on(
+                ledger,
+                key_file,
+                Some(keys),
+                custodian_store::StoreOptions::default(),
+                |_| {},
+            )
+            .await,
+        )
+    }
+
+    /// A second instance of the service on the same ledger and master key, with a store of its
+    /// own, as a second server process runs; it shares only the database with this one.
+    pub async fn another_instance(&self) -> App {
+        let store = self.ledger.open().await;
+        App::start(
+            store,
+            &self.ledger.location,
+            custodian_projections::all(),
+            SecurityOptions::new(self.key_file.clone()),
+            self.clock.clone(),
+            self.shutdown.clone(),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn start_on(
+        ledger: Ledger,
+        key_file: std::path::PathBuf,
+        keys: Option<tempfile::TempDir>,
+        store: custodian_store::StoreOptions,
+        change: impl FnOnce(&mut SecurityOptions),
+    ) -> Self {
+        let location = ledger.location.clone();
+        let store = ledger.open_with(store).await;
         let clock = Arc::new(ManualClock::new(Timestamp::parse(START).unwrap()));
         let shutdown = CancellationToken::new();
-        let mut options = SecurityOptions::new(key_file);
+        let mut options = SecurityOptions::new(key_file.clone());
         change(&mut options);
         let app = App::start(
             store,
@@ -90,7 +137,9 @@ impl TestApp {
             clock,
             admin_id,
             shutdown,
-            _ledger: ledger,
+            key_file,
+            _keys: keys,
+            ledger,
         };
         // Every view serves before the first use case reads one.
         t.views_caught_up().await;

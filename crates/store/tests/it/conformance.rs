@@ -609,6 +609,8 @@ async fn another_process_append_is_seen_by_the_next_version_check(f: Ledger) {
 }
 
 mod postgres_only {
+    use sqlx::Connection as _;
+
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -640,7 +642,6 @@ mod postgres_only {
         }
         let records = all(&a).await;
         assert_eq!(verify(&records), 640);
-        // Store a's follower hears of store b's commits through NOTIFY, well before its idle recheck.
         for p in 1..=640 {
             let r = tokio::time::timeout(Duration::from_secs(3), follow_a.next())
                 .await
@@ -648,6 +649,71 @@ mod postgres_only {
                 .unwrap()
                 .unwrap();
             assert_eq!(r.position, p);
+        }
+    }
+
+    /// Waits for the next event of `follow`, for at most 10 s: far less than the follower's idle
+    /// recheck, so only the store's head watch (PostgreSQL's NOTIFY) can have woken it.
+    async fn next_live<S>(follow: &mut S) -> u64
+    where
+        S: futures::Stream<Item = Result<EventRecord, StoreError>> + Unpin,
+    {
+        tokio::time::timeout(Duration::from_secs(10), follow.next())
+            .await
+            .expect("the follower heard of the other process's commit")
+            .unwrap()
+            .unwrap()
+            .position
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follower_hears_another_process_commits_live_and_after_its_listener_is_cut() {
+        let Some(f) = Ledger::postgres().await else {
+            return;
+        };
+        let a = f.open().await;
+        let b = f.open().await;
+        // An hour between idle re-reads: only a notification wakes the follower in this test.
+        let mut follow_a = Box::pin(custodian_store::follow_rechecking(
+            a.clone(),
+            1,
+            Duration::from_secs(3600),
+        ));
+        // The follower is waiting on an empty log before store b appends anything.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), follow_a.next())
+                .await
+                .is_err()
+        );
+        for p in 1..=3 {
+            b.append(&stream("acme/user/u1"), ExpectedVersion::Any, events(1))
+                .await
+                .unwrap();
+            assert_eq!(next_live(&mut follow_a).await, p);
+        }
+
+        // Cut every listening connection on the database (store a's and store b's).
+        let mut admin = sqlx::PgConnection::connect(&f.location).await.unwrap();
+        let cut: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = $1",
+        )
+        .bind(custodian_store::postgres::LISTENER_APPLICATION_NAME)
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        assert_eq!(
+            cut,
+            [true, true],
+            "both stores' listeners were found and cut"
+        );
+
+        // Commits made while a's listener is away or reconnecting still reach its follower.
+        for p in 4..=6 {
+            b.append(&stream("acme/user/u1"), ExpectedVersion::Any, events(1))
+                .await
+                .unwrap();
+            assert_eq!(next_live(&mut follow_a).await, p);
         }
     }
 }

@@ -369,3 +369,18 @@ async fn close_waits_for_appends_queued_behind_another_process_lock() {
     drop(store);
     assert_eq!(verify(&all(&f.open().await).await), 32);
 }
+
+#[tokio::test]
+async fn the_writer_commits_in_wal_mode_with_full_synchronous() {
+    let f = Ledger::sqlite();
+    let store = f.open().await;
+    store
+        .append(&stream("acme/user/u1"), ExpectedVersion::Any, events(1))
+        .await
+        .unwrap();
+    // NORMAL (1) in WAL mode may lose the last commits on a power loss: acknowledged appends.
+    let (journal, synchronous) =
+        custodian_store::sqlite::writer_durability(std::path::Path::new(&f.location)).unwrap();
+    assert_eq!(journal, "wal");
+    assert_eq!(synchronous, 2, "PRAGMA synchronous must be FULL (2)");
+}
