@@ -55,6 +55,21 @@ impl ViewDb {
                     Ok(())
                 })
             })
+            // A connection must come back with no transaction open. SQLite rolls a whole
+            // transaction back on its own after some errors (a full disk among them); sqlx does
+            // not see that, so its count of open transactions stays up, and the next
+            // transaction on that connection nests under a savepoint whose rollback leaves a
+            // write transaction open for good, holding the database's write lock against every
+            // other writer. Such a connection is closed instead of reused: closing it rolls back
+            // whatever it still holds.
+            .after_release(|conn, _| {
+                use sqlx::Connection as _;
+                let clean = !conn.is_in_transaction();
+                if !clean {
+                    tracing::debug!("closing a database connection returned inside a transaction");
+                }
+                Box::pin(async move { Ok(clean) })
+            })
             .connect(&url)
             .await?;
         Ok(Self { pool, postgres })

@@ -58,9 +58,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The short settings CI runs with: a handful of clients for a few seconds, every scenario
-    /// but the full disk, after which a SQLite server can stop answering for good (see
-    /// docs/reliability.md); it runs on its own with `--scenarios disk-full`.
+    /// The short settings CI runs with: a handful of clients for a few seconds, every scenario.
     pub fn short() -> Self {
         Self {
             scenarios: vec![
@@ -68,6 +66,7 @@ impl Settings {
                 Scenario::Kill,
                 Scenario::PgRestart,
                 Scenario::Nats,
+                Scenario::DiskFull,
                 Scenario::Secrets,
             ],
             backends: vec![Backend::Sqlite, Backend::Postgres],

@@ -2,6 +2,7 @@
 
 mod audit;
 mod batch_equals_per_event;
+mod connections;
 mod failures;
 mod identity;
 mod keys;
