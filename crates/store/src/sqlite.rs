@@ -292,7 +292,6 @@ where
     head_from_row(row)
 }
 
-/// Opens the writer's own connection: WAL, and every commit synced to disk before it returns.
 /// How durably the writer commits to the database at `path`: its journal mode and its
 /// `synchronous` level (`2` is FULL), read back from a connection opened exactly as the writer
 /// opens its own. An acknowledged append survives a power loss only with `("wal", 2)`.
@@ -303,6 +302,7 @@ pub fn writer_durability(path: &Path) -> Result<(String, i64), StoreError> {
     Ok((journal, synchronous))
 }
 
+/// Opens the writer's own connection: WAL, and every commit synced to disk before it returns.
 fn writer_connection(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     let conn = rusqlite::Connection::open_with_flags(
         path,

@@ -156,10 +156,33 @@ fn generate(doc: &Value, schema: &Value, rng: &mut StdRng, depth: usize) -> Valu
 /// A fresh server (short read wait, no per-address login throttle, so the fuzzer's own failed
 /// logins do not lock it out) with a platform administrator and one tenant.
 async fn setup() -> (App, String, String) {
+    let (app, admin_id) = with_admin(|dir| {
+        let mut options = custodian_app::SecurityOptions::new(dir.join("secret.key"));
+        options.login_ip_failures = u32::MAX;
+        options
+    })
+    .await;
+    let token = login(&app).await;
+    let r = app
+        .client
+        .post(app.url("/v1/tenants"))
+        .bearer_auth(&token)
+        .json(&json!({"slug": "acme", "name": "Acme"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    (app, admin_id, token)
+}
+
+/// A fresh server on its own data directory, with the security options `options` makes for that
+/// directory, a short read wait and a platform administrator; the administrator's id.
+async fn with_admin(
+    options: impl FnOnce(&std::path::Path) -> custodian_app::SecurityOptions,
+) -> (App, String) {
     let dir = tempfile::tempdir().unwrap();
     let location = dir.path().join("custodian.db").display().to_string();
-    let mut options = custodian_app::SecurityOptions::new(dir.path().join("secret.key"));
-    options.login_ip_failures = u32::MAX;
+    let options = options(dir.path());
     let app = spawn_app_with(
         location,
         Some(dir),
@@ -184,17 +207,7 @@ async fn setup() -> (App, String, String) {
     )
     .await
     .unwrap();
-    let token = login(&app).await;
-    let r = app
-        .client
-        .post(app.url("/v1/tenants"))
-        .bearer_auth(&token)
-        .json(&json!({"slug": "acme", "name": "Acme"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    (app, admin_id, token)
+    (app, admin_id)
 }
 
 async fn login(app: &App) -> String {
@@ -405,33 +418,7 @@ fn target() -> Target {
         .build()
         .unwrap();
     let (app, doc, token, refresh_token, user_id) = rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let location = dir.path().join("custodian.db").display().to_string();
-        let options = unthrottled(dir.path());
-        let app = spawn_app_with(
-            location,
-            Some(dir),
-            None,
-            Duration::from_millis(100),
-            options,
-        )
-        .await;
-        let security = &app.state.security;
-        bootstrap(
-            &app.store,
-            &app.state.db,
-            &security.keyring,
-            &security.hasher,
-            &security.policy,
-            Admin {
-                email: ADMIN_EMAIL,
-                name: "Fuzz",
-                password: ADMIN_PASSWORD,
-            },
-            custodian_app::Clock::now(&custodian_app::SystemClock),
-        )
-        .await
-        .unwrap();
+        let (app, _) = with_admin(unthrottled).await;
         let login: Value = app
             .client
             .post(app.url("/v1/auth/login"))

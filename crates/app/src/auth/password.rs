@@ -55,6 +55,14 @@ pub fn normalize(password: &str) -> String {
     password.nfkc().collect()
 }
 
+/// The [`normalize`]d form of `password`, and the form as typed where it differs (a hash made
+/// before passwords were normalized is of that form).
+fn forms(password: &str) -> (String, Option<String>) {
+    let normalized = normalize(password);
+    let typed = (normalized != password).then(|| password.to_owned());
+    (normalized, typed)
+}
+
 /// Which passwords a person may choose (NIST SP 800-63B-4): after NFKC normalization, a length
 /// between a minimum and `max_length` Unicode code points (the minimum is `min_length` for an
 /// account that signs in with a password alone, and [`PasswordPolicy::MIN_LENGTH_WITH_SECOND_FACTOR`]
@@ -382,18 +390,31 @@ impl PasswordHasher {
 
     /// Checks `password` against the stored PHC string `phc` (any argon2 variant, with the
     /// parameters recorded in it), and says whether the stored hash should be replaced. The
-    /// password is verified in its [`normalize`]d form.
+    /// password is verified in its [`normalize`]d form; where that differs from what was typed,
+    /// a hash made before passwords were normalized (of the typed form) is accepted too and
+    /// reported as needing a rehash, so its owner is moved to the normalized form at their next
+    /// login instead of being locked out.
     pub async fn verify(&self, phc: &str, password: &str) -> Result<Verification, HashError> {
         let phc = phc.to_owned();
-        let password = normalize(password);
+        let (password, typed) = forms(password);
         self.run(move |inner, memory| {
             let stored = PasswordHash::new(&phc).map_err(|_| HashError::MalformedHash)?;
-            let matches = match verify_with(password.as_bytes(), &stored, memory) {
-                Ok(()) => true,
-                Err(password_hash::Error::Password) => false,
-                Err(_) => return Err(HashError::MalformedHash),
+            let check = |candidate: &str, memory: &mut [Block]| match verify_with(
+                candidate.as_bytes(),
+                &stored,
+                memory,
+            ) {
+                Ok(()) => Ok(true),
+                Err(password_hash::Error::Password) => Ok(false),
+                Err(_) => Err(HashError::MalformedHash),
             };
-            let needs_rehash = matches && weaker_than(&stored, &inner.params);
+            let mut matches = check(&password, memory)?;
+            let mut legacy = false;
+            if !matches && let Some(typed) = &typed {
+                matches = check(typed, memory)?;
+                legacy = matches;
+            }
+            let needs_rehash = matches && (legacy || weaker_than(&stored, &inner.params));
             Ok(Verification {
                 matches,
                 needs_rehash,
@@ -407,14 +428,18 @@ impl PasswordHasher {
     /// email" takes as long as answering "wrong password", and fails the same way when the hasher
     /// is closed.
     pub async fn verify_dummy(&self, password: &str) -> Result<(), HashError> {
-        let password = normalize(password);
+        let (password, typed) = forms(password);
         self.run(move |inner, memory| {
             // Parsed and verified exactly as a stored hash is, with the same parameters and the
             // same reused memory, so that it costs what a real verification costs.
             let stored =
                 PasswordHash::new(&inner.dummy_phc).map_err(|_| HashError::MalformedHash)?;
             // The outcome is irrelevant: the dummy's password is random and never handed out.
+            // A wrong password whose typed form differs costs a real account two verifications.
             let _ = verify_with(password.as_bytes(), &stored, memory);
+            if let Some(typed) = typed {
+                let _ = verify_with(typed.as_bytes(), &stored, memory);
+            }
             Ok(())
         })
         .await
@@ -668,6 +693,25 @@ mod tests {
                 "{spelling:?}"
             );
         }
+        // A password hashed as typed, before normalization existed, still verifies, and is
+        // moved to its normalized form at the next login.
+        let typed = "na\u{ef}ve \u{b5}-caf\u{e9} \u{ff11}\u{ff12}\u{ff13} \u{b2}";
+        assert_ne!(normalize(typed), typed);
+        let before = hash_with(&hasher.inner.argon2, typed.as_bytes(), &mut []).unwrap();
+        assert_eq!(
+            hasher.verify(&before, typed).await.unwrap(),
+            Verification {
+                matches: true,
+                needs_rehash: true
+            }
+        );
+        assert!(
+            !hasher
+                .verify(&before, "naive u-cafe 123 2")
+                .await
+                .unwrap()
+                .matches
+        );
         // An ASCII password hashed before normalization existed still verifies.
         let old = hash_with(
             &hasher.inner.argon2,
