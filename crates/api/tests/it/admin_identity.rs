@@ -1168,13 +1168,15 @@ async fn administrators_cannot_disable_or_erase_themselves() {
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_forwarded_client_is_throttled_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let location = dir.path().join("custodian.db").display().to_string();
     let mut options = custodian_app::SecurityOptions::new(dir.path().join("secret.key"));
     options.trusted_proxies = custodian_api::config::parse_proxies("127.0.0.1").unwrap();
     options.login_ip_failures = 2;
-    let app =
-        crate::support::spawn_app_with(location, Some(dir), None, Duration::from_secs(5), options)
-            .await;
+    // Time stands still, so the 1 s lock cannot lapse between the requests however slow they are.
+    let clock = std::sync::Arc::new(custodian_app::ManualClock::new(custodian_app::Clock::now(
+        &custodian_app::SystemClock,
+    )));
+    let s = crate::support::setup_clocked(options, clock.clone()).await;
+    let app = &s.app;
     let attempt = |client_ip: &'static str, email: &'static str| {
         app.client
             .post(app.url("/v1/auth/login"))
@@ -1206,5 +1208,11 @@ async fn behind_a_trusted_proxy_each_forwarded_client_is_throttled_alone() {
             .any(|e| e.event_type.as_str() == "security.login_throttled"
                 && e.data["ip"] == "198.51.100.1"),
         "no throttle event for the forwarded client"
+    );
+    // Once the lock has run out, the client is heard again.
+    clock.advance(time::Duration::seconds(2));
+    assert_eq!(
+        attempt("198.51.100.1", "e@x.test").await.unwrap().status(),
+        401
     );
 }
