@@ -1,8 +1,6 @@
 //! Tenant and user administration over HTTP: who may do what to which tenant, the lifecycle of
 //! users from creation or invitation to erasure, and bad input refused without touching the log.
 
-use std::time::Duration;
-
 use reqwest::Method;
 use serde_json::json;
 
